@@ -1,0 +1,51 @@
+"""`dvd convert`: load any supported weights once and save them in dvd's own format (LoRA merged)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from dvd.errors import DVDError
+from dvd.inference.pipeline import resolve_dtype
+from dvd.weights import load_weights
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert official DVD / Wan2.1 weights to dvd's format, so later loads take one step",
+        description="Load weights in any supported layout (official DVD checkpoint + Wan2.1 VAE, Wan2.1 base, "
+        "a Hub id) and write dvd's format: transformer/ and vae/ (diffusers) + dvd_config.json, LoRA merged. "
+        "Pass the output folder to --weights of predict/eval/train afterwards.",
+    )
+    parser.add_argument("--weights", required=True,
+                        help="source: a folder or checkpoint file, or a Hub repository id (e.g. FayeHongfeiZhang/DVD)")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="folder to create")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="storage precision of the written weights (default: float32, exact)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    output: Path = args.output
+    if output.exists() and not args.overwrite:
+        raise DVDError(f"{output} already exists; pass --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    loaded = load_weights(args.weights)
+    loaded.model.to_precision(resolve_dtype(args.dtype, loaded.model.device))
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        loaded.model.save_pretrained(staging)
+        if output.exists():
+            shutil.rmtree(output)
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"converted {loaded.weights_id} -> {output} ({args.dtype}, {time.perf_counter() - started:.1f} s)")
+    return 0

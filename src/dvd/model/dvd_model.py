@@ -1,0 +1,124 @@
+"""The DVD model: a Wan2.1 DiT run once, at a fixed timestep, as a regressor from RGB latents to depth latents.
+
+    pixels [0,1] -> [-1,1] -> VAE encode (posterior mean) -> (mu - mean) * (1/std)
+      -> DiT once at t = 1000·tau, text context = zeros[B, 512, text_dim]
+      -> z / (1/std) + mean -> VAE decode (clamped to [-1,1]) -> (x+1)/2 -> mean over the 3 channels
+
+The output is affine-invariant disparity: larger is nearer, with unknown scale and shift.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from torch import nn
+
+from dvd.errors import DVDError
+from dvd.model.timestep import install_float64_timestep_embedding
+
+DVD_CONFIG_NAME = "dvd_config.json"
+DEFAULT_TAU = 0.5
+# The official code feeds 512 zero text tokens: the T5 encoder is never run.
+TEXT_TOKENS = 512
+
+
+class DVDModel(nn.Module):
+    """A diffusers Wan DiT + Wan VAE pair wired as the DVD depth regressor."""
+
+    def __init__(self, transformer: WanTransformer3DModel, vae: AutoencoderKLWan, tau: float = DEFAULT_TAU) -> None:
+        super().__init__()
+        if vae.config.z_dim != transformer.config.in_channels or vae.config.z_dim != transformer.config.out_channels:
+            raise DVDError(
+                f"the VAE has {vae.config.z_dim} latent channels but the DiT expects "
+                f"{transformer.config.in_channels} in / {transformer.config.out_channels} out; "
+                "use the Wan2.1 VAE that belongs to this DiT"
+            )
+        install_float64_timestep_embedding(transformer)
+        self.transformer = transformer
+        self.vae = vae
+        self.tau = float(tau)
+        # The reference keeps 1/std, not std, and divides by it when decoding; we follow it to the last bit.
+        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        self.register_buffer("latents_mean", mean, persistent=False)
+        self.register_buffer("latents_inv_std", inv_std, persistent=False)
+        self._own_storage()
+
+    def _own_storage(self) -> None:
+        """Give every tensor freshly allocated memory.
+
+        Loaded weights may be views into a memory-mapped file at arbitrary offsets; CPU kernels pick different
+        (equally valid) summation orders for differently aligned memory, so the same weights would give results that
+        differ in the last bits depending on how they were loaded. Owning aligned copies makes loading paths agree.
+        """
+        with torch.no_grad():
+            for tensor in [*self.parameters(), *self.buffers()]:
+                tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.patch_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.patch_embedding.weight.device
+
+    @property
+    def timestep(self) -> float:
+        return 1000.0 * self.tau
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B,3,T,H,W] in [0,1] -> normalised latents [B,C,(T-1)//4+1,H/8,W/8]."""
+        # Cast before the affine map, as the reference does (it rounds to bf16 first).
+        x = pixels.to(device=self.device, dtype=self.vae.dtype) * 2 - 1
+        mu = self.vae.encode(x).latent_dist.mode()
+        return (mu - self.latents_mean.to(mu.dtype)) * self.latents_inv_std.to(mu.dtype)
+
+    def regress(self, latents: torch.Tensor) -> torch.Tensor:
+        """One DiT pass at the fixed timestep with an all-zero text context; the output is the depth latent."""
+        batch = latents.shape[0]
+        dtype = self.dtype
+        timestep = torch.full((batch,), self.timestep, device=latents.device, dtype=dtype)
+        context = torch.zeros(batch, TEXT_TOKENS, self.transformer.config.text_dim, device=latents.device, dtype=dtype)
+        return self.transformer(latents.to(dtype), timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> [B,3,T,H,W] in [0,1]."""
+        z = latents.to(self.vae.dtype)
+        z = z / self.latents_inv_std.to(z.dtype) + self.latents_mean.to(z.dtype)
+        video = self.vae.decode(z).sample  # clamped to [-1, 1] by the VAE
+        return ((video.float() + 1) / 2).clamp(0, 1)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32)."""
+        return self.decode(self.regress(self.encode(pixels))).mean(dim=1)
+
+    def to_precision(self, dtype: torch.dtype) -> "DVDModel":
+        """Cast to `dtype`, keeping the modules diffusers marks as fp32-sensitive (RoPE tables, norms) in float32."""
+        self.to(dtype)
+        if dtype != torch.float32:
+            keep = set(WanTransformer3DModel._keep_in_fp32_modules)
+            for name, tensor in [*self.transformer.named_parameters(), *self.transformer.named_buffers()]:
+                if keep.intersection(name.split(".")):
+                    tensor.data = tensor.data.float()
+        return self
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write our format: diffusers sub-folders `transformer/` and `vae/` plus a small `dvd_config.json`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(directory / "transformer")
+        self.vae.save_pretrained(directory / "vae")
+        (directory / DVD_CONFIG_NAME).write_text(json.dumps({"format": "dvd", "version": 1, "tau": self.tau}, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "DVDModel":
+        """Read what `save_pretrained` wrote (float32 on CPU; cast and move afterwards)."""
+        directory = Path(directory)
+        config = json.loads((directory / DVD_CONFIG_NAME).read_text())
+        transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", torch_dtype=torch.float32)
+        vae = AutoencoderKLWan.from_pretrained(directory / "vae", torch_dtype=torch.float32)
+        return cls(transformer, vae, tau=config.get("tau", DEFAULT_TAU))

@@ -1,0 +1,145 @@
+"""Tiny random Wan DiT/VAE pairs, and writers for them in the official file formats.
+
+No weights can be downloaded in tests or CI, so the loading code is exercised on models built here: the same
+architecture at a small size (DiT width 256 = 2 heads of 128, 2 layers; VAE base width 8), written with the
+official key names (`pipe.dit.` + peft LoRA tensors, `Wan2.1_VAE.pth`). The original names are produced by
+inverting diffusers' converters, and every written name is checked to convert back to the diffusers name.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import yaml
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+from safetensors.torch import save_file
+
+from dvd.model.dvd_model import DVDModel
+from dvd.weights.formats import LORA_A, LORA_B, diffusers_names, original_dit_name
+
+TINY_DIT = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=128,
+    in_channels=16,
+    out_channels=16,
+    text_dim=64,
+    freq_dim=256,
+    ffn_dim=512,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+)
+TINY_VAE_BASE_DIM = 8
+# Original-layout Linear layers that DVD's LoRA wraps.
+LORA_LAYER = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02])$")
+
+
+
+def _randomise(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Draw every tensor from `generator` alone (so a seed fixes the model), norms and tables off their trivial init."""
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            noise = torch.randn(param.shape, generator=generator)
+            if name.endswith("bias"):
+                param.copy_(0.02 * noise)
+            elif param.ndim == 1 or name.endswith("gamma"):
+                param.copy_(1 + 0.1 * noise)
+            elif "scale_shift_table" in name:
+                param.copy_(0.1 * noise)
+            else:
+                param.copy_(noise / param[0].numel() ** 0.5)
+
+
+def tiny_transformer(seed: int = 0) -> WanTransformer3DModel:
+    generator = torch.Generator().manual_seed(seed)
+    transformer = WanTransformer3DModel(**TINY_DIT)
+    _randomise(transformer, generator)
+    return transformer
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
+    generator = torch.Generator().manual_seed(seed + 1)
+    vae = AutoencoderKLWan(base_dim=TINY_VAE_BASE_DIM)
+    _randomise(vae, generator)
+    return vae
+
+
+def build_tiny_model(seed: int = 0) -> DVDModel:
+    """A tiny random DVD model, float32 on CPU (a 9-frame 64x64 window runs in well under a second)."""
+    return DVDModel(tiny_transformer(seed), tiny_vae(seed))
+
+
+def original_dit_state(transformer: WanTransformer3DModel) -> dict[str, torch.Tensor]:
+    """The DiT's tensors under original Wan key names."""
+    state = {original_dit_name(k): v.detach().clone() for k, v in transformer.state_dict().items()}
+    names = diffusers_names(list(state))
+    assert sorted(names.values()) == sorted(transformer.state_dict()), "original names do not convert back"
+    return state
+
+
+def original_vae_state(vae: AutoencoderKLWan) -> dict[str, torch.Tensor]:
+    """The VAE's tensors under `Wan2.1_VAE.pth` key names."""
+    state = {}
+    for key, tensor in vae.state_dict().items():
+        name = key
+        for new, old in [("conv_in", "conv1"), ("norm_out", "head.0"), ("conv_out", "head.2")]:
+            name = name.replace(f"coder.{new}.", f"coder.{old}.")
+        name = re.sub(r"^quant_conv\.", "conv1.", re.sub(r"^post_quant_conv\.", "conv2.", name))
+        name = name.replace("mid_block.resnets.0.", "middle.0.").replace("mid_block.resnets.1.", "middle.2.")
+        name = name.replace("mid_block.attentions.0.", "middle.1.").replace("encoder.down_blocks.", "encoder.downsamples.")
+        up = re.match(r"decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0)\.(.*)", name)
+        if up:
+            block = int(up.group(1))
+            index = 4 * block + (int(up.group(3)) if up.group(3) is not None else 3)
+            name = f"decoder.upsamples.{index}.{up.group(4)}"
+        for new, old in [("norm1.gamma", "residual.0.gamma"), ("conv1.", "residual.2."), ("norm2.gamma", "residual.3.gamma"),
+                         ("conv2.", "residual.6."), ("conv_shortcut.", "shortcut.")]:
+            if name.startswith(("encoder.", "decoder.")):
+                name = re.sub(rf"(\.\d+\.){re.escape(new)}", rf"\g<1>{old}", name)
+        state[name] = tensor.detach().clone()
+    converted = convert_wan_vae_to_diffusers(dict(state))
+    assert sorted(converted) == sorted(vae.state_dict()), "original VAE names do not convert back"
+    return state
+
+
+def add_random_lora(
+    state: dict[str, torch.Tensor], rank: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Rewrite LoRA-wrapped layers as peft saves them (base_layer + lora_A/lora_B), with a non-zero lora_B."""
+    out = {}
+    for key, tensor in state.items():
+        layer, _, param = key.rpartition(".")
+        if not LORA_LAYER.match(layer):
+            out[key] = tensor
+            continue
+        out[f"{layer}.base_layer.{param}"] = tensor
+        if param == "weight":
+            fan_out, fan_in = tensor.shape
+            out[layer + LORA_A] = torch.randn(rank, fan_in, generator=generator) / fan_in**0.5
+            out[layer + LORA_B] = 0.05 * torch.randn(fan_out, rank, generator=generator) / rank**0.5
+    return out
+
+
+def write_tiny_official_weights(
+    directory: str | Path,
+    seed: int = 0,
+    lora_rank: int = 4,
+    prefix: str = "pipe.dit.",
+    filename: str = "model.safetensors",
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Write a tiny DVD checkpoint (full DiT + unmerged LoRA under `prefix`), `model_config.yaml` and `Wan2.1_VAE.pth`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed + 2)
+    dit = add_random_lora(original_dit_state(tiny_transformer(seed)), lora_rank, generator)
+    save_file({prefix + k: v.to(dtype).contiguous() for k, v in dit.items()}, directory / filename)
+    config = {"mode": "regression", "denoise_step": 0.5, "lora_base_model": "dit", "lora_rank": lora_rank}
+    (directory / "model_config.yaml").write_text(yaml.safe_dump(config))
+    torch.save(original_vae_state(tiny_vae(seed)), directory / "Wan2.1_VAE.pth")
+    return directory

@@ -1,0 +1,176 @@
+"""Finding weights — a local folder or file, or Hub ids through huggingface_hub's cache — and building a DVDModel.
+
+What a `--weights` source may be:
+- our format (a folder with `dvd_config.json`, `transformer/`, `vae/`), written by `dvd convert` / `save_pretrained`;
+- the official DVD release: a folder or file with `dvd_1.1.safetensors` or `model.safetensors` (optional
+  `model_config.yaml`), with the Wan2.1 VAE beside it (`Wan2.1_VAE.pth` or a diffusers `vae/` folder) or else taken
+  from the Wan2.1 Hub repository;
+- the Wan2.1-T2V-1.3B base model, original layout (`diffusion_pytorch_model*.safetensors` + `Wan2.1_VAE.pth`) or
+  diffusers layout (`transformer/` + `vae/`): the starting point for training, not a depth model;
+- a Hub repository id holding any of the above.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from huggingface_hub import hf_hub_download, list_repo_files, try_to_load_from_cache
+
+from dvd.errors import DVDError
+from dvd.model.dvd_model import DEFAULT_TAU, DVD_CONFIG_NAME, DVDModel
+from dvd.weights.formats import (
+    lora_rank,
+    merge_lora,
+    read_sharded_safetensors,
+    read_state_dict,
+    strip_dit_prefix,
+    transformer_from_original,
+    transformer_with_lora,
+    vae_from_original,
+)
+
+DEFAULT_DVD_REPO = "FayeHongfeiZhang/DVD"
+DEFAULT_WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
+DVD_CHECKPOINT_NAMES = ("dvd_1.1.safetensors", "model.safetensors")
+VAE_FILE = "Wan2.1_VAE.pth"
+MODEL_CONFIG = "model_config.yaml"
+BASE_SHARDS = "diffusion_pytorch_model*.safetensors"
+EMBEDDED_VAE_PREFIX = "pipe.vae."
+
+
+@dataclass
+class LoadedWeights:
+    model: DVDModel
+    weights_id: str  # what was loaded, for meta.json and logs
+    kind: str  # "dvd" | "official-dvd" | "wan-base"
+
+
+def hub_help() -> str:
+    return (
+        f"download {' or '.join(DVD_CHECKPOINT_NAMES)} (and {MODEL_CONFIG}) from https://huggingface.co/{DEFAULT_DVD_REPO} "
+        f"and {VAE_FILE} from https://huggingface.co/{DEFAULT_WAN_REPO} into one folder DIR, then pass --weights DIR"
+    )
+
+
+def hub_file(repo_id: str, candidates: tuple[str, ...]) -> Path:
+    """The first of `candidates` present in a Hub repo, from the local cache if there, else downloaded."""
+    for name in candidates:
+        cached = try_to_load_from_cache(repo_id, name)
+        if isinstance(cached, str):
+            return Path(cached)
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise DVDError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hub_help()}")
+    try:
+        files = set(list_repo_files(repo_id))
+        name = next((n for n in candidates if n in files), None)
+        if name is None:
+            raise DVDError(f"Hub repository {repo_id} has none of {', '.join(candidates)}; {hub_help()}")
+        return Path(hf_hub_download(repo_id, name))
+    except DVDError:
+        raise
+    except Exception as error:  # network, auth and Hub errors all end the same way for the user
+        raise DVDError(f"could not fetch {repo_id} from the Hub ({type(error).__name__}); {hub_help()}") from None
+
+
+def find_dvd_checkpoint(directory: Path) -> Path | None:
+    for folder in (directory, directory / "ckpt"):
+        for name in DVD_CHECKPOINT_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def read_model_config(checkpoint: Path) -> dict:
+    path = checkpoint.parent / MODEL_CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise DVDError(f"{path} is not valid YAML ({error.__class__.__name__}); fix or delete it") from None
+    return config if isinstance(config, dict) else {}
+
+
+def load_vae(directory: Path, embedded: dict | None = None) -> tuple[AutoencoderKLWan, str]:
+    """The Wan VAE beside a checkpoint, else the copy inside the DVD checkpoint, else the Wan2.1 Hub repo."""
+    if (directory / VAE_FILE).is_file():
+        path = directory / VAE_FILE
+        return vae_from_original(read_state_dict(path), path), str(path)
+    if (directory / "vae" / "config.json").is_file():
+        return AutoencoderKLWan.from_pretrained(directory / "vae"), str(directory / "vae")
+    if embedded:
+        return vae_from_original(embedded, directory), f"{directory} (VAE inside the checkpoint)"
+    path = hub_file(DEFAULT_WAN_REPO, (VAE_FILE,))
+    return vae_from_original(read_state_dict(path), path), f"{DEFAULT_WAN_REPO}/{VAE_FILE}"
+
+
+def load_official_dvd(checkpoint: Path, merge: bool = True, vae_dir: Path | None = None) -> LoadedWeights:
+    state = read_state_dict(checkpoint)
+    embedded_vae = {k[len(EMBEDDED_VAE_PREFIX) :]: v for k, v in state.items() if k.startswith(EMBEDDED_VAE_PREFIX)}
+    dit = strip_dit_prefix(state, checkpoint)
+    del state
+    config = read_model_config(checkpoint)
+    rank = lora_rank(dit)
+    alpha = config.get("lora_alpha")
+    if rank is not None and config.get("lora_rank") not in (None, rank):
+        raise DVDError(f"{MODEL_CONFIG} says lora_rank {config['lora_rank']} but the checkpoint's LoRA has rank {rank}")
+    config_json = checkpoint.parent / "config.json"
+    if rank is None or merge:
+        transformer = transformer_from_original(merge_lora(dit, alpha) if rank else dit, config_json)
+    else:
+        transformer = transformer_with_lora(dit, rank, alpha, config_json)
+    vae, vae_id = load_vae(vae_dir or checkpoint.parent, embedded_vae)
+    tau = float(config.get("denoise_step", DEFAULT_TAU))
+    return LoadedWeights(DVDModel(transformer, vae, tau=tau), f"{checkpoint} + {vae_id}", "official-dvd")
+
+
+def load_wan_base(directory: Path) -> LoadedWeights:
+    shards = sorted(directory.glob(BASE_SHARDS))
+    if shards:
+        transformer = transformer_from_original(read_sharded_safetensors(shards), directory / "config.json")
+    else:
+        transformer = WanTransformer3DModel.from_pretrained(directory / "transformer")
+    vae, vae_id = load_vae(directory)
+    return LoadedWeights(DVDModel(transformer, vae), f"{directory} (Wan2.1 base) + {vae_id}", "wan-base")
+
+
+def load_local(path: Path, merge_lora: bool = True) -> LoadedWeights:
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise DVDError(f"{path} is not a DVD checkpoint; pass the folder holding {' or '.join(DVD_CHECKPOINT_NAMES)}")
+        return load_official_dvd(path, merge_lora)
+    if (path / DVD_CONFIG_NAME).is_file():
+        return LoadedWeights(DVDModel.from_pretrained(path), str(path), "dvd")
+    checkpoint = find_dvd_checkpoint(path)
+    if checkpoint is not None:
+        return load_official_dvd(checkpoint, merge_lora, vae_dir=path)
+    if any(path.glob(BASE_SHARDS)) or (path / "transformer" / "config.json").is_file():
+        return load_wan_base(path)
+    raise DVDError(
+        f"no weights found in {path}: expected {' or '.join(DVD_CHECKPOINT_NAMES)} (official DVD), "
+        f"{DVD_CONFIG_NAME} (dvd convert output) or {BASE_SHARDS} (Wan2.1 base); {hub_help()}"
+    )
+
+
+def load_from_hub(repo_id: str, merge_lora: bool = True) -> LoadedWeights:
+    checkpoint = hub_file(repo_id, DVD_CHECKPOINT_NAMES)
+    with contextlib.suppress(DVDError):  # optional; it lands beside the checkpoint in the cache snapshot
+        hub_file(repo_id, (MODEL_CONFIG,))
+    return load_official_dvd(checkpoint, merge_lora)
+
+
+def load_weights(source: str | Path | None = None, merge_lora: bool = True) -> LoadedWeights:
+    """Build the DVD model (float32, CPU) from a local path or a Hub id; None means the official release."""
+    if source is None:
+        return load_from_hub(DEFAULT_DVD_REPO, merge_lora)
+    path = Path(source).expanduser()
+    if path.exists():
+        return load_local(path, merge_lora)
+    if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
+        return load_from_hub(str(source), merge_lora)
+    raise DVDError(f"weights not found: {source} is neither a local path nor a Hub repository id")

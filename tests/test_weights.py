@@ -1,0 +1,174 @@
+"""Loading the official formats exactly: DVD checkpoint + LoRA, Wan2.1 VAE, Wan2.1 base, our format, the Hub."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from dvd import DVDPipeline
+from dvd.cli import main
+from dvd.errors import DVDError
+from dvd.model.tiny import TINY_DIT, original_dit_state, original_vae_state, tiny_transformer, write_tiny_official_weights
+from dvd.weights import load_weights
+from dvd.weights.formats import dit_config_from_shapes, merge_lora, strip_dit_prefix
+
+RNG = np.random.default_rng(0)
+FRAMES = RNG.integers(0, 256, size=(5, 32, 48, 3), dtype=np.uint8)
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def predict(weights: str | Path, **kwargs) -> np.ndarray:
+    return DVDPipeline.from_pretrained(weights, device="cpu", dtype="float32", **kwargs).predict_window(FRAMES)
+
+
+@pytest.fixture(scope="module")
+def official_prediction(tiny_weights: Path) -> np.ndarray:
+    return predict(tiny_weights)
+
+
+def test_official_checkpoint_equals_converted(tiny_weights: Path, official_prediction: np.ndarray, tmp_path: Path):
+    assert main(["convert", "--weights", str(tiny_weights), "-o", str(tmp_path / "converted")]) == 0
+    assert (tmp_path / "converted" / "dvd_config.json").is_file()
+    converted = predict(tmp_path / "converted")
+    assert official_prediction.shape == (5, 32, 48) and official_prediction.dtype == np.float32
+    assert rel_error(converted, official_prediction) <= 1e-6
+    np.testing.assert_array_equal(converted, official_prediction)  # same fp32 weights, same kernels: same bits
+
+
+def test_merged_lora_matches_unmerged_peft_layers(tiny_weights: Path):
+    pixels = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(1))
+    merged = load_weights(tiny_weights).model.eval()
+    unmerged = load_weights(tiny_weights, merge_lora=False).model.eval()
+    assert any("lora_A" in name for name, _ in unmerged.transformer.named_parameters())
+    with torch.inference_mode():
+        latents = merged.encode(pixels)
+        a, b = merged.regress(latents), unmerged.regress(latents)
+    assert float((a - b).norm() / b.norm()) <= 1e-5
+
+
+def test_lora_changes_the_model(tiny_weights: Path, official_prediction: np.ndarray, tmp_path: Path):
+    """Dropping the LoRA tensors must change the output, or the merge tests above prove nothing."""
+    state = load_file(tiny_weights / "model.safetensors")
+    base_only = {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
+    save_file(base_only, tmp_path / "model.safetensors")
+    (tmp_path / "Wan2.1_VAE.pth").symlink_to(tiny_weights / "Wan2.1_VAE.pth")
+    assert rel_error(predict(tmp_path), official_prediction) > 1e-3
+
+
+def test_merge_formula_with_alpha():
+    down, up, weight = torch.randn(2, 3), torch.randn(4, 2), torch.randn(4, 3)
+    state = {"l.base_layer.weight": weight, "l.base_layer.bias": torch.zeros(4),
+             "l.lora_A.default.weight": down, "l.lora_B.default.weight": up}
+    merged = merge_lora(state, alpha=8.0)
+    assert set(merged) == {"l.weight", "l.bias"}
+    torch.testing.assert_close(merged["l.weight"], weight + 4.0 * up @ down)
+    torch.testing.assert_close(merge_lora(state)["l.weight"], weight + up @ down)  # alpha = rank
+
+
+def test_module_prefix_from_ddp_is_accepted(official_prediction: np.ndarray, tmp_path: Path):
+    write_tiny_official_weights(tmp_path, seed=0, prefix="module.pipe.dit.")
+    np.testing.assert_array_equal(predict(tmp_path), official_prediction)
+
+
+def test_dvd_1_1_name_and_bf16_tensors(tmp_path: Path):
+    write_tiny_official_weights(tmp_path, seed=0, filename="dvd_1.1.safetensors", dtype=torch.bfloat16)
+    loaded = load_weights(tmp_path)
+    assert loaded.kind == "official-dvd" and "dvd_1.1.safetensors" in loaded.weights_id
+
+
+def test_architecture_read_from_shapes():
+    state = original_dit_state(tiny_transformer(0))
+    config = dit_config_from_shapes(state)
+    for key in ("num_attention_heads", "attention_head_dim", "ffn_dim", "num_layers", "text_dim", "in_channels"):
+        assert config[key] == TINY_DIT[key], key
+
+
+def test_denoise_step_read_from_model_config(tiny_weights: Path, tmp_path: Path):
+    for name in ("model.safetensors", "Wan2.1_VAE.pth"):
+        (tmp_path / name).symlink_to(tiny_weights / name)
+    (tmp_path / "model_config.yaml").write_text("lora_rank: 4\ndenoise_step: 0.3\n")
+    assert load_weights(tmp_path).model.timestep == pytest.approx(300.0)
+    assert load_weights(tiny_weights).model.timestep == pytest.approx(500.0)
+
+
+@pytest.mark.parametrize("damage", ["missing", "misshaped"])
+def test_damaged_checkpoint_names_the_tensor(tiny_weights: Path, tmp_path: Path, damage: str):
+    state = load_file(tiny_weights / "model.safetensors")
+    key = "pipe.dit.blocks.1.cross_attn.norm_k.weight"
+    if damage == "missing":
+        del state[key]
+    else:
+        state[key] = torch.zeros(7)
+    save_file(state, tmp_path / "model.safetensors")
+    (tmp_path / "Wan2.1_VAE.pth").symlink_to(tiny_weights / "Wan2.1_VAE.pth")
+    with pytest.raises(DVDError, match=r"blocks\.1\.cross_attn\.norm_k\.weight"):
+        load_weights(tmp_path)
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture):
+    (tmp_path / "model.safetensors").write_text("this is not a checkpoint\n")
+    assert main(["convert", "--weights", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert "not a readable safetensors checkpoint" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+
+
+class NeedsCode:
+    """Unpickling an instance of this class runs code, which weights_only loading must refuse."""
+
+
+def test_pickle_that_needs_code_execution_is_refused(tiny_weights: Path, tmp_path: Path):
+    (tmp_path / "model.safetensors").symlink_to(tiny_weights / "model.safetensors")
+    with open(tmp_path / "Wan2.1_VAE.pth", "wb") as handle:
+        pickle.dump({"encoder.conv1.weight": NeedsCode()}, handle)
+    with pytest.raises(DVDError, match="arbitrary code execution"):
+        load_weights(tmp_path)
+
+
+def test_vae_with_other_latent_channels_is_refused(tiny_weights: Path, tmp_path: Path):
+    from diffusers import AutoencoderKLWan
+
+    (tmp_path / "model.safetensors").symlink_to(tiny_weights / "model.safetensors")
+    torch.save(original_vae_state(AutoencoderKLWan(base_dim=8, z_dim=8)), tmp_path / "Wan2.1_VAE.pth")
+    with pytest.raises(DVDError, match="latent channels"):
+        load_weights(tmp_path)
+
+
+def test_wan_base_original_layout_sharded(tiny_weights: Path, tmp_path: Path):
+    transformer = tiny_transformer(3)
+    state = original_dit_state(transformer)
+    keys = sorted(state)
+    half = len(keys) // 2
+    save_file({k: state[k] for k in keys[:half]}, tmp_path / "diffusion_pytorch_model-00001-of-00002.safetensors")
+    save_file({k: state[k] for k in keys[half:]}, tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors")
+    (tmp_path / "Wan2.1_VAE.pth").symlink_to(tiny_weights / "Wan2.1_VAE.pth")
+    loaded = load_weights(tmp_path)
+    assert loaded.kind == "wan-base"
+    for key, tensor in transformer.state_dict().items():
+        torch.testing.assert_close(loaded.model.transformer.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+def test_hub_offline_error_lists_the_files(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DVDError, match=r"dvd_1\.1\.safetensors.*Wan2\.1_VAE\.pth"):
+        load_weights("someone/dvd-weights")
+    with pytest.raises(DVDError, match="HF_HUB_OFFLINE"):
+        load_weights(None)
+
+
+def test_folder_without_weights(tmp_path: Path):
+    with pytest.raises(DVDError, match="no weights found"):
+        load_weights(tmp_path)
+
+
+def test_strip_prefix_refuses_foreign_checkpoint(tmp_path: Path):
+    with pytest.raises(DVDError, match="pipe.dit."):
+        strip_dit_prefix({"model.layer.weight": torch.zeros(1)}, tmp_path / "x.safetensors")
