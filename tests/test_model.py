@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +145,18 @@ def test_bfloat16_runs_and_keeps_rope_in_float32(tmp_path):
     out = bf16.predict_window(frames(5))
     assert out.dtype == np.float32
     assert np.abs(out - reference).max() < 0.05 * np.abs(reference).max()
+
+
+def test_bit_identical_across_processes(tiny_weights, tmp_path):
+    """The determinism contract: same input, weights, device and dtype give the same bits in a fresh process."""
+    script = (
+        "import sys, numpy as np\n"
+        "from dvd import DVDPipeline\n"
+        "pipe = DVDPipeline.from_pretrained(sys.argv[1], device='cpu', dtype='float32')\n"
+        "x = np.random.default_rng(0).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)\n"
+        "np.save(sys.argv[2], pipe.predict_window(x))\n"
+    )
+    outputs = [tmp_path / "a.npy", tmp_path / "b.npy"]
+    for out in outputs:
+        subprocess.run([sys.executable, "-c", script, str(tiny_weights), str(out)], check=True)
+    np.testing.assert_array_equal(np.load(outputs[0]), np.load(outputs[1]))
