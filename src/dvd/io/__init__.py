@@ -1,0 +1,56 @@
+"""Inputs and outputs of `dvd predict`: lazy readers, incremental writers and colour maps."""
+
+from dvd.io.colormaps import COLORMAPS, DEFAULT_COLORMAP, colorize, colormap_table
+from dvd.io.readers import (
+    DEFAULT_IMAGE_FPS,
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    ImageSequenceSource,
+    Source,
+    VideoSource,
+    frame_rate,
+    natural_key,
+    open_source,
+    open_sources,
+    resolve_inputs,
+)
+from dvd.io.writers import (
+    DEFAULT_FORMATS,
+    WRITER_FORMATS,
+    DisparityRange,
+    ExrWriter,
+    NpyWriter,
+    Png16Writer,
+    VideoWriter,
+    Writer,
+    WriterGroup,
+    open_writers,
+)
+
+__all__ = [
+    "COLORMAPS",
+    "DEFAULT_COLORMAP",
+    "DEFAULT_FORMATS",
+    "DEFAULT_IMAGE_FPS",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "WRITER_FORMATS",
+    "DisparityRange",
+    "ExrWriter",
+    "ImageSequenceSource",
+    "NpyWriter",
+    "Png16Writer",
+    "Source",
+    "VideoSource",
+    "VideoWriter",
+    "Writer",
+    "WriterGroup",
+    "colorize",
+    "colormap_table",
+    "frame_rate",
+    "natural_key",
+    "open_source",
+    "open_sources",
+    "open_writers",
+    "resolve_inputs",
+]

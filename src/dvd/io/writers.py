@@ -1,0 +1,374 @@
+"""Writers for the outputs of `dvd predict`, fed frame by frame so that memory does not grow with video length.
+
+Each writer writes into a directory the caller owns (the caller writes into a temporary directory and renames it
+when everything is closed) and takes disparity as [H, W] or [T, H, W] float arrays, in order, with `write`.
+The 8- and 16-bit outputs map disparity to [0, 1] through one `DisparityRange`, fixed before the first frame and
+recorded in `meta()`, because a streamed video has no global min and max until it ends.
+
+| format  | written                          | values                                                         |
+|---------|----------------------------------|----------------------------------------------------------------|
+| npy     | disparity.npy, float32 [T, H, W] | raw disparity                                                  |
+| png16   | depth_png16/000000.png, ...      | u = round(65535 * normalised); disparity = lo + u/65535*(hi-lo) |
+| exr     | depth_exr/000000.exr, ...        | raw disparity, float32, one channel (Y)                        |
+| mp4     | depth_vis.mp4 (H.264, yuv420p)   | colour map of the normalised disparity                         |
+| sbs     | depth_sbs.mp4                    | RGB frame | colour map, side by side                           |
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import av
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+from PIL import Image
+
+from dvd.io.colormaps import DEFAULT_COLORMAP, colorize, colormap_table
+from dvd.io.readers import frame_rate
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+WRITER_FORMATS: tuple[str, ...] = ("npy", "png16", "exr", "mp4", "sbs")
+DEFAULT_FORMATS: tuple[str, ...] = ("npy", "mp4")
+
+_PERCENTILE_SAMPLE = 1 << 22  # percentiles of more values than this use an evenly strided sample
+
+
+@dataclass(frozen=True)
+class DisparityRange:
+    """The linear map from disparity to [0, 1] shared by every 8/16-bit writer: v = clip((d - lo) / (hi - lo), 0, 1).
+
+    `fit` is the rule: the 1st and 99th percentiles of the first stitched window, widened by 10% of their distance
+    on each side so that later, nearer or farther, content still fits; anything beyond is clipped.
+    """
+
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        # Plain floats, so that meta.json can hold them whatever numpy scalar type was passed in.
+        object.__setattr__(self, "lo", float(self.lo))
+        object.__setattr__(self, "hi", float(self.hi))
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.hi > self.lo):
+            raise ValueError(f"a disparity range needs finite lo < hi, got lo={self.lo}, hi={self.hi}")
+
+    @classmethod
+    def fit(
+        cls, disparity: np.ndarray, low_percentile: float = 1.0, high_percentile: float = 99.0, headroom: float = 0.1
+    ) -> DisparityRange:
+        """The range for `disparity` (any shape, e.g. the first window [T, H, W]). A constant input gets c +- 0.5."""
+        values = np.asarray(disparity, dtype=np.float32).ravel()
+        values = values[:: max(1, values.size // _PERCENTILE_SAMPLE)]
+        low, high = (float(p) for p in np.percentile(values, [low_percentile, high_percentile]))
+        margin = headroom * (high - low) if high > low else 0.5
+        return cls(low - margin, high + margin)
+
+    def normalise(self, disparity: np.ndarray) -> np.ndarray:
+        """float32 values in [0, 1]: 0 at lo (far), 1 at hi (near)."""
+        scaled = (np.asarray(disparity, dtype=np.float32) - np.float32(self.lo)) / np.float32(self.hi - self.lo)
+        return np.clip(scaled, 0.0, 1.0)
+
+    def to_uint16(self, disparity: np.ndarray) -> np.ndarray:
+        """The PNG16 code u = round(65535 * normalise(d)); disparity = lo + u / 65535 * (hi - lo)."""
+        return np.rint(self.normalise(disparity) * np.float32(65535)).astype(np.uint16)
+
+    def as_dict(self) -> dict:
+        return {"lo": self.lo, "hi": self.hi, "normalised": "clip((disparity - lo) / (hi - lo), 0, 1)"}
+
+
+class Writer(ABC):
+    """Write disparity frames in order; close once. `needs_rgb` writers also take the RGB frames (same T, H, W)."""
+
+    format: str
+    needs_rgb: bool = False
+
+    @abstractmethod
+    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+        """Append disparity [H, W] or [T, H, W]; rgb [T, H, W, 3] (uint8, or float in [0, 1]) if needs_rgb."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish the files. Safe to call twice."""
+
+    @abstractmethod
+    def meta(self) -> dict:
+        """What was written, for meta.json."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class NpyWriter(Writer):
+    """disparity.npy, float32 [T, H, W], appended frame by frame. The header reserves room for any T and is
+    rewritten with the real T on close, so T need not be known in advance."""
+
+    format = "npy"
+    filename = "disparity.npy"
+    _MAGIC = b"\x93NUMPY\x01\x00"
+    _COUNT_DIGITS = 21  # room in the header for any frame count numpy can address
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory) / self.filename
+        self._file = open(self.path, "wb")  # noqa: SIM115 - stays open across write() calls until close()
+        self._frame_shape: tuple[int, int] = (0, 0)
+        self._count = 0
+
+    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+        frames = np.ascontiguousarray(_as_frames(disparity), dtype="<f4")
+        if self._file.tell() == 0:
+            self._frame_shape = frames.shape[1:]
+            self._file.write(self._header(0))
+        elif frames.shape[1:] != self._frame_shape:
+            raise ValueError(f"frame size changed from {self._frame_shape} to {frames.shape[1:]}")
+        self._file.write(frames.data)
+        self._count += len(frames)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        try:
+            self._file.seek(0)
+            self._file.write(self._header(self._count))
+        finally:
+            self._file.close()
+
+    def meta(self) -> dict:
+        return {"file": self.filename, "dtype": "float32", "shape": [self._count, *self._frame_shape]}
+
+    def _header(self, count: int) -> bytes:
+        """A version 1.0 .npy header of fixed length: the count is padded to _COUNT_DIGITS with spaces."""
+        height, width = self._frame_shape
+        text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({count}, {height}, {width}), }}"
+        text += " " * (self._COUNT_DIGITS - len(str(count)))
+        # numpy wants the data 64-byte aligned: magic (8) + length (2) + text + "\n".
+        text += " " * (-(len(self._MAGIC) + 2 + len(text) + 1) % 64) + "\n"
+        return self._MAGIC + len(text).to_bytes(2, "little") + text.encode("latin1")
+
+
+class _ImageSequenceWriter(Writer):
+    """One numbered image per frame in a sub-folder: 000000.<ext>, 000001.<ext>, ..."""
+
+    folder: ClassVar[str]
+    extension: ClassVar[str]
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory) / self.folder
+        self.directory.mkdir()
+        self._count = 0
+
+    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+        for frame in _as_frames(disparity):
+            self._save(frame, self.directory / f"{self._count:06d}{self.extension}")
+            self._count += 1
+
+    def close(self) -> None:
+        """Every image is complete once `write` returns."""
+
+    def meta(self) -> dict:
+        return {"folder": self.folder, "frames": self._count, "pattern": f"%06d{self.extension}"}
+
+    @abstractmethod
+    def _save(self, frame: np.ndarray, path: Path) -> None:
+        """Write one [H, W] disparity frame to path."""
+
+
+class Png16Writer(_ImageSequenceWriter):
+    """16-bit grayscale PNGs of the disparity mapped through a DisparityRange."""
+
+    format = "png16"
+    folder = "depth_png16"
+    extension = ".png"
+
+    def __init__(self, directory: str | Path, value_range: DisparityRange) -> None:
+        super().__init__(directory)
+        self.value_range = value_range
+
+    def _save(self, frame: np.ndarray, path: Path) -> None:
+        # zlib level 1: on smooth 16-bit depth frames the higher levels take longer and shrink the files little.
+        Image.fromarray(self.value_range.to_uint16(frame)).save(path, compress_level=1)
+
+    def meta(self) -> dict:
+        decode = "disparity = lo + u / 65535 * (hi - lo)"
+        return {**super().meta(), **self.value_range.as_dict(), "decode": decode}
+
+
+class ExrWriter(_ImageSequenceWriter):
+    """Raw float32 disparity as single-channel (Y) OpenEXR images, ZIP-compressed (lossless)."""
+
+    format = "exr"
+    folder = "depth_exr"
+    extension = ".exr"
+
+    def _save(self, frame: np.ndarray, path: Path) -> None:
+        with av.open(str(path), "w", format="image2") as container:
+            stream = container.add_stream("exr", rate=1, options={"compression": "zip16"})
+            stream.height, stream.width = frame.shape
+            stream.pix_fmt = "grayf32le"
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame, dtype=np.float32), format="grayf32le")
+            for packet in (*stream.encode(image), *stream.encode()):
+                container.mux(packet)
+
+    def meta(self) -> dict:
+        return {**super().meta(), "values": "raw disparity, float32, channel Y"}
+
+
+class VideoWriter(Writer):
+    """H.264 mp4 (yuv420p, BT.709, crf 18) of the colour-mapped disparity, or with `side_by_side` of
+    RGB | colour map. Odd sizes are padded by one edge row/column, since yuv420p needs even sides."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        fps: float | str | Fraction,
+        value_range: DisparityRange,
+        colormap: str = DEFAULT_COLORMAP,
+        side_by_side: bool = False,
+        crf: int = 18,
+    ) -> None:
+        colormap_table(colormap)  # an unknown name fails now, not at the first frame
+        self.format = "sbs" if side_by_side else "mp4"
+        self.needs_rgb = side_by_side
+        self.path = Path(directory) / ("depth_sbs.mp4" if side_by_side else "depth_vis.mp4")
+        self.rate = frame_rate(fps)
+        self.value_range = value_range
+        self.colormap = colormap
+        self.crf = crf
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.VideoStream | None = None
+        self._count = 0
+
+    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+        frames = _as_frames(disparity)
+        if self.needs_rgb:
+            rgb = None if rgb is None else (rgb[None] if rgb.ndim == 3 else rgb)
+            if rgb is None or rgb.shape != (*frames.shape, 3):
+                raise ValueError(f"side-by-side output needs RGB frames of shape {(*frames.shape, 3)}")
+        for index, frame in enumerate(frames):
+            picture = colorize(self.value_range.normalise(frame), self.colormap)
+            if self.needs_rgb:
+                picture = np.concatenate([_to_uint8(rgb[index]), picture], axis=1)
+            self._encode(picture)
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        container, self._container = self._container, None
+        try:
+            for packet in self._stream.encode():
+                container.mux(packet)
+        finally:
+            container.close()
+
+    def meta(self) -> dict:
+        return {
+            "file": self.path.name,
+            "frames": self._count,
+            "fps": float(self.rate),
+            "colormap": self.colormap,
+            **self.value_range.as_dict(),
+        }
+
+    def _encode(self, picture: np.ndarray) -> None:
+        height, width = picture.shape[:2]
+        picture = np.pad(picture, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        if self._container is None:
+            self._open(picture.shape[0], picture.shape[1])
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+        # Convert with the matrix the stream is tagged with, so players show the colours of the table.
+        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+        frame.pts = self._count
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self._count += 1
+
+    def _open(self, height: int, width: int) -> None:
+        self._container = av.open(str(self.path), "w")
+        self._stream = self._container.add_stream("libx264", rate=self.rate, options={"crf": str(self.crf)})
+        self._stream.height, self._stream.width, self._stream.pix_fmt = height, width, "yuv420p"
+        context = self._stream.codec_context
+        context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
+        context.color_range = int(ColorRange.MPEG)
+
+
+class WriterGroup(Writer):
+    """Several writers fed together; `meta()` maps each format to its writer's meta."""
+
+    format = "group"
+
+    def __init__(self, writers: Sequence[Writer]) -> None:
+        self.writers = list(writers)
+        self.needs_rgb = any(writer.needs_rgb for writer in self.writers)
+
+    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+        for writer in self.writers:
+            writer.write(disparity, rgb)
+
+    def close(self) -> None:
+        """Close all, even when one fails; the first failure is raised after."""
+        failure: BaseException | None = None
+        for writer in self.writers:
+            try:
+                writer.close()
+            except BaseException as error:  # noqa: BLE001 - the rest must still be closed, also on Ctrl-C
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+    def meta(self) -> dict:
+        return {writer.format: writer.meta() for writer in self.writers}
+
+
+def open_writers(
+    directory: str | Path,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    *,
+    fps: float | str | Fraction,
+    value_range: DisparityRange | None = None,
+    colormap: str = DEFAULT_COLORMAP,
+) -> WriterGroup:
+    """Writers for `formats` (names from WRITER_FORMATS) in `directory`, which must exist. `value_range` is
+    required by png16, mp4 and sbs."""
+    unknown = sorted(set(formats) - set(WRITER_FORMATS))
+    if unknown:
+        raise ValueError(f"unknown output formats {unknown}; known: {WRITER_FORMATS}")
+    if value_range is None and set(formats) & {"png16", "mp4", "sbs"}:
+        raise ValueError("png16, mp4 and sbs outputs need a DisparityRange (see DisparityRange.fit)")
+    factories = {
+        "npy": lambda: NpyWriter(directory),
+        "png16": lambda: Png16Writer(directory, value_range),
+        "exr": lambda: ExrWriter(directory),
+        "mp4": lambda: VideoWriter(directory, fps, value_range, colormap),
+        "sbs": lambda: VideoWriter(directory, fps, value_range, colormap, side_by_side=True),
+    }
+    writers: list[Writer] = []
+    try:
+        for name in dict.fromkeys(formats):
+            writers.append(factories[name]())
+    except BaseException:
+        WriterGroup(writers).close()
+        raise
+    return WriterGroup(writers)
+
+
+def _as_frames(disparity: np.ndarray) -> np.ndarray:
+    frames = np.asarray(disparity, dtype=np.float32)
+    if frames.ndim == 2:
+        return frames[None]
+    if frames.ndim != 3:
+        raise ValueError(f"expected disparity [H,W] or [T,H,W], got shape {frames.shape}")
+    return frames
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    if rgb.dtype == np.uint8:
+        return rgb
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
