@@ -1,0 +1,140 @@
+"""Running a benchmark: every sequence of a split through a predictor (saved files or the model), then scored.
+
+Sequences that cannot be scored (too short for ``--frames``, no prediction file, a prediction with another frame
+count or NaN values, no valid GT) are skipped, counted and listed with the reason on stdout and in the results;
+``strict`` turns any skip into an error. Means cover the scored sequences only, and say how many those are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dvd.errors import DVDError
+from dvd.evaluation.datasets.base import DatasetReader, Sequence, SkipSequence
+from dvd.evaluation.predictions import load_prediction
+from dvd.evaluation.report import summarise
+from dvd.evaluation.scoring import score_sequence
+from dvd.inference.resize import model_size, resize_frames
+from dvd.inference.stream import stream_disparity
+
+Predictor = Callable[[Sequence], tuple[np.ndarray, dict]]
+"""Disparity [T, H, W] at the GT size for a sequence, plus fields to add to its record."""
+
+
+class SavedPredictions:
+    """Predictions written by any tool, one file per sequence (see ``dvd.evaluation.predictions``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DVDError(f"predictions folder {self.root} does not exist")
+        self.settings = {"predictions": str(self.root)}
+
+    def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
+        pred, notes = load_prediction(self.root, sequence.name, sequence.positions, sequence.source_frames,
+                                      sequence.depth.shape[1:])
+        return pred, ({"notes": notes} if notes else {})
+
+
+class ModelPredictions:
+    """DVD run on the sequence's RGB frames through the streaming engine (sliding windows + stitching).
+
+    The model sees the frames at the data set's own resolution, each side rounded up to a multiple of 16 when
+    needed (bilinear), and its output is resized back to the GT size, as the official evaluation does.
+    """
+
+    def __init__(self, pipeline, window: int, overlap: int, stitch: str, batch_windows: int = 1) -> None:
+        self.pipeline = pipeline
+        self.window, self.overlap, self.stitch, self.batch_windows = window, overlap, stitch, batch_windows
+        self.settings = {"weights": pipeline.weights_id, "window": window, "overlap": overlap, "stitch": stitch}
+
+    def _frames(self, rgb: np.ndarray, size: tuple[int, int]):
+        for frame in rgb:
+            # One frame at a time, so no float copy of the whole clip is made.
+            unit = frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else frame.astype(np.float32)
+            yield resize_frames(unit[None], size)[0]
+
+    def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
+        if sequence.rgb is None:
+            raise DVDError(f"sequence {sequence.name} has no RGB frames, so the model cannot run on it: "
+                           "score saved predictions with --predictions instead")
+        height, width = sequence.depth.shape[1:]
+        size = model_size(height, width, height, width)
+        started = time.perf_counter()
+        pred = np.empty(sequence.depth.shape, dtype=np.float32)
+        stream = stream_disparity(self._frames(sequence.rgb, size), self.pipeline.predict_windows,
+                                  window=self.window, overlap=self.overlap, stitch=self.stitch,
+                                  batch_windows=self.batch_windows)
+        for index, disparity in enumerate(stream):
+            pred[index] = resize_frames(disparity[None], (height, width))[0]
+        return pred, {"model_size": list(size), "seconds": round(time.perf_counter() - started, 3)}
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """Which frames of each sequence are evaluated: ``start, start + stride, ...``, the first ``frames`` of them
+    (all when None)."""
+
+    start: int = 0
+    stride: int = 1
+    frames: int | None = None
+
+
+def check_layout(reader: DatasetReader) -> None:
+    """Fail before any compute when sequences of the split are missing or malformed under the root."""
+    names = reader.sequence_names()
+    problems = []
+    for name in names:
+        try:
+            reader.frame_ids(name)
+        except DVDError as error:
+            problems.append(str(error))
+    if problems:
+        raise DVDError(f"{len(problems)} of {len(names)} sequences of split {reader.split} cannot be read "
+                       f"under {reader.root}; first: {problems[0]}")
+
+
+def evaluate(
+    reader: DatasetReader,
+    predictor: Predictor,
+    selection: FrameSelection,
+    label: str,
+    settings: dict,
+    strict: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Score every sequence of ``reader``'s split; returns the run document (see ``dvd.evaluation.report``)."""
+    check_layout(reader)
+    names = reader.sequence_names()
+    records, skipped = [], []
+    for number, name in enumerate(names, start=1):
+        prefix = f"[{number}/{len(names)}] {name}"
+        try:
+            sequence = reader.load(name, selection.start, selection.stride, selection.frames)
+            pred, extra = predictor(sequence)
+            record = score_sequence(pred, sequence, reader)
+        except SkipSequence as skip:
+            if strict:
+                raise DVDError(f"sequence {name}: {skip} (without --strict it would be skipped and reported)") from None
+            skipped.append({"sequence": name, "reason": str(skip)})
+            log(f"{prefix}: SKIPPED, {skip}")
+            continue
+        notes = record.pop("notes", []) + extra.pop("notes", [])
+        record.update(extra)
+        if notes:
+            record["notes"] = notes
+        records.append(record)
+        log(f"{prefix}: {record['frames']} frames, AbsRel {record['abs_rel']:.4f}, δ1 {record['delta1']:.4f}"
+            + "".join(f" ({note})" for note in notes))
+    if not records:
+        raise DVDError(f"none of the {len(names)} sequences could be scored; first reason: {skipped[0]['reason']}")
+    if skipped:
+        log(f"WARNING: {len(skipped)} of {len(names)} sequences skipped; means cover the other {len(records)}")
+    run_settings = {**reader.settings(), "start": selection.start, "stride": selection.stride,
+                    "frames": selection.frames, **settings}
+    return summarise(label, run_settings, records, skipped)

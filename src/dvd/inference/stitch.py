@@ -1,0 +1,221 @@
+"""Stitching window predictions into one video: least-squares scale/shift, clamp, linear cross-fade.
+
+This is the one implementation of the overlap alignment (reference-behaviour.md §1.6); inference, evaluation and
+anything else that joins windows call it. Presets:
+
+- ``openworld``: the official single-video script (back-shifted last window, scale clipped to [0.7, 1.5]).
+- ``benchmark``: the official evaluation script (fixed overlap, short last window, no clip).
+- ``anchored``: ours. A chain of pairwise fits lets alignment errors add up from window to window like a random
+  walk; worse, least squares of the stitched overlap on a *noisy* new window is biased towards a smaller scale
+  (regression dilution: the slope shrinks by var(signal) / (var(signal) + var(noise))), and in a chain that bias
+  compounds at every seam, so depth flattens along a long video. Here every window also re-predicts ``K`` anchor
+  frames taken from the first window (prepended to its input), and its scale/shift is fitted jointly to the
+  stitched overlap and to the first window's disparity of those anchors, which ties each window to one common
+  reference: errors stay bounded instead of accumulating, and only ``K`` frames at model resolution are kept.
+  The fit is the symmetric one (scale = sign(cov) * std(ref) / std(pred), the geometric mean of the two
+  regressions), which has no dilution bias when both sides are equally noisy, as two predictions of the same
+  frames are; so later windows keep the first window's depth contrast. ``benchmarks/stitch_drift.py`` measures it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dvd.errors import DVDError
+from dvd.inference.windows import Window
+
+# A window whose predictions are constant gives det == 0 in exact arithmetic, but float64 rounding of the sums
+# leaves a residue around 1e-16 * a00 * a11 that would produce an arbitrary scale; below this we treat det as 0.
+_RELATIVE_DET_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class StitchPreset:
+    """How windows are scheduled and joined."""
+
+    name: str
+    schedule: str  # window schedule preset, see dvd.inference.windows
+    scale_clip: tuple[float, float] | None
+    anchored: bool
+    symmetric_fit: bool  # symmetric (geometric-mean) fit instead of least squares, see fit_scale_shift_weighted
+
+
+STITCH_PRESETS: dict[str, StitchPreset] = {
+    "openworld": StitchPreset("openworld", "openworld", (0.7, 1.5), anchored=False, symmetric_fit=False),
+    "benchmark": StitchPreset("benchmark", "benchmark", None, anchored=False, symmetric_fit=False),
+    "anchored": StitchPreset("anchored", "openworld", None, anchored=True, symmetric_fit=True),
+}
+
+DEFAULT_ANCHOR_FRAMES = 5
+
+
+def get_stitch_preset(name: str) -> StitchPreset:
+    """The preset called ``name``; DVDError for an unknown name."""
+    try:
+        return STITCH_PRESETS[name]
+    except KeyError:
+        raise DVDError(f"unknown stitch preset {name!r}: use one of {', '.join(STITCH_PRESETS)}") from None
+
+
+def validate_anchor_frames(anchor_frames: int, window: int, overlap: int) -> None:
+    """Raise DVDError unless ``anchor_frames`` anchors fit in a window next to more than ``overlap`` video frames."""
+    # 1 + 4m anchors fill whole latent frames of the causal VAE (the first latent holds one frame, each later one
+    # four), so no latent mixes an anchor with a video frame.
+    if anchor_frames < 1 or anchor_frames % 4 != 1:
+        raise DVDError(f"--anchor-frames must be 1, 5, 9, ... (1 + a multiple of 4), got {anchor_frames}")
+    if window - anchor_frames <= overlap:
+        raise DVDError(
+            f"window {window} leaves {window - anchor_frames} video frames after {anchor_frames} anchors, "
+            f"not more than the overlap {overlap}: raise --window or lower --overlap/--anchor-frames"
+        )
+
+
+def anchor_indices(num_frames: int, anchor_frames: int) -> np.ndarray:
+    """Indices of ``anchor_frames`` frames spread evenly over the first window's ``num_frames`` frames."""
+    return np.rint(np.linspace(0, num_frames - 1, anchor_frames)).astype(np.int64)
+
+
+def fit_scale_shift_weighted(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray, float]], symmetric: bool = False
+) -> tuple[float, float]:
+    """Weighted fit of ``(s, b)`` with ``s * pred_k + b ~ ref_k`` over ``(pred, ref, weight)`` triples.
+
+    Each triple holds two equal-shaped arrays whose first axis is frames. With ``symmetric=False`` (the reference):
+    least squares, minimising ``sum_k w_k * sum (s * pred_k + b - ref_k)^2`` by the 2x2 normal equations. With
+    ``symmetric=True``: ``s = sign(cov) * sqrt(var(ref) / var(pred))`` and ``b = mean(ref) - s * mean(pred)``
+    (weighted moments), which treats prediction and reference alike. ``(1, 0)`` when the fit is undefined (no data,
+    a constant prediction, or for the symmetric fit uncorrelated sides).
+    """
+    # The reference sums in float32; accumulating in float64 (one frame at a time, so no full float64 copy)
+    # is a deliberate precision improvement: float32 sums over millions of pixels lose several digits.
+    a00 = a01 = a11 = b0 = b1 = c00 = 0.0
+    for pred, ref, weight in pairs:
+        if pred.shape != ref.shape:
+            raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
+        for cur_frame, ref_frame in zip(pred, ref):
+            cur = np.asarray(cur_frame, dtype=np.float64)
+            tgt = np.asarray(ref_frame, dtype=np.float64)
+            a00 += weight * float(np.sum(cur * cur))
+            a01 += weight * float(np.sum(cur))
+            a11 += weight * cur.size
+            b0 += weight * float(np.sum(cur * tgt))
+            b1 += weight * float(np.sum(tgt))
+            c00 += weight * float(np.sum(tgt * tgt))
+    # det = a11^2 var(pred) and cross = a11^2 cov(pred, ref), with the weighted moments.
+    det = a00 * a11 - a01 * a01
+    cross = a11 * b0 - a01 * b1
+    if det <= _RELATIVE_DET_EPS * a00 * a11:
+        return 1.0, 0.0
+    if not symmetric:
+        return cross / det, (a00 * b1 - a01 * b0) / det
+    if cross <= 0:
+        return 1.0, 0.0
+    scale = float(np.sqrt(max(c00 * a11 - b1 * b1, 0.0) / det))
+    return scale, (b1 - scale * a01) / a11
+
+
+def fit_scale_shift(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """Least-squares ``(s, b)`` with ``s * pred + b ~ ref`` over all elements; ``(1, 0)`` when singular."""
+    return fit_scale_shift_weighted([(pred, ref, 1.0)])
+
+
+def apply_scale_shift(pred: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """``pred * scale + shift`` in float32 with negative values set to 0 (disparity is never negative)."""
+    aligned = np.asarray(pred, dtype=np.float32) * np.float32(scale) + np.float32(shift)
+    np.maximum(aligned, 0.0, out=aligned)
+    return aligned
+
+
+def cross_fade(ref: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Linear cross-fade over the overlap frames: the first is pure ``ref``, the last pure ``new``."""
+    alpha = np.linspace(0.0, 1.0, len(ref), dtype=np.float32).reshape((-1,) + (1,) * (ref.ndim - 1))
+    return (1.0 - alpha) * ref + alpha * new
+
+
+class Stitcher:
+    """Joins window predictions in schedule order, keeping only frames that are not yet handed out.
+
+    ``add`` aligns a window onto the stitched frames it overlaps; ``pop`` hands out finished frames and forgets
+    them, so memory holds the not-yet-final tail (plus the anchors) however long the video is.
+    """
+
+    def __init__(self, preset: StitchPreset | str = "openworld") -> None:
+        self.preset = get_stitch_preset(preset) if isinstance(preset, str) else preset
+        self._frames: list[np.ndarray] = []
+        self._base = 0  # source index of self._frames[0]
+        self._frame_shape: tuple[int, ...] = (0, 0)
+        self._anchor_ref: np.ndarray | None = None
+        self.windows_added = 0
+        self.last_fit: tuple[float, float] | None = None  # (scale, shift) applied to the latest window, for diagnostics
+
+    @property
+    def end(self) -> int:
+        """One past the last stitched frame."""
+        return self._base + len(self._frames)
+
+    def add(self, window: Window, pred: np.ndarray, anchors: np.ndarray | None = None) -> None:
+        """Align ``pred`` ([window.length, H, W]) and merge it; ``anchors`` are its predictions of the anchor frames."""
+        if len(pred) != window.length:
+            raise ValueError(f"window {tuple(window)} needs {window.length} predicted frames, got {len(pred)}")
+        if self.preset.anchored and anchors is None:
+            raise ValueError("the anchored preset needs the window's anchor predictions")
+        if self.windows_added == 0:
+            if window.start != 0:
+                raise ValueError(f"the first window must start at frame 0, got {tuple(window)}")
+            if self.preset.anchored:
+                self._anchor_ref = np.array(anchors, dtype=np.float32)
+            self._frames = list(np.asarray(pred, dtype=np.float32))
+            self._frame_shape = tuple(pred.shape[1:])
+            self.windows_added, self.last_fit = 1, (1.0, 0.0)
+            return
+        overlap = self.end - window.start
+        if not self._base <= window.start <= self.end < window.end:
+            raise ValueError(f"window {tuple(window)} does not continue the stitched frames [{self._base}, {self.end})")
+        ref = np.stack(self._frames[len(self._frames) - overlap :]) if overlap > 0 else None
+        scale, shift = self._fit(pred, ref, anchors)
+        aligned = apply_scale_shift(pred, scale, shift)
+        self.windows_added, self.last_fit = self.windows_added + 1, (scale, shift)
+        if overlap > 0:
+            del self._frames[len(self._frames) - overlap :]
+            self._frames.extend(cross_fade(ref, aligned[:overlap]))
+        self._frames.extend(aligned[overlap:])
+
+    def pop(self, before: int) -> np.ndarray:
+        """Hand out (and forget) the stitched frames with index below ``before``, as [N, H, W] float32."""
+        count = min(before, self.end) - self._base
+        if count <= 0:
+            return np.empty((0,) + self._frame_shape, dtype=np.float32)
+        done = np.stack(self._frames[:count])
+        del self._frames[:count]
+        self._base += count
+        return done
+
+    def _fit(self, pred: np.ndarray, ref: np.ndarray | None, anchors: np.ndarray | None) -> tuple[float, float]:
+        pairs: list[tuple[np.ndarray, np.ndarray, float]] = []
+        if ref is not None:
+            pairs.append((pred[: len(ref)], ref, 1.0))
+        if self.preset.anchored:
+            # The overlap and the anchors get equal total weight whatever their frame counts, so the pull towards
+            # the common reference does not fade when the overlap is long.
+            anchor_weight = len(ref) / len(anchors) if ref is not None else 1.0
+            pairs.append((anchors, self._anchor_ref, anchor_weight))
+        scale, shift = fit_scale_shift_weighted(pairs, symmetric=self.preset.symmetric_fit)
+        if self.preset.scale_clip is not None:
+            scale = float(np.clip(scale, *self.preset.scale_clip))
+        return scale, shift
+
+
+def stitch_windows(
+    windows: Sequence[Window],
+    predictions: Sequence[np.ndarray],
+    preset: StitchPreset | str = "openworld",
+    anchors: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """Stitch all window predictions of a video at once (for evaluation and tests): [T, H, W] float32."""
+    stitcher = Stitcher(preset)
+    for index, (window, pred) in enumerate(zip(windows, predictions, strict=True)):
+        stitcher.add(window, pred, None if anchors is None else anchors[index])
+    return stitcher.pop(stitcher.end)

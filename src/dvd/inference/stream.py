@@ -1,0 +1,135 @@
+"""The streaming engine: frames in, stitched disparity frames out, in bounded memory.
+
+Frames arrive one at a time (already at model size); windows are cut as soon as they are decidable, predicted in
+batches of ``batch_windows``, stitched, and every frame is yielded as soon as no later window can overlap it.
+Only the input frames that a pending or future window may still need, the not-yet-final stitched tail and the
+anchors are held, so memory does not depend on the video length, which need not be known in advance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from dvd.errors import DVDError
+from dvd.inference.stitch import (
+    DEFAULT_ANCHOR_FRAMES,
+    Stitcher,
+    anchor_indices,
+    get_stitch_preset,
+    validate_anchor_frames,
+)
+from dvd.inference.windows import Window, WindowScheduler
+
+WindowPredictor = Callable[[list[np.ndarray]], list[np.ndarray]]
+"""Predicts disparity for several windows at once: list of [L, H, W, 3] frames -> list of [L, H, W]."""
+
+
+def stream_disparity(
+    frames: Iterable[np.ndarray],
+    predict_windows: WindowPredictor,
+    *,
+    window: int = 81,
+    overlap: int = 21,
+    stitch: str = "openworld",
+    batch_windows: int = 1,
+    anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
+) -> Iterator[np.ndarray]:
+    """Yield the stitched disparity of each input frame ([H, W] float32), in order, as soon as it is final.
+
+    ``window`` counts every frame the model sees; with ``stitch="anchored"`` that includes the ``anchor_frames``
+    anchors, so each window holds ``window - anchor_frames`` video frames. ``predict_windows`` receives at most
+    ``batch_windows`` windows of equal length per call; the output does not depend on ``batch_windows``.
+    """
+    if batch_windows < 1:
+        raise DVDError(f"--batch-windows must be at least 1, got {batch_windows}")
+    preset = get_stitch_preset(stitch)
+    if preset.anchored:
+        validate_anchor_frames(anchor_frames, window, overlap)
+    video_window = window - anchor_frames if preset.anchored else window
+    scheduler = WindowScheduler(video_window, overlap, preset.schedule)
+    stitcher = Stitcher(preset)
+    buffer = _FrameBuffer()
+    anchors: np.ndarray | None = None
+    pending: list[Window] = []
+
+    def flush() -> None:
+        nonlocal anchors
+        if preset.anchored and anchors is None:
+            first = pending[0]
+            anchors = buffer.stack(first.start + anchor_indices(first.length, anchor_frames))
+        for group in _equal_length_runs(pending):
+            inputs = [buffer.stack(np.arange(w.start, w.end)) for w in group]
+            if anchors is not None:
+                inputs = [np.concatenate([anchors, frames_in]) for frames_in in inputs]
+            outputs = predict_windows(inputs)
+            _check_outputs(inputs, outputs)
+            for w, out in zip(group, outputs):
+                if anchors is None:
+                    stitcher.add(w, out)
+                else:
+                    stitcher.add(w, out[anchor_frames:], anchors=out[:anchor_frames])
+        pending.clear()
+
+    def decide(frames_seen: int, finished: bool) -> Iterator[np.ndarray]:
+        pending.extend(scheduler.advance(frames_seen, finished))
+        if pending and (len(pending) >= batch_windows or finished):
+            flush()
+        if not pending:
+            yield from stitcher.pop(scheduler.earliest_future_start(frames_seen))
+        buffer.forget_before(min([scheduler.earliest_future_start(frames_seen)] + [w.start for w in pending]))
+
+    for frame in frames:
+        buffer.append(np.asarray(frame))
+        yield from decide(buffer.end, finished=False)
+    yield from decide(buffer.end, finished=True)
+
+
+class _FrameBuffer:
+    """The input frames from some index up to the newest one."""
+
+    def __init__(self) -> None:
+        self._frames: list[np.ndarray] = []
+        self._base = 0
+
+    @property
+    def end(self) -> int:
+        return self._base + len(self._frames)
+
+    def append(self, frame: np.ndarray) -> None:
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise DVDError(f"frame {self.end} has shape {frame.shape}: expected [height, width, 3] RGB")
+        if self._frames and frame.shape != self._frames[0].shape:
+            raise DVDError(
+                f"frame {self.end} is {frame.shape[1]}x{frame.shape[0]} but earlier frames are "
+                f"{self._frames[0].shape[1]}x{self._frames[0].shape[0]}: all frames of a video must share one size"
+            )
+        self._frames.append(frame)
+
+    def stack(self, indices: np.ndarray) -> np.ndarray:
+        return np.stack([self._frames[i - self._base] for i in indices])
+
+    def forget_before(self, index: int) -> None:
+        drop = max(0, min(index, self.end) - self._base)
+        del self._frames[:drop]
+        self._base += drop
+
+
+def _equal_length_runs(windows: list[Window]) -> list[list[Window]]:
+    """Split into consecutive runs of equal length, since one batch must share one shape."""
+    runs: list[list[Window]] = []
+    for w in windows:
+        if runs and runs[-1][0].length == w.length:
+            runs[-1].append(w)
+        else:
+            runs.append([w])
+    return runs
+
+
+def _check_outputs(inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+    if len(outputs) != len(inputs):
+        raise ValueError(f"the predictor returned {len(outputs)} windows for {len(inputs)} inputs")
+    for frames_in, out in zip(inputs, outputs):
+        if out.shape != frames_in.shape[:3]:
+            raise ValueError(f"the predictor returned shape {out.shape} for input frames {frames_in.shape}")

@@ -1,0 +1,217 @@
+"""The streaming engine against a direct, whole-video computation written out here, plus its memory behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dvd.errors import DVDError
+from dvd.inference.stream import stream_disparity
+from dvd.inference.video import StreamOptions, iter_video_disparity, predict_video
+from dvd.inference.windows import window_schedule
+
+LENGTHS = [1, 2, 5, 44, 45, 46, 81, 82, 150]
+H, W = 3, 4
+
+
+def make_frames(total: int, seed: int = 0) -> np.ndarray:
+    """[T, H, W, 3] float32; channel 0 carries the frame index so the fake model can tell frames apart."""
+    rng = np.random.default_rng(seed)
+    frames = rng.random((total, H, W, 3)).astype(np.float32)
+    frames[..., 0] = np.arange(total)[:, None, None]
+    return frames
+
+
+def fake_model(window: np.ndarray) -> np.ndarray:
+    """Deterministic, content- and position-dependent disparity for one window [L, H, W, 3] -> [L, H, W]."""
+    position = np.arange(len(window), dtype=np.float32)[:, None, None]
+    drift = 1.0 + 0.003 * window[0, 0, 0, 0] + 0.01 * np.sin(position)
+    return (0.2 + window[..., 1] * drift + 0.1 * window[..., 2] - 0.05 * position / len(window)).astype(np.float32)
+
+
+def batched(calls: list[list[tuple[int, ...]]]):
+    def predict_windows(windows: list[np.ndarray]) -> list[np.ndarray]:
+        calls.append([w.shape for w in windows])
+        return [fake_model(w) for w in windows]
+
+    return predict_windows
+
+
+def lstsq(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    design = np.stack([pred.ravel(), np.ones(pred.size)], 1).astype(np.float64)
+    scale, shift = np.linalg.lstsq(design, ref.ravel().astype(np.float64), rcond=None)[0]
+    return float(scale), float(shift)
+
+
+def symmetric(rows: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[float, float]:
+    """The anchored fit: scale = std(ref) / std(pred) (weighted), shift matching the weighted means."""
+    pred = np.concatenate([p.ravel() for p, _, _ in rows]).astype(np.float64)
+    ref = np.concatenate([r.ravel() for _, r, _ in rows]).astype(np.float64)
+    weights = np.concatenate([np.full(p.size, w) for p, _, w in rows])
+    mean_p, mean_r = np.average(pred, weights=weights), np.average(ref, weights=weights)
+    scale = np.sqrt(
+        np.average((ref - mean_r) ** 2, weights=weights) / np.average((pred - mean_p) ** 2, weights=weights)
+    )
+    return float(scale), float(mean_r - scale * mean_p)
+
+
+def direct_stitch(frames: np.ndarray, window: int, overlap: int, stitch: str, anchor_frames: int = 5) -> np.ndarray:
+    """The whole-video algorithm (reference §1.6, plus the anchored fit), written independently of dvd.inference."""
+    anchored = stitch == "anchored"
+    video_window = window - anchor_frames if anchored else window
+    schedule = window_schedule(
+        len(frames), video_window, overlap, "benchmark" if stitch == "benchmark" else "openworld"
+    )
+    anchors = None
+    if anchored:
+        first_length = schedule[0].end
+        anchors = frames[np.rint(np.linspace(0, first_length - 1, anchor_frames)).astype(int)]
+    result = None
+    anchor_ref = None
+    for start, end in schedule:
+        model_in = frames[start:end] if anchors is None else np.concatenate([anchors, frames[start:end]])
+        out = fake_model(model_in)
+        if anchored:
+            anchor_out, out = out[:anchor_frames], out[anchor_frames:]
+        if result is None:
+            result, anchor_ref = out, (anchor_out if anchored else None)
+            continue
+        ro = len(result) - start
+        if anchored:
+            scale, shift = symmetric([(out[:ro], result[start:], 1.0), (anchor_out, anchor_ref, ro / anchor_frames)])
+        else:
+            scale, shift = lstsq(out[:ro], result[start:])
+        if stitch == "openworld":
+            scale = min(max(scale, 0.7), 1.5)
+        aligned = np.maximum(out * np.float32(scale) + np.float32(shift), 0)
+        alpha = np.linspace(0, 1, ro, dtype=np.float32)[:, None, None]
+        blended = (1 - alpha) * result[start:] + alpha * aligned[:ro]
+        result = np.concatenate([result[:start], blended, aligned[ro:]])
+    return result
+
+
+@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "anchored"])
+@pytest.mark.parametrize("total", LENGTHS)
+def test_stream_equals_the_direct_computation(stitch, total):
+    frames = make_frames(total, seed=total)
+    out = np.stack(list(stream_disparity(iter(frames), batched([]), window=45, overlap=9, stitch=stitch)))
+    assert out.shape == (total, H, W)
+    np.testing.assert_allclose(out, direct_stitch(frames, 45, 9, stitch), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "anchored"])
+def test_batched_windows_give_identical_results(stitch):
+    frames = make_frames(150, seed=7)
+    single = np.stack(list(stream_disparity(iter(frames), batched([]), window=25, overlap=5, stitch=stitch)))
+    for batch in (2, 3, 5):
+        calls: list[list[tuple[int, ...]]] = []
+        out = np.stack(
+            list(
+                stream_disparity(iter(frames), batched(calls), window=25, overlap=5, stitch=stitch, batch_windows=batch)
+            )
+        )
+        np.testing.assert_array_equal(out, single)
+        assert max(len(call) for call in calls) == batch
+        assert all(len(set(call)) == 1 for call in calls)  # one shape per batch
+
+
+def test_default_window_on_odd_lengths():
+    for total in (82, 150):
+        frames = make_frames(total, seed=3)
+        out = np.stack(list(stream_disparity(iter(frames), batched([]))))
+        np.testing.assert_allclose(out, direct_stitch(frames, 81, 21, "openworld"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("stitch", "batch"), [("openworld", 1), ("benchmark", 1), ("anchored", 1), ("openworld", 3)])
+def test_frames_come_out_early_and_memory_stays_bounded(stitch, batch):
+    """Output frame i appears before the source is read much past i, and the source is never read all at once."""
+    total, window, overlap = 600, 25, 5
+    frames = make_frames(total)
+    consumed = 0
+
+    def source():
+        nonlocal consumed
+        for frame in frames:
+            consumed += 1
+            yield frame
+
+    lags = []
+    calls: list[list[tuple[int, ...]]] = []
+    for index, _ in enumerate(
+        stream_disparity(source(), batched(calls), window=window, overlap=overlap, stitch=stitch, batch_windows=batch)
+    ):
+        lags.append(consumed - index)
+    assert len(lags) == total
+    # A window, a stride per extra batched window, and one more stride before a frame is known to be final.
+    bound = window + (batch + 1) * (window - overlap)
+    assert max(lags) <= bound
+
+
+def test_empty_source_yields_nothing():
+    assert list(stream_disparity(iter([]), batched([]))) == []
+
+
+def test_mixed_frame_sizes_are_a_user_error():
+    frames = [np.zeros((4, 4, 3), np.float32), np.zeros((4, 8, 3), np.float32)]
+    with pytest.raises(DVDError, match="share one size"):
+        list(stream_disparity(iter(frames), batched([]), window=5, overlap=1))
+
+
+def test_bad_settings_are_user_errors():
+    with pytest.raises(DVDError, match="batch-windows"):
+        list(stream_disparity(iter([]), batched([]), batch_windows=0))
+    with pytest.raises(DVDError, match="smaller than the window"):
+        list(stream_disparity(iter([]), batched([]), window=9, overlap=9))
+    with pytest.raises(DVDError, match="anchor"):
+        list(stream_disparity(iter([]), batched([]), window=9, overlap=4, stitch="anchored", anchor_frames=5))
+
+
+class BrightnessPipe:
+    """A stand-in model: each frame's disparity is its channel mean, so one window is exactly predictable."""
+
+    def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        return [w.mean(axis=-1) for w in windows]
+
+
+def bilinear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[T, H, W, C] float -> size, bilinear without antialias (the reference resize), straight from torch."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1).numpy()
+
+
+def test_predict_video_resizes_to_model_size_and_back():
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (4, 30, 50, 3), dtype=np.uint8)
+    options = StreamOptions(min_height=32, min_width=48, window=9, overlap=2)
+    result = predict_video(BrightnessPipe(), frames, options)
+    # 30x50 scaled by max(32/30, 48/50) = 16/15 -> 32 x ceil(53.3) = 54 -> rounded up to 32x64.
+    assert result.model_size == (32, 64) and result.source_size == (30, 50) and result.fps is None
+    at_model = bilinear(frames.astype(np.float32) / 255, (32, 64)).mean(axis=-1, keepdims=True)
+    expected = bilinear(at_model, (30, 50))[..., 0]
+    np.testing.assert_allclose(result.disparity, expected, rtol=1e-5, atol=1e-6)
+    kept = predict_video(BrightnessPipe(), frames, options, keep_model_size=True)
+    np.testing.assert_allclose(kept.disparity, at_model[..., 0], rtol=1e-5, atol=1e-6)
+
+
+def test_video_api_accepts_uint8_uint16_and_float_alike():
+    rng = np.random.default_rng(6)
+    frames = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    options = StreamOptions(min_height=16, min_width=16, window=3, overlap=1)
+    as_uint8 = np.stack(list(iter_video_disparity(BrightnessPipe(), frames, options)))
+    as_float = np.stack(list(iter_video_disparity(BrightnessPipe(), list(frames / np.float32(255)), options)))
+    as_uint16 = np.stack(list(iter_video_disparity(BrightnessPipe(), frames.astype(np.uint16) * 257, options)))
+    np.testing.assert_allclose(as_uint8, as_float, rtol=1e-6)
+    np.testing.assert_allclose(as_uint16, as_float, rtol=1e-6)
+
+
+def test_video_api_stride_and_max_frames():
+    frames = np.zeros((10, 16, 16, 3), np.float32)
+    frames[..., 0] = np.arange(10)[:, None, None] / 10
+    options = StreamOptions(min_height=16, min_width=16, window=3, overlap=1, stitch="benchmark")
+    out = predict_video(BrightnessPipe(), frames, options, stride=3, max_frames=3).disparity
+    # Frames 0, 3, 6; the stand-in model's disparity is the channel mean, and every window fit is exact.
+    np.testing.assert_allclose(out[:, 0, 0], [0.0, 0.1, 0.2], atol=1e-6)
+    with pytest.raises(DVDError, match="no frames"):
+        predict_video(BrightnessPipe(), iter([]), options)
