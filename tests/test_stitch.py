@@ -122,6 +122,15 @@ def test_openworld_clips_the_scale_and_keeps_the_shift():
     np.testing.assert_allclose(out, frames([1, 2, 3, 3, 3.75, 4.5]), rtol=1e-6)
 
 
+def test_stitcher_reports_the_fit_and_overlap_error():
+    stitcher = Stitcher("openworld")
+    stitcher.add(Window(0, 4), frames([1, 2, 3, 4]))
+    stitcher.add(Window(2, 6), frames([1.5, 2, 2.5, 3]))
+    # Clipped fit (1.5, 0): aligned overlap [2.25, 3] against stitched [3, 4] -> mean |error| (0.75 + 1) / 2.
+    assert stitcher.last_fit == pytest.approx((1.5, 0.0), abs=1e-12)
+    assert stitcher.last_overlap_mae == pytest.approx(0.875)
+
+
 def test_singular_overlap_blends_and_clamps_negatives():
     # Constant overlap prediction -> (1, 0); overlap 3: alpha [0, .5, 1] between ref [3, 4, 5] and [2, 2, 2];
     # the frames after the overlap are [7, -1] -> [7, 0].

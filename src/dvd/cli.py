@@ -9,7 +9,7 @@ import sys
 from dvd.errors import DVDError
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `run=<function(args) -> int>`.
-COMMAND_MODULES = ["convert", "eval"]
+COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

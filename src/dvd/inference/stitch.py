@@ -150,6 +150,9 @@ class Stitcher:
         self._anchor_ref: np.ndarray | None = None
         self.windows_added = 0
         self.last_fit: tuple[float, float] | None = None  # (scale, shift) applied to the latest window, for diagnostics
+        self.last_overlap_mae: float | None = (
+            None  # mean |aligned - stitched| over the latest overlap (eval reports it)
+        )
 
     @property
     def end(self) -> int:
@@ -179,6 +182,7 @@ class Stitcher:
         aligned = apply_scale_shift(pred, scale, shift)
         self.windows_added, self.last_fit = self.windows_added + 1, (scale, shift)
         if overlap > 0:
+            self.last_overlap_mae = float(np.mean(np.abs(aligned[:overlap] - ref), dtype=np.float64))
             del self._frames[len(self._frames) - overlap :]
             self._frames.extend(cross_fade(ref, aligned[:overlap]))
         self._frames.extend(aligned[overlap:])

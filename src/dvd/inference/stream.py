@@ -16,14 +16,29 @@ from dvd.errors import DVDError
 from dvd.inference.stitch import (
     DEFAULT_ANCHOR_FRAMES,
     Stitcher,
+    StitchPreset,
     anchor_indices,
     get_stitch_preset,
     validate_anchor_frames,
 )
-from dvd.inference.windows import Window, WindowScheduler
+from dvd.inference.windows import Window, WindowScheduler, validate_window
 
 WindowPredictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 """Predicts disparity for several windows at once: list of [L, H, W, 3] frames -> list of [L, H, W]."""
+
+
+def validate_stream_settings(
+    window: int, overlap: int, stitch: str, batch_windows: int, anchor_frames: int
+) -> tuple[StitchPreset, int]:
+    """(stitch preset, video frames per window) for these settings; DVDError if they cannot work."""
+    if batch_windows < 1:
+        raise DVDError(f"--batch-windows must be at least 1, got {batch_windows}")
+    preset = get_stitch_preset(stitch)
+    if preset.anchored:
+        validate_anchor_frames(anchor_frames, window, overlap)
+    video_window = window - anchor_frames if preset.anchored else window
+    validate_window(video_window, overlap)
+    return preset, video_window
 
 
 def stream_disparity(
@@ -42,12 +57,7 @@ def stream_disparity(
     anchors, so each window holds ``window - anchor_frames`` video frames. ``predict_windows`` receives at most
     ``batch_windows`` windows of equal length per call; the output does not depend on ``batch_windows``.
     """
-    if batch_windows < 1:
-        raise DVDError(f"--batch-windows must be at least 1, got {batch_windows}")
-    preset = get_stitch_preset(stitch)
-    if preset.anchored:
-        validate_anchor_frames(anchor_frames, window, overlap)
-    video_window = window - anchor_frames if preset.anchored else window
+    preset, video_window = validate_stream_settings(window, overlap, stitch, batch_windows, anchor_frames)
     scheduler = WindowScheduler(video_window, overlap, preset.schedule)
     stitcher = Stitcher(preset)
     buffer = _FrameBuffer()

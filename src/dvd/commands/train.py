@@ -1,0 +1,44 @@
+"""`dvd train`: the DVD training recipe from one config file (one process here; many via `accelerate launch`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from dvd.training.config import load_config
+from dvd.training.trainer import train
+
+DESCRIPTION = (
+    "Fine-tune the DVD depth regressor (LoRA or full) from a YAML/TOML config: frozen VAE, DiT at t = 1000*tau, "
+    "L2 + latent manifold rectification loss, joint image/clip batches, atomic checkpoints, validation (AbsRel, "
+    "delta1) and an export that `dvd predict --weights` loads. Multi-GPU: "
+    "`accelerate launch -m dvd.train --config FILE` (DDP, set up with `accelerate config`). "
+    "configs/tiny-synthetic.yaml runs in minutes on a CPU with no download."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="training config (.yaml, .yml or .toml)")
+    parser.add_argument(
+        "--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+        help="continue a killed or finished run: from the latest checkpoint of train.output_dir, "
+        "or from the given checkpoints/step-N folder",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=200 --set loss.kind=l2 (repeatable)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train / fine-tune DVD from a config file", description=DESCRIPTION)
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    result = train(config, resume=args.resume)
+    if result.exports:
+        print(f"trained to step {result.step}; weights for `dvd predict --weights`: "
+              + ", ".join(str(p) for p in result.exports))
+    return 0

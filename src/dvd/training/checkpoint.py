@@ -1,0 +1,138 @@
+"""Training checkpoints: `<output_dir>/checkpoints/step-00000100/`, complete or absent.
+
+A checkpoint holds the trainable weights only (`trainable.safetensors`: LoRA, or the whole DiT in full fine-tuning,
+plus a learned timestep vector), the optimizer and LR-scheduler states, every process's RNG states and
+`state.json` (step, architecture signature, the config). The data order needs no state: it is a function of the
+step (`dvd.training.batches`). Every process writes its RNG file into a hidden `.step-…tmp` folder; the main process
+writes the rest and renames the folder into place, so a run killed mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from dvd.errors import DVDError
+
+CHECKPOINT_DIR = "checkpoints"
+STEP_PATTERN = re.compile(r"^step-(\d{8})$")
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "trainable.safetensors"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints under `output_dir`, oldest first (temporary folders are ignored)."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and STEP_PATTERN.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(STEP_PATTERN.match(p.name).group(1)))
+
+
+def rng_states() -> dict[str, Any]:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(
+    output_dir: Path,
+    step: int,
+    rank: int,
+    is_main: bool,
+    barrier: Callable[[], None],
+    payload: Callable[[], dict[str, Any]],
+    keep: int,
+) -> Path:
+    """Write checkpoint `step` collectively (every process calls this). `payload()` is evaluated on the main process
+    only and returns weights (name -> tensor), optimizer and scheduler state dicts and the `state` JSON dict."""
+    root = Path(output_dir) / CHECKPOINT_DIR
+    final = root / checkpoint_name(step)
+    tmp = root / f".{final.name}.tmp"
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    try:
+        torch.save(rng_states(), tmp / f"rng-{rank}.pt")
+        if is_main:
+            content = payload()
+            save_file({k: v.detach().cpu().contiguous() for k, v in content["weights"].items()}, tmp / WEIGHTS_FILE)
+            torch.save(content["optimizer"], tmp / "optimizer.pt")
+            torch.save(content["scheduler"], tmp / "scheduler.pt")
+            (tmp / STATE_FILE).write_text(json.dumps(content["state"], indent=1))
+        barrier()
+        if is_main:
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in list_checkpoints(output_dir)[:-keep]:
+                shutil.rmtree(old)
+    except BaseException:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    barrier()
+    return final
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    path = Path(checkpoint) / STATE_FILE
+    if not path.is_file():
+        raise DVDError(f"{checkpoint} is not a training checkpoint (no {STATE_FILE}); pass a checkpoints/step-N folder")
+    return json.loads(path.read_text())
+
+
+def check_compatible(checkpoint: Path, state: dict[str, Any], signature: dict[str, list[int]]) -> None:
+    """Refuse a checkpoint whose trainable tensors differ in name or shape from this model's."""
+    saved = state["signature"]
+    if saved == signature:
+        return
+    missing = sorted(set(signature) - set(saved))
+    extra = sorted(set(saved) - set(signature))
+    shape = next((k for k in signature if k in saved and saved[k] != signature[k]), None)
+    if shape is not None:
+        detail = f"'{shape}' is {saved[shape]} there but {signature[shape]} here"
+    elif missing:
+        detail = f"it lacks '{missing[0]}' ({len(missing)} trainable tensors missing)"
+    else:
+        detail = f"it has '{extra[0]}', which this model does not train ({len(extra)} extra)"
+    raise DVDError(
+        f"cannot resume from {checkpoint}: it was saved by another architecture ({detail}); "
+        "use the config it was trained with or start a new output_dir"
+    )
+
+
+def load_checkpoint(checkpoint: Path, rank: int) -> dict[str, Any]:
+    """Weights, optimizer/scheduler states and this rank's RNG states (rank 0's when the run had fewer ranks)."""
+    checkpoint = Path(checkpoint)
+    rng_path = checkpoint / f"rng-{rank}.pt"
+    if not rng_path.is_file():
+        rng_path = checkpoint / "rng-0.pt"
+    return {
+        "weights": load_file(checkpoint / WEIGHTS_FILE),
+        # Optimizer states hold plain tensors and Python numbers; RNG states include numpy arrays.
+        "optimizer": torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True),
+        "scheduler": torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True),
+        "rng": torch.load(rng_path, map_location="cpu", weights_only=False),
+    }

@@ -1,0 +1,74 @@
+"""Turning a trained model into weights that `dvd predict --weights DIR` loads.
+
+- ``merged``: our `save_pretrained` format (`dvd_config.json`, `transformer/`, `vae/`), LoRA folded into the base
+  weights: the fastest to load and run.
+- ``official``: the official DVD layout: `model.safetensors` with the whole DiT under `pipe.dit.` in original Wan
+  names, LoRA tensors kept beside the frozen `base_layer` weights (as the official trainer saves them),
+  `model_config.yaml` (`lora_rank`, `lora_alpha`, `denoise_step` = τ) and `Wan2.1_VAE.pth`. The official DVD
+  scripts can read it too.
+
+A learned timestep vector is folded into the time embedder's bias first (exact), so both formats are plain DVD.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+import yaml
+from diffusers import WanTransformer3DModel
+from safetensors.torch import save_file
+
+from dvd.model.dvd_model import DVDModel
+from dvd.model.tiny import original_dit_state, original_vae_state
+from dvd.training.atomic import atomic_directory
+from dvd.training.trainable import fold_learned_timestep
+from dvd.weights.formats import lora_rank, merge_lora
+
+EXPORT_FORMATS = ("merged", "official")
+
+
+def _plain_copy(model: DVDModel) -> DVDModel:
+    """A float32 CPU copy with any learned timestep folded, leaving the training model untouched."""
+    clone = copy.deepcopy(model).float().cpu()
+    clone.transformer.disable_gradient_checkpointing()
+    fold_learned_timestep(clone)
+    return clone
+
+
+def merged_model(model: DVDModel, lora_alpha: float | None) -> DVDModel:
+    """The model with its LoRA merged (W + alpha/r·B·A) into a fresh, adapter-free diffusers DiT."""
+    clone = _plain_copy(model)
+    state = clone.transformer.state_dict()
+    if lora_rank(state) is None:
+        return clone
+    transformer = WanTransformer3DModel.from_config(clone.transformer.config)
+    transformer.load_state_dict(merge_lora(state, lora_alpha), strict=True)
+    return DVDModel(transformer, clone.vae, tau=clone.tau)
+
+
+def export_merged(model: DVDModel, directory: Path, lora_alpha: float | None) -> Path:
+    with atomic_directory(directory) as tmp:
+        merged_model(model, lora_alpha).save_pretrained(tmp)
+    return directory
+
+
+def export_official(model: DVDModel, directory: Path, lora_alpha: float | None) -> Path:
+    clone = _plain_copy(model)
+    dit = original_dit_state(clone.transformer)
+    rank = lora_rank(dit)
+    config = {"mode": "regression", "denoise_step": clone.tau, "lora_base_model": "dit", "trainable_models": "dit"}
+    if rank is not None:
+        config.update(lora_rank=rank, lora_alpha=float(lora_alpha if lora_alpha is not None else rank))
+    with atomic_directory(directory) as tmp:
+        save_file({"pipe.dit." + k: v.contiguous() for k, v in dit.items()}, tmp / "model.safetensors")
+        (tmp / "model_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        torch.save(original_vae_state(clone.vae), tmp / "Wan2.1_VAE.pth")
+    return directory
+
+
+def export_model(model: DVDModel, directory: Path, formats: list[str], lora_alpha: float | None) -> list[Path]:
+    """Write each of `formats` ("merged", "official") under `directory/<format>`; returns the written folders."""
+    writers = {"merged": export_merged, "official": export_official}
+    return [writers[name](model, Path(directory) / name, lora_alpha) for name in formats]

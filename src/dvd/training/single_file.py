@@ -1,0 +1,59 @@
+"""A whole DVD model in one .safetensors file: `transformer.*` and `vae.*` tensors, configs in the header.
+
+Used for the small proof model shipped inside the package (`dvd/assets/`), where one flat file is simpler to
+package than our `save_pretrained` folder. Tensors may be stored in fp16; loading gives float32.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dvd.errors import DVDError
+from dvd.model.dvd_model import DVDModel
+
+FORMAT = "dvd-single-file"
+
+
+def _config(module: torch.nn.Module) -> str:
+    return json.dumps({k: v for k, v in module.config.items() if not k.startswith("_")})
+
+
+def save_single_file(model: DVDModel, path: Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write `model` (LoRA already merged) to `path`, renaming a temporary file into place."""
+    path = Path(path)
+    tensors = {f"transformer.{k}": v for k, v in model.transformer.state_dict().items()}
+    tensors.update({f"vae.{k}": v for k, v in model.vae.state_dict().items()})
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "tau": str(model.tau), "transformer": _config(model.transformer),
+                "vae": _config(model.vae)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_single_file(path: Path) -> DVDModel:
+    """Read a file written by `save_single_file` into a float32 CPU model."""
+    path = Path(path)
+    if not path.is_file():
+        raise DVDError(f"model file not found: {path}")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        if metadata.get("format") != FORMAT:
+            raise DVDError(f"{path} is not a single-file DVD model (no '{FORMAT}' header)")
+        tensors = {key: handle.get_tensor(key).float() for key in handle.keys()}
+    transformer = WanTransformer3DModel(**json.loads(metadata["transformer"]))
+    vae = AutoencoderKLWan(**json.loads(metadata["vae"]))
+    transformer.load_state_dict({k[len("transformer."):]: v for k, v in tensors.items() if k.startswith("transformer.")})
+    vae.load_state_dict({k[len("vae."):]: v for k, v in tensors.items() if k.startswith("vae.")})
+    return DVDModel(transformer, vae, tau=float(metadata["tau"]))

@@ -1,0 +1,84 @@
+"""What training changes in a DVDModel: LoRA (or every DiT weight) and, for the τ ablation, a learned timestep vector.
+
+The VAE and the base DiT weights stay frozen. `architecture_signature` describes the trainable part, so a resume
+from a checkpoint of another architecture fails before any step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from dvd.model.dvd_model import DVDModel
+from dvd.model.lora import add_lora
+from dvd.model.timestep import install_float64_timestep_embedding
+from dvd.training.config import FinetuneSection
+
+
+class LearnedTimestepEmbedding(nn.Module):
+    """The "learned τ" ablation: one trainable vector in place of the sinusoid of the fixed timestep.
+
+    It starts at the sinusoid of 1000·τ, so step 0 matches the fixed-τ model; the timestep value is then ignored.
+    """
+
+    def __init__(self, initial: Tensor) -> None:
+        super().__init__()
+        self.embedding = nn.Parameter(initial.detach().float().clone())
+
+    def forward(self, timesteps: Tensor) -> Tensor:
+        return self.embedding.expand(timesteps.shape[0], -1)
+
+
+def sinusoid_at(model: DVDModel, timestep: float) -> Tensor:
+    """The DiT's own (fixed) sinusoidal embedding of one timestep, [freq_dim] float32."""
+    proj = model.transformer.condition_embedder.timesteps_proj
+    if isinstance(proj, LearnedTimestepEmbedding):
+        raise ValueError("the model already has a learned timestep embedding")
+    return proj(torch.tensor([timestep], dtype=torch.float32, device=model.device))[0].float()
+
+
+def make_trainable(model: DVDModel, finetune: FinetuneSection, learned_tau: bool, gradient_checkpointing: bool) -> None:
+    """Freeze the model, then open exactly the parameters the recipe trains (in place)."""
+    model.requires_grad_(False)
+    transformer = model.transformer
+    if learned_tau:
+        transformer.condition_embedder.timesteps_proj = LearnedTimestepEmbedding(sinusoid_at(model, model.timestep))
+    if finetune.mode == "lora":
+        add_lora(transformer, finetune.lora_rank, finetune.lora_alpha)
+        for name, param in transformer.named_parameters():
+            param.requires_grad_(".lora_A." in name or ".lora_B." in name)
+    else:
+        transformer.requires_grad_(True)
+    if learned_tau:
+        transformer.condition_embedder.timesteps_proj.requires_grad_(True)
+    if gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+
+
+def trainable_state(model: nn.Module) -> dict[str, Tensor]:
+    """Name -> tensor of every parameter that requires grad (what checkpoints store)."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def architecture_signature(model: nn.Module) -> dict[str, list[int]]:
+    """Name -> shape of every trainable parameter: equal signatures mean a checkpoint fits this model."""
+    return {name: list(p.shape) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def fold_learned_timestep(model: DVDModel) -> None:
+    """Replace a learned timestep vector by the sinusoid plus an exactly compensating bias (in place).
+
+    The first time-embedder layer is affine, so W·e_learned + b = W·e_sin + (b + W·(e_learned − e_sin)): after this
+    the model is a plain DVD model at the same τ, loadable by any DVD loader, with the same outputs.
+    """
+    embedder = model.transformer.condition_embedder
+    proj = embedder.timesteps_proj
+    if not isinstance(proj, LearnedTimestepEmbedding):
+        return
+    learned = proj.embedding.detach().double()
+    install_float64_timestep_embedding(model.transformer)
+    sinusoid = sinusoid_at(model, model.timestep).double()
+    linear = embedder.time_embedder.linear_1
+    with torch.no_grad():
+        shift = linear.weight.double() @ (learned - sinusoid)
+        linear.bias.copy_((linear.bias.double() + shift).to(linear.bias.dtype))

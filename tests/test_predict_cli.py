@@ -1,0 +1,311 @@
+"""`dvd predict` end to end: real tiny weights on a real video and an image folder, and every bad-input path."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dvd import cli
+from dvd.commands import predict
+from dvd.inference.video import StreamOptions, predict_video
+
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
+ROLLERCOASTER = VIDEOS / "davis_rollercoaster.mp4"
+SMALL = ["--height", "32", "--width", "48"]  # 960x540 -> model size 32x64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two torch threads on a busy 2-core machine spin against each other; one is several times faster here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def dvd(monkeypatch):
+    """Run `dvd predict ...` through the real entry point; returns the exit code."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", sorted(set(cli.COMMAND_MODULES) | {"predict"}))
+    return lambda *argv: cli.main(["predict", *map(str, argv)])
+
+
+class FakePipe:
+    """Stands in for DVDPipeline where the model's numbers do not matter: disparity = frame brightness."""
+
+    weights_id = "fake"
+    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+
+    def __init__(self, interrupt_after: int | None = None) -> None:
+        self.calls = 0
+        self.interrupt_after = interrupt_after
+
+    def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        if self.interrupt_after is not None and self.calls > self.interrupt_after:
+            raise KeyboardInterrupt
+        return [w.mean(axis=-1) + 0.01 * np.arange(len(w), dtype=np.float32)[:, None, None] for w in windows]
+
+
+@pytest.fixture
+def fake_pipe(monkeypatch):
+    pipe = FakePipe()
+    monkeypatch.setattr(predict.DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    return pipe
+
+
+def leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.startswith(".")) if out.exists() else []
+
+
+def video_info(path: Path) -> tuple[int, float, int, int]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        return frames, float(stream.average_rate), stream.height, stream.width
+
+
+def write_images(folder: Path, count: int, size: tuple[int, int] = (30, 40)) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(folder / f"f{index + 1}.png")
+    return folder
+
+
+def test_video_with_tiny_official_weights(dvd, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    code = dvd(
+        ROLLERCOASTER,
+        "-o",
+        out,
+        "--weights",
+        tiny_weights,
+        "--max-frames",
+        6,
+        *SMALL,
+        "--window",
+        5,
+        "--overlap",
+        2,
+        "--save",
+        "png16,mp4",
+        "--quiet",
+    )
+    assert code == 0
+    result = out / "davis_rollercoaster"
+    disparity = np.load(result / "disparity.npy")
+    assert disparity.shape == (6, 540, 960) and disparity.dtype == np.float32
+    assert np.isfinite(disparity).all() and disparity.min() >= 0
+    meta = json.loads((result / "meta.json").read_text())
+    assert meta["kind"] == "disparity" and meta["fps"] == 24.0 and meta["num_frames"] == 6
+    assert meta["source_size"] == [540, 960] and meta["model_size"] == [32, 64]
+    assert (meta["window"], meta["overlap"], meta["stitch"]) == (5, 2, "openworld")
+    assert str(tiny_weights) in meta["weights"]
+    # The 16-bit PNGs decode back to the raw disparity through the mapping recorded in meta.json.
+    png = meta["outputs"]["png16"]
+    codes = np.stack([np.array(Image.open(result / "depth_png16" / f"{i:06d}.png")) for i in range(6)])
+    decoded = png["lo"] + codes / 65535 * (png["hi"] - png["lo"])
+    inside = (disparity > png["lo"]) & (disparity < png["hi"])
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(decoded[inside], disparity[inside], atol=(png["hi"] - png["lo"]) / 65535)
+    assert video_info(result / "depth_vis.mp4") == (6, 24.0, 540, 960)
+    assert leftovers(out) == []
+
+
+def test_image_folder_with_stride_and_fps(dvd, tiny_weights, tmp_path):
+    folder = write_images(tmp_path / "shots", 5)
+    out = tmp_path / "out"
+    assert dvd(folder, "-o", out, "--weights", tiny_weights, *SMALL, "--stride", 2, "--fps", 12, "--quiet") == 0
+    disparity = np.load(out / "shots" / "disparity.npy")
+    assert disparity.shape == (3, 30, 40)
+    meta = json.loads((out / "shots" / "meta.json").read_text())
+    assert meta["fps"] == 6.0 and meta["num_frames"] == 3 and meta["input"]["kind"] == "images"
+    assert meta["model_size"] == [48, 48]  # 30x40 scaled by 1.2 to cover 32x48 -> 36x48 -> rounded up to 48x48
+    assert video_info(out / "shots" / "depth_vis.mp4")[:2] == (3, 6.0)
+
+
+def test_npy_equals_the_python_api(dvd, fake_pipe, tmp_path):
+    out = tmp_path / "out"
+    assert (
+        dvd(
+            ROLLERCOASTER,
+            "-o",
+            out,
+            "--max-frames",
+            9,
+            *SMALL,
+            "--window",
+            5,
+            "--overlap",
+            2,
+            "--stitch",
+            "benchmark",
+            "--save",
+            "npy",
+            "--quiet",
+        )
+        == 0
+    )
+    expected = predict_video(FakePipe(), ROLLERCOASTER, StreamOptions(32, 48, 5, 2, "benchmark"), max_frames=9)
+    np.testing.assert_array_equal(np.load(out / "davis_rollercoaster" / "disparity.npy"), expected.disparity)
+    assert sorted(p.name for p in (out / "davis_rollercoaster").iterdir()) == ["disparity.npy", "meta.json"]
+
+
+def test_keep_model_size_and_side_by_side(dvd, fake_pipe, tmp_path):
+    out = tmp_path / "out"
+    assert (
+        dvd(
+            ROLLERCOASTER,
+            "-o",
+            out,
+            "--max-frames",
+            4,
+            *SMALL,
+            "--keep-model-size",
+            "--save",
+            "sbs,exr",
+            "--colormap",
+            "gray",
+            "--quiet",
+        )
+        == 0
+    )
+    result = out / "davis_rollercoaster"
+    assert np.load(result / "disparity.npy").shape == (4, 32, 64)
+    assert video_info(result / "depth_sbs.mp4") == (4, 24.0, 32, 128)
+    assert len(list((result / "depth_exr").glob("*.exr"))) == 4
+
+
+def test_overwrite_replaces_and_its_absence_refuses(dvd, fake_pipe, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "davis_rollercoaster").mkdir(parents=True)
+    (out / "davis_rollercoaster" / "old.txt").write_text("keep me")
+    args = (ROLLERCOASTER, "-o", out, "--max-frames", 2, *SMALL, "--save", "npy", "--quiet")
+    assert dvd(*args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "already exist" in error and "--overwrite" in error and len(error.splitlines()) == 1
+    assert (out / "davis_rollercoaster" / "old.txt").read_text() == "keep me"
+    assert fake_pipe.calls == 0  # refused before any model work
+    assert dvd(*args, "--overwrite") == 0
+    assert sorted(p.name for p in (out / "davis_rollercoaster").iterdir()) == ["disparity.npy", "meta.json"]
+    assert leftovers(out) == []
+
+
+def test_ctrl_c_leaves_nothing_behind(dvd, monkeypatch, tmp_path, capsys):
+    pipe = FakePipe(interrupt_after=1)
+    monkeypatch.setattr(predict.DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    out = tmp_path / "out"
+    assert dvd(ROLLERCOASTER, "-o", out, "--max-frames", 20, *SMALL, "--window", 5, "--overlap", 1, "--quiet") == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert pipe.calls == 2
+    assert list(out.iterdir()) == []
+
+
+def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
+    text_video = tmp_path / "notes.mp4"
+    text_video.write_text("this is not a video\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    mixed = write_images(tmp_path / "mixed", 2)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(mixed / "f3.png")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = tmp_path / "out"
+    return {
+        "missing file": ([tmp_path / "nope.mp4", "-o", out], "not found"),
+        "text named .mp4": ([text_video, "-o", out], "cannot decode"),
+        "folder without images": ([empty, "-o", out], "no images"),
+        "mixed image sizes": ([mixed, "-o", out], "sizes differ"),
+        "unwritable output": ([ROLLERCOASTER, "-o", blocker / "out"], "cannot write to output folder"),
+        "bad overlap": ([ROLLERCOASTER, "-o", out, "--window", 9, "--overlap", 9], "smaller than the window"),
+        "bad save format": ([ROLLERCOASTER, "-o", out, "--save", "npy,gif"], "unknown --save"),
+        "bad anchors": ([ROLLERCOASTER, "-o", out, "--stitch", "anchored", "--anchor-frames", 4], "anchor-frames"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing file",
+        "text named .mp4",
+        "folder without images",
+        "mixed image sizes",
+        "unwritable output",
+        "bad overlap",
+        "bad save format",
+        "bad anchors",
+    ],
+)
+def test_bad_input_is_one_clear_line_and_no_output(dvd, fake_pipe, tmp_path, capsys, case):
+    argv, words = bad_inputs(tmp_path)[case]
+    assert dvd(*argv, "--quiet") == 2
+    error = capsys.readouterr().err.strip()
+    assert words in error and len(error.splitlines()) == 1
+    assert fake_pipe.calls == 0
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_zero_frame_video_is_refused(dvd, fake_pipe, tmp_path, capsys):
+    empty_video = tmp_path / "empty.avi"  # AVI keeps a video track that got no frames
+    with av.open(str(empty_video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        container.start_encoding()
+    assert dvd(empty_video, "-o", tmp_path / "out", "--quiet") == 2
+    assert "no video frames" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "empty").exists()
+
+
+def test_help_explains_every_option(capsys):
+    parser = argparse.ArgumentParser(prog="dvd")
+    subparsers = parser.add_subparsers()
+    predict.register(subparsers)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["predict", "--help"])
+    text = capsys.readouterr().out
+    for option in [
+        "--weights",
+        "--device",
+        "--dtype",
+        "--height",
+        "--width",
+        "--keep-model-size",
+        "--window",
+        "--overlap",
+        "--stitch",
+        "--anchor-frames",
+        "--batch-windows",
+        "--max-frames",
+        "--stride",
+        "--fps",
+        "--save",
+        "--colormap",
+        "--overwrite",
+        "--quiet",
+        "disparity.npy",
+        "meta.json",
+    ]:
+        assert option in text
+    for action in subparsers.choices["predict"]._actions:
+        assert action.help, f"{action.dest} has no help text"
+
+
+@pytest.mark.slow
+def test_whole_tokyo_walk_video(dvd, tiny_weights, tmp_path):
+    out = tmp_path / "out"
+    assert dvd(VIDEOS / "tokyo_walk.mp4", "-o", out, "--weights", tiny_weights, *SMALL, "--quiet") == 0
+    disparity = np.load(out / "tokyo_walk" / "disparity.npy", mmap_mode="r")
+    assert disparity.shape == (195, 720, 1280)
+    meta = json.loads((out / "tokyo_walk" / "meta.json").read_text())
+    assert meta["fps"] == 15.0 and meta["num_frames"] == 195 and meta["model_size"] == [32, 64]
+    assert video_info(out / "tokyo_walk" / "depth_vis.mp4") == (195, 15.0, 720, 1280)
