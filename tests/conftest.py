@@ -8,9 +8,6 @@ import pytest
 
 from dvd.model.tiny import write_tiny_official_weights
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-VIDEOS = SHARED / "data" / "videos"
-
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,14 @@ def test_bit_identical_across_processes(tiny_weights, tmp_path):
     for out in outputs:
         subprocess.run([sys.executable, "-c", script, str(tiny_weights), str(out)], check=True)
     np.testing.assert_array_equal(np.load(outputs[0]), np.load(outputs[1]))
+
+
+def test_pipeline_call_and_stream_on_a_real_video(pipe: DVDPipeline):
+    from dvd.inference.video import StreamOptions
+
+    video = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "davis_rollercoaster.mp4"
+    options = StreamOptions(min_height=32, min_width=48, window=9, overlap=3)
+    result = pipe(video, options, max_frames=14)
+    assert result.disparity.shape == (14, 540, 960) and result.fps == pytest.approx(24.0)
+    streamed = list(pipe.stream(video, options, max_frames=14))
+    np.testing.assert_array_equal(np.stack(streamed), result.disparity)

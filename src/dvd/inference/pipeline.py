@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -10,6 +12,9 @@ import torch
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DVDModel
 from dvd.weights import load_weights
+
+if TYPE_CHECKING:
+    from dvd.inference.video import StreamOptions, VideoDisparity, VideoInput
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -115,3 +120,20 @@ class DVDPipeline:
     def predict_window(self, frames: np.ndarray) -> np.ndarray:
         """One window [T,H,W,3] (uint8, or float in [0,1]; any T >= 1; H, W multiples of 16) -> disparity [T,H,W]."""
         return self.predict_windows([frames])[0]
+
+    def __call__(self, source: "VideoInput", options: "StreamOptions | None" = None, **kwargs) -> "VideoDisparity":
+        """A whole video (path, image folder, image, array [T,H,W,3] or iterable of frames) -> `VideoDisparity`.
+
+        Windows, stitching and resizing follow `options` (defaults: the official open-world settings); keyword
+        arguments `keep_model_size`, `max_frames`, `stride` as in `dvd predict`. Holds the result in memory: use
+        `stream` for long videos.
+        """
+        from dvd.inference.video import StreamOptions, predict_video
+
+        return predict_video(self, source, options or StreamOptions(), **kwargs)
+
+    def stream(self, source: "VideoInput", options: "StreamOptions | None" = None, **kwargs) -> Iterator[np.ndarray]:
+        """Like `__call__`, but yields each stitched frame [H,W] as soon as it is final, in bounded memory."""
+        from dvd.inference.video import StreamOptions, iter_video_disparity
+
+        return iter_video_disparity(self, source, options or StreamOptions(), **kwargs)
