@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from dvd.errors import DVDError
 from dvd.inference.pipeline import resolve_dtype
+from dvd.io.atomic import atomic_directory
 from dvd.weights import load_weights
 
 
@@ -34,18 +33,10 @@ def run(args: argparse.Namespace) -> int:
     output: Path = args.output
     if output.exists() and not args.overwrite:
         raise DVDError(f"{output} already exists; pass --overwrite to replace it")
-    output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     loaded = load_weights(args.weights)
     loaded.model.to_precision(resolve_dtype(args.dtype, loaded.model.device))
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
-    try:
+    with atomic_directory(output) as staging:
         loaded.model.save_pretrained(staging)
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     print(f"converted {loaded.weights_id} -> {output} ({args.dtype}, {time.perf_counter() - started:.1f} s)")
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.resize import model_size, resize_frames
 from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES, STITCH_PRESETS
 from dvd.inference.video import StreamOptions, model_disparity, resize_back
+from dvd.io.atomic import atomic_directory
 from dvd.io.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from dvd.io.readers import DEFAULT_IMAGE_FPS, Source, open_sources
 from dvd.io.writers import DEFAULT_FORMATS, WRITER_FORMATS, DisparityRange, open_writers
@@ -144,7 +144,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         metavar="N",
         help="windows per model call (default 1); more can be faster on a large GPU and uses more "
-        "memory; the result is identical",
+        "memory; the result is the same up to float rounding (~1e-6)",
     )
 
     frames = parser.add_argument_group("frames")
@@ -246,8 +246,7 @@ def predict_source(
     args: argparse.Namespace,
 ) -> int:
     """Write all outputs of one source into a temporary folder next to `target`, then rename it; returns frames."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{source.name}.partial-", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         started = time.perf_counter()
         with tqdm(
             total=source.frame_count(args.max_frames, args.stride),
@@ -259,10 +258,6 @@ def predict_source(
             count, outputs = write_outputs(pipe, source, staging, options, formats, args, bar)
         meta = describe(pipe, source, options, args, count, outputs, time.perf_counter() - started)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return count
 
 
@@ -339,19 +334,3 @@ def describe(
         "seconds": round(seconds, 3),
         "dvd_version": __version__,
     }
-
-
-def replace_folder(staging: Path, target: Path) -> None:
-    """Move the finished `staging` folder to `target`, replacing an old `target` only once the new one is complete."""
-    if not target.exists():
-        staging.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    target.rename(old / target.name)
-    try:
-        staging.rename(target)
-    except BaseException:
-        (old / target.name).rename(target)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)

@@ -22,7 +22,7 @@ import numpy as np
 from dvd.errors import DVDError
 from dvd.evaluation.metrics import HIGHER_IS_BETTER
 from dvd.evaluation.scoring import ALL_METRICS
-from dvd.training.atomic import atomic_write_text
+from dvd.io.atomic import atomic_write_text
 
 PAPER_COLUMNS = (("abs_rel", "AbsRel×100↓", 100.0, 2), ("delta1", "δ1↑", 1.0, 3))
 PARTITION_ORDER = ("all", "short", "long", "very_short", "image")

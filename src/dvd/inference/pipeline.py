@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dvd.errors import DVDError
+from dvd.inference.video import (
+    StreamOptions,
+    VideoDisparity,
+    VideoInput,
+    iter_video_disparity,
+    predict_video,
+    unit_float,
+)
 from dvd.model.dvd_model import DVDModel
 from dvd.weights import load_weights
-
-if TYPE_CHECKING:
-    from dvd.inference.video import StreamOptions, VideoDisparity, VideoInput
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -64,13 +68,7 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     height, width = frames.shape[1:3]
     if height % 16 or width % 16:
         raise DVDError(f"frame size {height}x{width} is not a multiple of 16; resize first (dvd.inference.resize)")
-    if frames.dtype == np.uint8:
-        pixels = torch.from_numpy(frames).float() / 255
-    elif frames.dtype == np.uint16:
-        pixels = torch.from_numpy(frames.astype(np.float32)) / 65535
-    else:
-        pixels = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
-    return pixels.permute(3, 0, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(unit_float(frames))).permute(3, 0, 1, 2)
 
 
 class DVDPipeline:
@@ -121,19 +119,15 @@ class DVDPipeline:
         """One window [T,H,W,3] (uint8, or float in [0,1]; any T >= 1; H, W multiples of 16) -> disparity [T,H,W]."""
         return self.predict_windows([frames])[0]
 
-    def __call__(self, source: "VideoInput", options: "StreamOptions | None" = None, **kwargs) -> "VideoDisparity":
+    def __call__(self, source: VideoInput, options: StreamOptions | None = None, **kwargs) -> VideoDisparity:
         """A whole video (path, image folder, image, array [T,H,W,3] or iterable of frames) -> `VideoDisparity`.
 
         Windows, stitching and resizing follow `options` (defaults: the official open-world settings); keyword
         arguments `keep_model_size`, `max_frames`, `stride` as in `dvd predict`. Holds the result in memory: use
         `stream` for long videos.
         """
-        from dvd.inference.video import StreamOptions, predict_video
-
         return predict_video(self, source, options or StreamOptions(), **kwargs)
 
-    def stream(self, source: "VideoInput", options: "StreamOptions | None" = None, **kwargs) -> Iterator[np.ndarray]:
+    def stream(self, source: VideoInput, options: StreamOptions | None = None, **kwargs) -> Iterator[np.ndarray]:
         """Like `__call__`, but yields each stitched frame [H,W] as soon as it is final, in bounded memory."""
-        from dvd.inference.video import StreamOptions, iter_video_disparity
-
         return iter_video_disparity(self, source, options or StreamOptions(), **kwargs)

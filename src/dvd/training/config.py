@@ -20,7 +20,7 @@ import yaml
 
 from dvd.data.synthetic import SPLITS
 from dvd.errors import DVDError
-from dvd.training.atomic import atomic_write_text
+from dvd.io.atomic import atomic_write_text
 from dvd.training.losses import LOSS_KINDS
 
 SOURCE_KINDS = ("synthetic", "hypersim", "vkitti", "tartanair", "folder")

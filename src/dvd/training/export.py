@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from dvd.model.dvd_model import DVDModel
 from dvd.model.tiny import original_dit_state, original_vae_state
-from dvd.training.atomic import atomic_directory
+from dvd.io.atomic import atomic_directory
 from dvd.training.trainable import fold_learned_timestep
 from dvd.weights.formats import lora_rank, merge_lora
 

@@ -8,7 +8,7 @@ import io
 from pathlib import Path
 
 from dvd.errors import DVDError
-from dvd.training.atomic import atomic_write_text
+from dvd.io.atomic import atomic_write_text
 
 CSV_NAME = "metrics.csv"
 

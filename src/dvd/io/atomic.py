@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,22 +16,30 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     KeyboardInterrupt) it is removed and `final` is left as it was."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
-        yield tmp
-        if final.exists():
-            # A directory cannot be replaced in one rename: move the old one aside first, drop it after.
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
+        yield staging
+        replace_directory(staging, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def replace_directory(staging: Path, final: Path) -> None:
+    """Move a finished `staging` directory to `final`, dropping an old `final` only once the new one is in place."""
+    if not final.exists():
+        staging.rename(final)
+        return
+    # A directory cannot be replaced in one rename: move the old one aside, and back if the swap fails.
+    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+    final.rename(old / final.name)
+    try:
+        staging.rename(final)
+    except BaseException:
+        (old / final.name).rename(final)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
