@@ -215,3 +215,13 @@ def test_video_api_stride_and_max_frames():
     np.testing.assert_allclose(out[:, 0, 0], [0.0, 0.1, 0.2], atol=1e-6)
     with pytest.raises(DVDError, match="no frames"):
         predict_video(BrightnessPipe(), iter([]), options)
+
+
+def test_overlap_errors_are_the_seam_residuals():
+    frames = make_frames(12, seed=3)
+    errors: list[float] = []
+    list(stream_disparity(frames, batched([]), window=8, overlap=4, stitch="benchmark", overlap_errors=errors))
+    first, second = fake_model(frames[0:8]), fake_model(frames[4:12])
+    scale, shift = lstsq(second[:4], first[4:8])
+    expected = np.abs(np.maximum(scale * second[:4] + shift, 0) - first[4:8]).mean()
+    assert len(errors) == 1 and errors[0] == pytest.approx(expected, rel=1e-5)

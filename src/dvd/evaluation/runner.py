@@ -21,6 +21,7 @@ from dvd.evaluation.report import summarise
 from dvd.evaluation.scoring import score_sequence
 from dvd.inference.resize import model_size, resize_frames
 from dvd.inference.stream import stream_disparity
+from dvd.inference.video import unit_float
 
 Predictor = Callable[[Sequence], tuple[np.ndarray, dict]]
 """Disparity [T, H, W] at the GT size for a sequence, plus fields to add to its record."""
@@ -56,8 +57,7 @@ class ModelPredictions:
     def _frames(self, rgb: np.ndarray, size: tuple[int, int]):
         for frame in rgb:
             # One frame at a time, so no float copy of the whole clip is made.
-            unit = frame.astype(np.float32) / 255.0 if frame.dtype == np.uint8 else frame.astype(np.float32)
-            yield resize_frames(unit[None], size)[0]
+            yield resize_frames(unit_float(frame)[None], size)[0]
 
     def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
         if sequence.rgb is None:
@@ -67,12 +67,16 @@ class ModelPredictions:
         size = model_size(height, width, height, width)
         started = time.perf_counter()
         pred = np.empty(sequence.depth.shape, dtype=np.float32)
+        overlap_errors: list[float] = []
         stream = stream_disparity(self._frames(sequence.rgb, size), self.pipeline.predict_windows,
                                   window=self.window, overlap=self.overlap, stitch=self.stitch,
-                                  batch_windows=self.batch_windows)
+                                  batch_windows=self.batch_windows, overlap_errors=overlap_errors)
         for index, disparity in enumerate(stream):
             pred[index] = resize_frames(disparity[None], (height, width))[0]
-        return pred, {"model_size": list(size), "seconds": round(time.perf_counter() - started, 3)}
+        info = {"model_size": list(size), "seconds": round(time.perf_counter() - started, 3)}
+        if overlap_errors:  # model-space disparity error at the seams after alignment, as the official eval logs
+            info["overlap_mae"] = float(np.mean(overlap_errors))
+        return pred, info
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,12 @@ def stream_disparity(
     stitch: str = "openworld",
     batch_windows: int = 1,
     anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
+    overlap_errors: list[float] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the stitched disparity of each input frame ([H, W] float32), in order, as soon as it is final.
+
+    When ``overlap_errors`` is a list, the mean |aligned − stitched| over each seam's overlap is appended to it
+    (the official evaluation's "overlap MAE"), one value per window after the first.
 
     ``window`` counts every frame the model sees; with ``stitch="anchored"`` that includes the ``anchor_frames``
     anchors, so each window holds ``window - anchor_frames`` video frames. ``predict_windows`` receives at most
@@ -80,6 +84,8 @@ def stream_disparity(
                     stitcher.add(w, out)
                 else:
                     stitcher.add(w, out[anchor_frames:], anchors=out[:anchor_frames])
+                if overlap_errors is not None and stitcher.windows_added > 1:
+                    overlap_errors.append(stitcher.last_overlap_mae)
         pending.clear()
 
     def decide(frames_seen: int, finished: bool) -> Iterator[np.ndarray]:
