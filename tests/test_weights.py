@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file, save_file
 
 from dvd import DVDPipeline
@@ -134,8 +135,6 @@ def test_pickle_that_needs_code_execution_is_refused(tiny_weights: Path, tmp_pat
 
 
 def test_vae_with_other_latent_channels_is_refused(tiny_weights: Path, tmp_path: Path):
-    from diffusers import AutoencoderKLWan
-
     (tmp_path / "model.safetensors").symlink_to(tiny_weights / "model.safetensors")
     torch.save(original_vae_state(AutoencoderKLWan(base_dim=8, z_dim=8)), tmp_path / "Wan2.1_VAE.pth")
     with pytest.raises(DVDError, match="latent channels"):
@@ -172,3 +171,13 @@ def test_folder_without_weights(tmp_path: Path):
 def test_strip_prefix_refuses_foreign_checkpoint(tmp_path: Path):
     with pytest.raises(DVDError, match="pipe.dit."):
         strip_dit_prefix({"model.layer.weight": torch.zeros(1)}, tmp_path / "x.safetensors")
+
+
+def test_wan_base_diffusers_layout(tmp_path: Path):
+    transformer, vae = tiny_transformer(4), AutoencoderKLWan(base_dim=8)
+    transformer.save_pretrained(tmp_path / "transformer")
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = load_weights(tmp_path)
+    assert loaded.kind == "wan-base"
+    for key, tensor in transformer.state_dict().items():
+        torch.testing.assert_close(loaded.model.transformer.state_dict()[key], tensor, rtol=0, atol=0)
