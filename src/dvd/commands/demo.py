@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import os
 from pathlib import Path
 
@@ -16,10 +15,9 @@ from dvd.evaluation.alignment import fit_scale_shift
 from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.stream import stream_disparity
 from dvd.io.colormaps import colorize
-from dvd.training.single_file import load_single_file
+from dvd.training.single_file import PROOF_MODEL, load_single_file, proof_model_path
 from dvd.training.validation import score_disparity
 
-PROOF_MODEL = "proof_model.safetensors"
 # The proof model was trained at this size on 5-frame clips (benchmarks/train_proof.py).
 TRAINED_SIZE = 64
 SCALE_UP = 4  # the panels are 64x64; nearest-neighbour x4 keeps pixels visible in a player
@@ -27,14 +25,6 @@ LIMITS = (
     "The demo model is a 2-layer DiT trained for minutes on the procedural synthetic world only: it knows nothing "
     "else. For real footage use the official DVD weights (`dvd predict --weights ...`)."
 )
-
-
-def proof_model_path() -> Path:
-    path = Path(str(importlib.resources.files("dvd") / "assets" / PROOF_MODEL))
-    if not path.is_file():
-        raise DVDError(f"the demo model {path} is missing: reinstall dvd (it ships in dvd/assets) or run "
-                       "benchmarks/train_proof.py --ship from a source checkout")
-    return path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

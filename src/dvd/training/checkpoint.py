@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dvd.errors import DVDError
+from dvd.io.atomic import replace_directory
 
 CHECKPOINT_DIR = "checkpoints"
 STEP_PATTERN = re.compile(r"^step-(\d{8})$")
@@ -84,8 +85,7 @@ def save_checkpoint(
             (tmp / STATE_FILE).write_text(json.dumps(content["state"], indent=1))
         barrier()
         if is_main:
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
+            replace_directory(tmp, final)
             for old in list_checkpoints(output_dir)[:-keep]:
                 shutil.rmtree(old)
     except BaseException:

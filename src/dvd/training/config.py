@@ -32,7 +32,9 @@ VIDEO_SOURCES = {"synthetic", "tartanair", "folder"}
 class ModelSection:
     """Which backbone to start from and how the timestep is fed."""
 
-    weights: str = "tiny"  # "tiny" (random tiny DiT/VAE, for tests), a local weights dir, or a Hub id
+    # "tiny" (random tiny DiT/VAE, for tests), "proof" (the tiny model shipped for `dvd demo`), a local weights
+    # folder (Wan2.1 base, official DVD, or dvd's own format) or a Hub id of official DVD weights
+    weights: str = "tiny"
     tiny_seed: int = 0
     tau: float = 0.5  # timestep = 1000·tau (the τ ablation: any value in (0, 1])
     learned_tau: bool = False  # replace the sinusoidal timestep embedding by a trainable vector

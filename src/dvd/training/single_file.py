@@ -6,6 +6,7 @@ package than our `save_pretrained` folder. Tensors may be stored in fp16; loadin
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from pathlib import Path
 
@@ -18,6 +19,16 @@ from dvd.errors import DVDError
 from dvd.model.dvd_model import DVDModel
 
 FORMAT = "dvd-single-file"
+PROOF_MODEL = "proof_model.safetensors"
+
+
+def proof_model_path() -> Path:
+    """The tiny proof model shipped in `dvd/assets` (written by benchmarks/train_proof.py --ship)."""
+    path = Path(str(importlib.resources.files("dvd") / "assets" / PROOF_MODEL))
+    if not path.is_file():
+        raise DVDError(f"the proof model {path} is missing: reinstall dvd (it ships in dvd/assets) or run "
+                       "benchmarks/train_proof.py --ship from a source checkout")
+    return path
 
 
 def _config(module: torch.nn.Module) -> str:

@@ -39,6 +39,7 @@ from dvd.training.config import ModelSection, TrainConfig, dump_config
 from dvd.training.export import export_model
 from dvd.training.losses import make_loss
 from dvd.training.metrics_log import MetricsLog, check_backends
+from dvd.training.single_file import load_single_file, proof_model_path
 from dvd.training.trainable import architecture_signature, make_trainable, trainable_state
 from dvd.training.validation import evaluate
 from dvd.weights import load_weights
@@ -71,8 +72,14 @@ class TrainResult:
 
 
 def load_base_model(section: ModelSection) -> DVDModel:
-    """The model training starts from (float32, CPU): the tiny random test model or any `--weights` source."""
-    model = build_tiny_model(section.tiny_seed) if section.weights == "tiny" else load_weights(section.weights).model
+    """The model training starts from (float32, CPU): "tiny" (random tiny test model), "proof" (the tiny model
+    shipped for `dvd demo`), or any `--weights` source."""
+    if section.weights == "tiny":
+        model = build_tiny_model(section.tiny_seed)
+    elif section.weights == "proof":
+        model = load_single_file(proof_model_path())
+    else:
+        model = load_weights(section.weights).model
     model.tau = section.tau
     return model
 
