@@ -181,3 +181,37 @@ def test_wan_base_diffusers_layout(tmp_path: Path):
     assert loaded.kind == "wan-base"
     for key, tensor in transformer.state_dict().items():
         torch.testing.assert_close(loaded.model.transformer.state_dict()[key], tensor, rtol=0, atol=0)
+
+
+def fake_hub_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> None:
+    """Lay out files as huggingface_hub's cache does, so the Hub code path runs offline for real."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for name, source in files.items():
+        (snapshot / name).symlink_to(source)
+
+
+@pytest.fixture
+def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_ids_resolve_through_the_cache(tiny_weights: Path, official_prediction: np.ndarray, offline_cache: Path,
+                                           tmp_path: Path):
+    names = ("model.safetensors", "model_config.yaml", "Wan2.1_VAE.pth")
+    fake_hub_cache(offline_cache, "someone/dvd", {n: tiny_weights / n for n in names})
+    np.testing.assert_array_equal(predict("someone/dvd"), official_prediction)
+
+    shard = tmp_path / "base.safetensors"
+    save_file(original_dit_state(tiny_transformer(5)), shard)
+    files = {"diffusion_pytorch_model.safetensors": shard, "Wan2.1_VAE.pth": tiny_weights / "Wan2.1_VAE.pth"}
+    fake_hub_cache(offline_cache, "someone/wan-base", files)
+    assert load_weights("someone/wan-base").kind == "wan-base"

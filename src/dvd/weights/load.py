@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from huggingface_hub import hf_hub_download, list_repo_files, try_to_load_from_cache
+from huggingface_hub import constants, hf_hub_download, list_repo_files, snapshot_download, try_to_load_from_cache
 
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DEFAULT_TAU, DVD_CONFIG_NAME, DVDModel
@@ -40,6 +40,8 @@ DVD_CHECKPOINT_NAMES = ("dvd_1.1.safetensors", "model.safetensors")
 VAE_FILE = "Wan2.1_VAE.pth"
 MODEL_CONFIG = "model_config.yaml"
 BASE_SHARDS = "diffusion_pytorch_model*.safetensors"
+# What to fetch of a Wan2.1 base repository: DiT shards (+ index), its config and the VAE, not the 11 GB T5.
+WAN_BASE_PATTERNS = [BASE_SHARDS, "diffusion_pytorch_model*.safetensors.index.json", "config.json", VAE_FILE]
 EMBEDDED_VAE_PREFIX = "pipe.vae."
 
 
@@ -57,24 +59,39 @@ def hub_help() -> str:
     )
 
 
+class NotInRepository(DVDError):
+    """The Hub repository (or, offline, its cached copy) does not hold the files asked for."""
+
+
+def hub_offline() -> bool:
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
 def hub_file(repo_id: str, candidates: tuple[str, ...]) -> Path:
     """The first of `candidates` present in a Hub repo, from the local cache if there, else downloaded."""
     for name in candidates:
         cached = try_to_load_from_cache(repo_id, name)
         if isinstance(cached, str):
             return Path(cached)
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        raise DVDError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hub_help()}")
+    if hub_offline():
+        raise NotInRepository(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hub_help()}")
     try:
         files = set(list_repo_files(repo_id))
-        name = next((n for n in candidates if n in files), None)
-        if name is None:
-            raise DVDError(f"Hub repository {repo_id} has none of {', '.join(candidates)}; {hub_help()}")
-        return Path(hf_hub_download(repo_id, name))
-    except DVDError:
-        raise
     except Exception as error:  # network, auth and Hub errors all end the same way for the user
         raise DVDError(f"could not fetch {repo_id} from the Hub ({type(error).__name__}); {hub_help()}") from None
+    name = next((n for n in candidates if n in files), None)
+    if name is None:
+        raise NotInRepository(f"Hub repository {repo_id} has none of {', '.join(candidates)}; {hub_help()}")
+    return Path(hf_hub_download(repo_id, name))
+
+
+def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
+    """A local folder with the repo's files matching `patterns` (cache first; offline uses the cache only)."""
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=hub_offline()))
+    except Exception as error:
+        where = "is not in the Hugging Face cache (HF_HUB_OFFLINE is set)" if hub_offline() else "could not be fetched"
+        raise DVDError(f"{repo_id} {where} ({type(error).__name__}); {hub_help()}") from None
 
 
 def find_dvd_checkpoint(directory: Path) -> Path | None:
@@ -158,7 +175,14 @@ def load_local(path: Path, merge_lora: bool = True) -> LoadedWeights:
 
 
 def load_from_hub(repo_id: str, merge_lora: bool = True) -> LoadedWeights:
-    checkpoint = hub_file(repo_id, DVD_CHECKPOINT_NAMES)
+    """A Hub repository holding the official DVD checkpoint, or else the Wan2.1 base model (original layout)."""
+    try:
+        checkpoint = hub_file(repo_id, DVD_CHECKPOINT_NAMES)
+    except NotInRepository as missing:
+        base = hub_snapshot(repo_id, WAN_BASE_PATTERNS)
+        if not any(base.glob(BASE_SHARDS)):
+            raise missing from None
+        return load_wan_base(base)
     with contextlib.suppress(DVDError):  # optional; it lands beside the checkpoint in the cache snapshot
         hub_file(repo_id, (MODEL_CONFIG,))
     return load_official_dvd(checkpoint, merge_lora)
