@@ -33,7 +33,7 @@ class ModelSection:
     """Which backbone to start from and how the timestep is fed."""
 
     # "tiny" (random tiny DiT/VAE, for tests), "proof" (the tiny model shipped for `dvd demo`), a local weights
-    # folder (Wan2.1 base, official DVD, or dvd's own format) or a Hub id of official DVD weights
+    # folder (Wan2.1 base, official DVD, or dvd's own format) or a Hub id (official DVD weights or Wan2.1 base)
     weights: str = "tiny"
     tiny_seed: int = 0
     tau: float = 0.5  # timestep = 1000·tau (the τ ablation: any value in (0, 1])
