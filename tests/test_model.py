@@ -13,8 +13,8 @@ import torch
 from dvd import DVDPipeline
 from dvd.errors import DVDError
 from dvd.inference.pipeline import pad_to_4n_plus_1
-from dvd.model.tiny import build_tiny_model
 from dvd.model.timestep import Float64SinusoidalEmbedding
+from dvd.model.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")

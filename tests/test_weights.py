@@ -14,9 +14,15 @@ from safetensors.torch import load_file, save_file
 from dvd import DVDPipeline
 from dvd.cli import main
 from dvd.errors import DVDError
-from dvd.model.tiny import TINY_DIT, original_dit_state, original_vae_state, tiny_transformer, write_tiny_official_weights
+from dvd.model.tiny import TINY_DIT, tiny_transformer, write_tiny_official_weights
 from dvd.weights import load_weights
-from dvd.weights.formats import dit_config_from_shapes, merge_lora, strip_dit_prefix
+from dvd.weights.formats import (
+    dit_config_from_shapes,
+    merge_lora,
+    original_dit_state,
+    original_vae_state,
+    strip_dit_prefix,
+)
 
 RNG = np.random.default_rng(0)
 FRAMES = RNG.integers(0, 256, size=(5, 32, 48, 3), dtype=np.uint8)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import av
@@ -14,6 +13,7 @@ from dvd.errors import DVDError
 from dvd.evaluation.alignment import fit_scale_shift
 from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.stream import stream_disparity
+from dvd.io.atomic import atomic_file
 from dvd.io.colormaps import colorize
 from dvd.training.single_file import PROOF_MODEL, load_single_file, proof_model_path
 from dvd.training.validation import score_disparity
@@ -78,15 +78,9 @@ def comparison_frames(rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray,
 def write_comparison(path: Path, rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> None:
     frames = comparison_frames(rgb, disparity, depth, valid).repeat(SCALE_UP, axis=1).repeat(SCALE_UP, axis=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        with av.open(str(tmp), "w") as container:
-            stream = container.add_stream("libx264", rate=12, options={"crf": "18"})
-            stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-            container.mux(stream.encode())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=12, options={"crf": "18"})
+        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())

@@ -42,13 +42,21 @@ def replace_directory(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file under a temporary name, then rename it into place."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path` (same suffix, for writers that go by it); on success it replaces `path`,
+    on any error it is removed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
-        tmp.write_text(text)
+        yield tmp
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small text file under a temporary name, then rename it into place."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)

@@ -6,7 +6,6 @@ initialised DiT amplifies to ~1e-5 relative in its output. Computing in float64 
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 import yaml
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from safetensors.torch import save_file
 
 from dvd.model.dvd_model import DVDModel
-from dvd.weights.formats import LORA_A, LORA_B, diffusers_names, original_dit_name
+from dvd.weights.formats import LORA_A, LORA_B, original_dit_state, original_vae_state
 
 TINY_DIT = dict(
     patch_size=(1, 2, 2),
@@ -72,39 +71,6 @@ def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
 def build_tiny_model(seed: int = 0) -> DVDModel:
     """A tiny random DVD model, float32 on CPU (a 9-frame 64x64 window runs in well under a second)."""
     return DVDModel(tiny_transformer(seed), tiny_vae(seed))
-
-
-def original_dit_state(transformer: WanTransformer3DModel) -> dict[str, torch.Tensor]:
-    """The DiT's tensors under original Wan key names."""
-    state = {original_dit_name(k): v.detach().clone() for k, v in transformer.state_dict().items()}
-    names = diffusers_names(list(state))
-    assert sorted(names.values()) == sorted(transformer.state_dict()), "original names do not convert back"
-    return state
-
-
-def original_vae_state(vae: AutoencoderKLWan) -> dict[str, torch.Tensor]:
-    """The VAE's tensors under `Wan2.1_VAE.pth` key names."""
-    state = {}
-    for key, tensor in vae.state_dict().items():
-        name = key
-        for new, old in [("conv_in", "conv1"), ("norm_out", "head.0"), ("conv_out", "head.2")]:
-            name = name.replace(f"coder.{new}.", f"coder.{old}.")
-        name = re.sub(r"^quant_conv\.", "conv1.", re.sub(r"^post_quant_conv\.", "conv2.", name))
-        name = name.replace("mid_block.resnets.0.", "middle.0.").replace("mid_block.resnets.1.", "middle.2.")
-        name = name.replace("mid_block.attentions.0.", "middle.1.").replace("encoder.down_blocks.", "encoder.downsamples.")
-        up = re.match(r"decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0)\.(.*)", name)
-        if up:
-            block = int(up.group(1))
-            index = 4 * block + (int(up.group(3)) if up.group(3) is not None else 3)
-            name = f"decoder.upsamples.{index}.{up.group(4)}"
-        for new, old in [("norm1.gamma", "residual.0.gamma"), ("conv1.", "residual.2."), ("norm2.gamma", "residual.3.gamma"),
-                         ("conv2.", "residual.6."), ("conv_shortcut.", "shortcut.")]:
-            if name.startswith(("encoder.", "decoder.")):
-                name = re.sub(rf"(\.\d+\.){re.escape(new)}", rf"\g<1>{old}", name)
-        state[name] = tensor.detach().clone()
-    converted = convert_wan_vae_to_diffusers(dict(state))
-    assert sorted(converted) == sorted(vae.state_dict()), "original VAE names do not convert back"
-    return state
 
 
 def add_random_lora(

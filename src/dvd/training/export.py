@@ -20,11 +20,10 @@ import yaml
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
-from dvd.model.dvd_model import DVDModel
-from dvd.model.tiny import original_dit_state, original_vae_state
 from dvd.io.atomic import atomic_directory
+from dvd.model.dvd_model import DVDModel
 from dvd.training.trainable import fold_learned_timestep
-from dvd.weights.formats import lora_rank, merge_lora
+from dvd.weights.formats import lora_rank, merge_lora, original_dit_state, original_vae_state
 
 EXPORT_FORMATS = ("merged", "official")
 

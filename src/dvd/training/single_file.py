@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dvd.errors import DVDError
+from dvd.io.atomic import atomic_file
 from dvd.model.dvd_model import DVDModel
 
 FORMAT = "dvd-single-file"
@@ -43,13 +44,8 @@ def save_single_file(model: DVDModel, path: Path, dtype: torch.dtype = torch.flo
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     metadata = {"format": FORMAT, "tau": str(model.tau), "transformer": _config(model.transformer),
                 "vae": _config(model.vae)}
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
