@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import datetime
+import os
 import platform
 import tempfile
 import time
