@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dvd.errors import DVDError
 from dvd.inference.pipeline import resolve_dtype
-from dvd.io.atomic import atomic_directory
+from dvd.io.atomic import atomic_directory, prepare_output_folder
 from dvd.weights import load_weights
 
 
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     output: Path = args.output
     if output.exists() and not args.overwrite:
         raise DVDError(f"{output} already exists; pass --overwrite to replace it")
+    prepare_output_folder(output.parent)
     started = time.perf_counter()
     loaded = load_weights(args.weights)
     loaded.model.to_precision(resolve_dtype(args.dtype, loaded.model.device))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.resize import model_size, resize_frames
 from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES, STITCH_PRESETS
 from dvd.inference.video import StreamOptions, model_disparity, resize_back
-from dvd.io.atomic import atomic_directory
+from dvd.io.atomic import atomic_directory, prepare_output_folder
 from dvd.io.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from dvd.io.readers import DEFAULT_IMAGE_FPS, Source, open_sources
 from dvd.io.writers import DEFAULT_FORMATS, WRITER_FORMATS, DisparityRange, open_writers
@@ -198,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     sources = open_sources(args.inputs, image_fps=args.fps)
     for source in sources:
         source.frame_count(args.max_frames, args.stride)  # checks --max-frames and --stride
-    output = prepare_output(args.output)
+    output = prepare_output_folder(args.output)
     targets = [output / source.name for source in sources]
     existing = [str(target) for target in targets if target.exists()]
     if existing and not args.overwrite:
@@ -225,16 +224,6 @@ def parse_formats(text: str) -> list[str]:
     if unknown:
         raise DVDError(f"unknown --save format(s) {', '.join(unknown)}: choose among {','.join(WRITER_FORMATS)}")
     return list(dict.fromkeys(["npy", *names]))
-
-
-def prepare_output(output: Path) -> Path:
-    """Create OUT if needed and prove it writable, so a bad -o fails before any model work."""
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        Path(tempfile.mkdtemp(prefix=".write-test-", dir=output)).rmdir()
-    except OSError as error:
-        raise DVDError(f"cannot write to output folder {output} ({error.strerror}): choose another -o") from None
-    return output
 
 
 def predict_source(

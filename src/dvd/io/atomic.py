@@ -9,6 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dvd.errors import DVDError
+
+
+def prepare_output_folder(folder: Path) -> Path:
+    """Create `folder` if needed and prove it writable, so a bad output path fails before any model work."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        Path(tempfile.mkdtemp(prefix=".write-test-", dir=folder)).rmdir()
+    except OSError as error:
+        raise DVDError(f"cannot write to output folder {folder} ({error.strerror}): choose another output path") from None
+    return folder
+
 
 @contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
