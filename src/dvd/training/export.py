@@ -25,8 +25,6 @@ from dvd.model.dvd_model import DVDModel
 from dvd.training.trainable import fold_learned_timestep
 from dvd.weights.formats import lora_rank, merge_lora, original_dit_state, original_vae_state
 
-EXPORT_FORMATS = ("merged", "official")
-
 
 def _plain_copy(model: DVDModel) -> DVDModel:
     """A float32 CPU copy with any learned timestep folded, leaving the training model untouched."""
