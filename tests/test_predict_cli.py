@@ -42,7 +42,7 @@ class FakePipe:
     """Stands in for DVDPipeline where the model's numbers do not matter: disparity = frame brightness."""
 
     weights_id = "fake"
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls = 0
@@ -309,3 +309,18 @@ def test_whole_tokyo_walk_video(dvd, tiny_weights, tmp_path):
     meta = json.loads((out / "tokyo_walk" / "meta.json").read_text())
     assert meta["fps"] == 15.0 and meta["num_frames"] == 195 and meta["model_size"] == [32, 64]
     assert video_info(out / "tokyo_walk" / "depth_vis.mp4") == (195, 15.0, 720, 1280)
+
+
+def test_cpu_warning_only_for_large_models(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+    from dvd.commands import predict
+    from dvd.inference.pipeline import DVDPipeline
+    from dvd.model.tiny import build_tiny_model
+
+    pipe = DVDPipeline(build_tiny_model(0))
+    predict.warn_if_slow(pipe, quiet=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(predict, "CPU_PATIENCE_PARAMETERS", 1000)
+    predict.warn_if_slow(pipe, quiet=True)
+    assert capsys.readouterr().err == ""
+    predict.warn_if_slow(pipe, quiet=False)
+    assert "on the CPU: expect minutes per window" in capsys.readouterr().err

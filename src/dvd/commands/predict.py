@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     pipe = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)
+    warn_if_slow(pipe, args.quiet)
     total = 0
     for source, target in zip(sources, targets):
         total += predict_source(pipe, source, target, options, formats, args)
@@ -215,6 +217,21 @@ def run(args: argparse.Namespace) -> int:
         f"({total / elapsed:.2f} frames/s) -> {paths}"
     )
     return 0
+
+
+# Above this many DiT parameters a CPU run is a matter of minutes per window (the 1.3B model has 1.42e9).
+CPU_PATIENCE_PARAMETERS = 100_000_000
+
+
+def warn_if_slow(pipe: DVDPipeline, quiet: bool) -> None:
+    """Tell a CPU user up front that the full model will be slow, and what to change."""
+    parameters = sum(p.numel() for p in pipe.model.transformer.parameters())
+    if not quiet and pipe.model.device.type == "cpu" and parameters > CPU_PATIENCE_PARAMETERS:
+        print(
+            f"dvd predict: running a {parameters / 1e9:.2f}B-parameter DiT on the CPU: expect minutes per window; "
+            "use --device cuda/mps, or a smaller --window and --height/--width",
+            file=sys.stderr,
+        )
 
 
 def parse_formats(text: str) -> list[str]:
