@@ -136,14 +136,15 @@ def test_save_and_load_pretrained_round_trip(pipe: DVDPipeline, tmp_path):
     np.testing.assert_array_equal(again.predict_window(window), pipe.predict_window(window))
 
 
-def test_bfloat16_runs_and_keeps_rope_in_float32(tmp_path):
+@pytest.mark.parametrize("dtype,torch_dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
+def test_half_precision_runs_and_keeps_rope_in_float32(tmp_path, dtype, torch_dtype):
     model = build_tiny_model(seed=0)
     model.save_pretrained(tmp_path)
     reference = DVDPipeline(model).predict_window(frames(5))
-    bf16 = DVDPipeline.from_pretrained(tmp_path, device="cpu", dtype="bfloat16")
-    assert bf16.model.transformer.rope.freqs_cos.dtype == torch.float32
-    assert bf16.model.transformer.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16
-    out = bf16.predict_window(frames(5))
+    half = DVDPipeline.from_pretrained(tmp_path, device="cpu", dtype=dtype)
+    assert half.model.transformer.rope.freqs_cos.dtype == torch.float32
+    assert half.model.transformer.blocks[0].attn1.to_q.weight.dtype == torch_dtype
+    out = half.predict_window(frames(5))
     assert out.dtype == np.float32
     assert np.abs(out - reference).max() < 0.05 * np.abs(reference).max()
 
