@@ -64,18 +64,22 @@ def main() -> None:
     (s0, b0), (s1, b1) = solutions.values()
     difference = max(abs(s0 - s1) / abs(s1), abs(b0 - b1) / abs(b1))
 
-    command = f"`python benchmarks/eval_alignment.py --frames {args.frames} --height {args.height} --width {args.width}`"
+    command = (
+        f"`python benchmarks/eval_alignment.py --frames {args.frames} --height {args.height} --width {args.width}`"
+    )
     machine = f"{os.cpu_count()}-core {platform.machine()} CPU, {platform.system()}, numpy {np.__version__}"
-    table = "\n".join([
-        f"### eval alignment, {datetime.date.today()} ({machine}; {command})",
-        "",
-        f"One scale+shift over {pixels:,} valid pixels of a {args.frames}x{args.height}x{args.width} clip. "
-        f"Largest relative difference between the two solutions: {difference:.1e}.",
-        "",
-        "| method | peak extra memory (MiB) | bytes per valid pixel | seconds |",
-        "|---|---|---|---|",
-        *rows,
-    ])
+    table = "\n".join(
+        [
+            f"### eval alignment, {datetime.date.today()} ({machine}; {command})",
+            "",
+            f"One scale+shift over {pixels:,} valid pixels of a {args.frames}x{args.height}x{args.width} clip. "
+            f"Largest relative difference between the two solutions: {difference:.1e}.",
+            "",
+            "| method | peak extra memory (MiB) | bytes per valid pixel | seconds |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    )
     print(table)
     with open(RESULTS, "a") as results:
         results.write("\n" + table + "\n")

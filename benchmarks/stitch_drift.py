@@ -100,8 +100,8 @@ def main() -> None:
 
     header = (
         f"### stitch drift, {datetime.date.today().isoformat()} ({os.cpu_count()}-core {platform.machine()} CPU, "
-        f"{platform.system()}, numpy only; `python benchmarks/stitch_drift.py --frames {args.frames} --window {args.window} "
-        f"--overlap {args.overlap} --seeds {args.seeds}`)\n\n"
+        f"{platform.system()}, numpy only; `python benchmarks/stitch_drift.py --frames {args.frames} "
+        f"--window {args.window} --overlap {args.overlap} --seeds {args.seeds}`)\n\n"
         "Synthetic 16x16 video with planted per-window affine errors (see the script's docstring); errors after one "
         "global affine, mean ± std over seeds (lower is better). anchored: 5 anchor frames, symmetric fit, same "
         "window length (so 5 fewer video frames per window).\n\n"

@@ -83,14 +83,24 @@ def dit_config(start: Path, output: Path, loss: str, steps: int, size: int, fram
         "finetune": {"mode": "full"},
         "loss": {"kind": loss},
         "data": {
-            "clip_frames": frames, "image_batch": 4, "video_batch": 1,
+            "clip_frames": frames,
+            "image_batch": 4,
+            "video_batch": 1,
             "sources": [{**source, "clips": False, "weight": 1}, {**source, "clips": True, "weight": 1}],
         },
         "optim": {"lr": 5e-4, "grad_accum": 1, "weight_decay": 0.0},
         "train": {
-            "output_dir": str(output), "max_steps": steps, "seed": seed, "mixed_precision": "no",
-            "gradient_checkpointing": False, "checkpoint_every": max(steps // 2, 1), "validate_every": steps,
-            "validate_at_start": False, "log_every": max(steps // 10, 1), "loggers": ["csv"], "export": "merged",
+            "output_dir": str(output),
+            "max_steps": steps,
+            "seed": seed,
+            "mixed_precision": "no",
+            "gradient_checkpointing": False,
+            "checkpoint_every": max(steps // 2, 1),
+            "validate_every": steps,
+            "validate_at_start": False,
+            "log_every": max(steps // 10, 1),
+            "loggers": ["csv"],
+            "export": "merged",
         },
     }
 
@@ -107,13 +117,15 @@ def vae_ceiling(model: DVDModel, samples: list[dict[str, torch.Tensor]]) -> dict
 
 
 def constant_baseline(samples: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    scores = [score_disparity(np.zeros(s["depth"].shape, np.float32), s["depth"].numpy(), s["valid"].numpy())
-              for s in samples]
+    scores = [
+        score_disparity(np.zeros(s["depth"].shape, np.float32), s["depth"].numpy(), s["valid"].numpy()) for s in samples
+    ]
     return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
 
 
-def run_proof(work: Path, vae_steps: int, dit_steps: int, size: int, frames: int, eval_clips: int,
-              seed: int = 0) -> dict:
+def run_proof(
+    work: Path, vae_steps: int, dit_steps: int, size: int, frames: int, eval_clips: int, seed: int = 0
+) -> dict:
     """Every stage; returns the scores, the loss curves and the trained models."""
     started = time.perf_counter()
     vae, vae_losses = train_vae(vae_steps, size, frames, seed)
@@ -161,8 +173,10 @@ def markdown(proof: dict, args: argparse.Namespace) -> str:
     lines += [f"| {name} | {m['abs_rel']:.4f} | {m['delta1']:.4f} |" for name, m in proof["rows"].items()]
     for loss in ("lmr", "l2"):
         curve = runs[loss]["losses"]
-        lines.append(f"\nTraining loss ({loss}): first 10 steps {np.mean(curve[:10]):.4f}, "
-                     f"last 10 steps {np.mean(curve[-10:]):.4f}.")
+        lines.append(
+            f"\nTraining loss ({loss}): first 10 steps {np.mean(curve[:10]):.4f}, "
+            f"last 10 steps {np.mean(curve[-10:]):.4f}."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -182,7 +196,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="dvd-train-proof-") as work:
-        proof = run_proof(Path(work), args.vae_steps, args.dit_steps, args.size, args.frames, args.eval_clips, args.seed)
+        proof = run_proof(
+            Path(work), args.vae_steps, args.dit_steps, args.size, args.frames, args.eval_clips, args.seed
+        )
         table = markdown(proof, args)
         print(table)
         if not args.no_results:

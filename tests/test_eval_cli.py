@@ -14,8 +14,7 @@ from PIL import Image
 from dvd.commands import eval as eval_command
 from dvd.errors import DVDError
 
-REQUIRED_KEYS = {"abs_rel", "delta1", "delta2", "delta3", "rmse", "sq_rel", "rmse_log", "log10", "silog",
-                 "boundary_f1"}
+REQUIRED_KEYS = {"abs_rel", "delta1", "delta2", "delta3", "rmse", "sq_rel", "rmse_log", "log10", "silog", "boundary_f1"}
 
 
 def run_eval(*argv: object) -> int:
@@ -80,10 +79,10 @@ def test_output_folder_holds_all_result_files(tmp_path: Path) -> None:
     write_sequence(gt, "only", depth)
     pred.mkdir()
     np.save(pred / "only.npy", affine_disparity(depth) * 0.5 + np.float32(0.01) * random_depth(3, 3))
-    run_eval("--gt-folder", gt, "--predictions", pred, "--min-depth", 0.5, "--max-depth", 20, "-o", out,
-             "--label", "mine")
-    assert sorted(p.name for p in out.iterdir()) == ["per_sequence.jsonl", "summary.csv", "summary.json",
-                                                     "summary.md"]
+    run_eval(
+        "--gt-folder", gt, "--predictions", pred, "--min-depth", 0.5, "--max-depth", 20, "-o", out, "--label", "mine"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["per_sequence.jsonl", "summary.csv", "summary.json", "summary.md"]
     summary = json.loads((out / "summary.json").read_text())
     lines = (out / "per_sequence.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == summary["sequences"]
@@ -145,8 +144,24 @@ def test_frame_selection_picks_frames_of_a_whole_video_prediction(tmp_path: Path
     whole[1] = 0.0  # frame 1 is not selected by --start 2 --stride 2, so this cannot matter
     np.save(pred / "s.npy", whole)
     out = tmp_path / "r.json"
-    run_eval("--gt-folder", gt, "--predictions", pred, "--min-depth", 0.5, "--max-depth", 20, "--start", 2,
-             "--stride", 2, "--frames", 2, "--json", out)
+    run_eval(
+        "--gt-folder",
+        gt,
+        "--predictions",
+        pred,
+        "--min-depth",
+        0.5,
+        "--max-depth",
+        20,
+        "--start",
+        2,
+        "--stride",
+        2,
+        "--frames",
+        2,
+        "--json",
+        out,
+    )
     record = json.loads(out.read_text())["sequences"][0]
     assert record["frames"] == 2 and record["abs_rel"] == pytest.approx(0.0, abs=1e-5)
     with pytest.raises(DVDError, match="fewer than the 7 asked for"):
@@ -193,14 +208,23 @@ def test_partitions_short_and_long(tmp_path: Path) -> None:
 
 def _run_document(label: str, dataset: str, abs_rel: float, delta1: float) -> dict:
     means = {"sequences": 2, "abs_rel": abs_rel, "delta1": delta1}
-    return {"label": label, "settings": {"dataset": dataset, "split": "x", "frames": 110}, "mean": means,
-            "partitions": {}, "sequences": [], "skipped": []}
+    return {
+        "label": label,
+        "settings": {"dataset": dataset, "split": "x", "frames": 110},
+        "mean": means,
+        "partitions": {},
+        "sequences": [],
+        "skipped": [],
+    }
 
 
 def test_report_renders_runs_side_by_side(tmp_path: Path, capsys) -> None:
     paths = []
-    for label, dataset, abs_rel, delta1 in [("dvd", "kitti", 0.0812, 0.9213), ("dvd", "bonn", 0.05, 0.97),
-                                             ("vda", "kitti", 0.0901, 0.905)]:
+    for label, dataset, abs_rel, delta1 in [
+        ("dvd", "kitti", 0.0812, 0.9213),
+        ("dvd", "bonn", 0.05, 0.97),
+        ("vda", "kitti", 0.0901, 0.905),
+    ]:
         path = tmp_path / f"{label}_{dataset}.json"
         path.write_text(json.dumps(_run_document(label, dataset, abs_rel, delta1)))
         paths.append(path)
@@ -221,8 +245,9 @@ def test_synthetic_benchmark_end_to_end_with_a_tiny_model(tmp_path: Path, tiny_w
     split = tmp_path / "one_clip.txt"
     split.write_text("test_0000\n")
     out = tmp_path / "run"
-    assert run_eval("--dataset", "synthetic", "--weights", tiny_weights, "--split", split, "--frames", 5,
-                    "-o", out) == 0
+    assert (
+        run_eval("--dataset", "synthetic", "--weights", tiny_weights, "--split", split, "--frames", 5, "-o", out) == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     record = summary["sequences"][0]
     assert summary["settings"]["stitch"] == "benchmark" and summary["settings"]["window"] == 45
@@ -236,7 +261,21 @@ def test_model_on_folder_frames_not_multiple_of_16_with_stitched_windows(tmp_pat
     gt = tmp_path / "gt"
     write_sequence(gt, "s", random_depth(7, 5, size=(20, 24)))
     out = tmp_path / "r.json"
-    run_eval("--gt-folder", gt, "--weights", tiny_weights, "--min-depth", 0.5, "--max-depth", 20, "--window", 3,
-             "--overlap", 1, "--json", out)
+    run_eval(
+        "--gt-folder",
+        gt,
+        "--weights",
+        tiny_weights,
+        "--min-depth",
+        0.5,
+        "--max-depth",
+        20,
+        "--window",
+        3,
+        "--overlap",
+        1,
+        "--json",
+        out,
+    )
     record = json.loads(out.read_text())["sequences"][0]
     assert record["model_size"] == [32, 32] and record["frames"] == 5

@@ -31,9 +31,20 @@ def split_file(tmp_path: Path, *lines: str) -> str:
 
 @pytest.mark.parametrize(
     ("name", "count"),
-    [("kitti_val", 13), ("kitti_eigen_test", 652), ("nyuv2_test", 654), ("diode_val", 771), ("eth3d", 454),
-     ("scannetv1_test", 312), ("scannet_v2_test", 100), ("scannet_tae", 20), ("bonn", 26),
-     ("bonn_depthcrafter", 5), ("sintel", 23), ("synthetic_test", 4)],
+    [
+        ("kitti_val", 13),
+        ("kitti_eigen_test", 652),
+        ("nyuv2_test", 654),
+        ("diode_val", 771),
+        ("eth3d", 454),
+        ("scannetv1_test", 312),
+        ("scannet_v2_test", 100),
+        ("scannet_tae", 20),
+        ("bonn", 26),
+        ("bonn_depthcrafter", 5),
+        ("sintel", 23),
+        ("synthetic_test", 4),
+    ],
 )
 def test_pinned_splits_are_sorted_and_complete(name: str, count: int) -> None:
     entries = read_split(name)
@@ -166,8 +177,9 @@ def test_sintel_rejects_a_file_that_is_not_dpt(tmp_path: Path) -> None:
 def test_nyuv2_reader(tmp_path: Path) -> None:
     write_rgb(tmp_path / "test/kitchen_0004/rgb_0001.png", np.zeros((480, 640, 3)))
     write_png16(tmp_path / "test/kitchen_0004/depth_0001.png", np.full((480, 640), 2500))
-    reader = open_dataset("nyuv2", tmp_path, split_file(
-        tmp_path, "test/kitchen_0004/rgb_0001.png test/kitchen_0004/depth_0001.png"))
+    reader = open_dataset(
+        "nyuv2", tmp_path, split_file(tmp_path, "test/kitchen_0004/rgb_0001.png test/kitchen_0004/depth_0001.png")
+    )
     seq = reader.load("test/kitchen_0004/rgb_0001", 0, 1, None)
     assert seq.depth[0, 0, 0] == 2.5
     assert seq.mask[0].sum() == (471 - 45) * (601 - 41) and seq.mask[0, 45, 41] and not seq.mask[0, 44, 41]
@@ -180,8 +192,7 @@ def test_diode_reader_takes_validity_from_the_mask_file(tmp_path: Path) -> None:
     mask = np.zeros((6, 8), np.float32)
     mask[:3] = 1
     np.save(tmp_path / f"{base}_depth_mask.npy", mask)
-    reader = open_dataset("diode", tmp_path, split_file(
-        tmp_path, f"{base}.png {base}_depth.npy {base}_depth_mask.npy"))
+    reader = open_dataset("diode", tmp_path, split_file(tmp_path, f"{base}.png {base}_depth.npy {base}_depth_mask.npy"))
     assert reader.range_in_mask is False
     seq = reader.load(base, 0, 1, None)
     assert seq.depth.shape == (1, 6, 8) and seq.mask[0].sum() == 24

@@ -45,16 +45,29 @@ def tiny_mapping(output_dir: Path, **train_overrides) -> dict:
     return {
         "model": {"weights": "tiny"},
         "finetune": {"lora_rank": 4},
-        "data": {"clip_frames": 5, "image_batch": 2,
-                 "sources": [{**source, "clips": False}, {**source, "clips": True}]},
+        "data": {
+            "clip_frames": 5,
+            "image_batch": 2,
+            "sources": [{**source, "clips": False}, {**source, "clips": True}],
+        },
         "optim": {"lr": 1e-3, "grad_accum": 1},
-        "train": {"output_dir": str(output_dir), "max_steps": 4, "mixed_precision": "no",
-                  "gradient_checkpointing": False, "checkpoint_every": 2, "validate_at_start": False,
-                  "validate_every": 100, "log_every": 1, "loggers": ["csv"], **train_overrides},
+        "train": {
+            "output_dir": str(output_dir),
+            "max_steps": 4,
+            "mixed_precision": "no",
+            "gradient_checkpointing": False,
+            "checkpoint_every": 2,
+            "validate_at_start": False,
+            "validate_every": 100,
+            "log_every": 1,
+            "loggers": ["csv"],
+            **train_overrides,
+        },
     }
 
 
 # --- config ------------------------------------------------------------------------------------------------
+
 
 def test_unknown_key_names_the_closest_valid_one():
     with pytest.raises(DVDError, match=r"unknown config key 'optim\.lrr'; did you mean 'optim\.lr'\?"):
@@ -117,6 +130,7 @@ def test_shipped_configs_are_valid():
 
 # --- which batch each micro-step sees ---------------------------------------------------------------------------
 
+
 def _slot_batches(schema: str, world_size: int = 1, grad_accum: int = 1, image_steps: int = 0) -> SlotBatches:
     mapping = tiny_mapping(Path("unused"))
     mapping["data"].update(schema=schema, image_steps=image_steps)
@@ -147,6 +161,7 @@ def test_slots_of_two_ranks_equal_the_micro_steps_of_one_process():
 
 
 # --- what is trained --------------------------------------------------------------------------------------------
+
 
 def test_lora_wraps_ten_linear_layers_per_block_and_nothing_else_trains():
     model = build_tiny_model(0)
@@ -202,7 +217,10 @@ def test_both_export_formats_load_in_the_pipeline(tmp_path):
     assert np.abs(expected - unmerged_base).max() > 1e-4  # the LoRA matters, so the check below means something
     written = export_model(model, tmp_path, ["merged", "official"], lora_alpha=8.0)
     assert sorted(p.name for p in (tmp_path / "official").iterdir()) == [
-        "Wan2.1_VAE.pth", "model.safetensors", "model_config.yaml"]
+        "Wan2.1_VAE.pth",
+        "model.safetensors",
+        "model_config.yaml",
+    ]
     assert yaml.safe_load((tmp_path / "official" / "model_config.yaml").read_text())["lora_alpha"] == 8.0
     for directory in written:
         out = DVDPipeline.from_pretrained(directory, device="cpu", dtype="float32").predict_window(frames)
@@ -210,6 +228,7 @@ def test_both_export_formats_load_in_the_pipeline(tmp_path):
 
 
 # --- training runs --------------------------------------------------------------------------------------------
+
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoint / "trainable.safetensors")
@@ -224,8 +243,9 @@ def test_resume_continues_exactly(tmp_path):
     a = _weights(tmp_path / "straight" / "checkpoints" / "step-00000004")
     b = _weights(tmp_path / "split" / "checkpoints" / "step-00000004")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not any(torch.equal(a[k], _weights(tmp_path / "split" / "checkpoints" / "step-00000002")[k])
-                   for k in a if "lora_B" in k)
+    assert not any(
+        torch.equal(a[k], _weights(tmp_path / "split" / "checkpoints" / "step-00000002")[k]) for k in a if "lora_B" in k
+    )
     # the exported result is what `dvd predict --weights` loads
     pipe = DVDPipeline.from_pretrained(resumed.exports[0], device="cpu", dtype="float32")
     assert pipe.predict_window(np.zeros((5, 32, 32, 3), np.uint8)).shape == (5, 32, 32)
@@ -271,11 +291,15 @@ def test_two_process_ddp_matches_one_process_with_the_same_effective_batch(tmp_p
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(tiny_mapping(tmp_path / "unused", max_steps=3, checkpoint_every=3)))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    ddp = _run_module(["--config", str(config), "--set", f"train.output_dir={tmp_path / 'ddp'}"],
-                      {"ACCELERATE_USE_CPU": "1"}, torchrun)
+    ddp = _run_module(
+        ["--config", str(config), "--set", f"train.output_dir={tmp_path / 'ddp'}"],
+        {"ACCELERATE_USE_CPU": "1"},
+        torchrun,
+    )
     assert ddp.wait(timeout=600) == 0, ddp.stdout.read()
-    single = _run_module(["--config", str(config), "--set", f"train.output_dir={tmp_path / 'single'}",
-                          "--set", "optim.grad_accum=2"])
+    single = _run_module(
+        ["--config", str(config), "--set", f"train.output_dir={tmp_path / 'single'}", "--set", "optim.grad_accum=2"]
+    )
     assert single.wait(timeout=600) == 0, single.stdout.read()
     a = _weights(tmp_path / "ddp" / "checkpoints" / "step-00000003")
     b = _weights(tmp_path / "single" / "checkpoints" / "step-00000003")
@@ -305,7 +329,6 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     a = _weights(tmp_path / "straight" / "checkpoints" / "step-00000006")
     b = _weights(tmp_path / "killed" / "checkpoints" / "step-00000006")
     assert all(torch.equal(a[k], b[k]) for k in a)
-
 
 
 def test_training_can_start_from_the_shipped_proof_model(tmp_path):

@@ -72,8 +72,12 @@ def test_lora_changes_the_model(tiny_weights: Path, official_prediction: np.ndar
 
 def test_merge_formula_with_alpha():
     down, up, weight = torch.randn(2, 3), torch.randn(4, 2), torch.randn(4, 3)
-    state = {"l.base_layer.weight": weight, "l.base_layer.bias": torch.zeros(4),
-             "l.lora_A.default.weight": down, "l.lora_B.default.weight": up}
+    state = {
+        "l.base_layer.weight": weight,
+        "l.base_layer.bias": torch.zeros(4),
+        "l.lora_A.default.weight": down,
+        "l.lora_B.default.weight": up,
+    }
     merged = merge_lora(state, alpha=8.0)
     assert set(merged) == {"l.weight", "l.bias"}
     torch.testing.assert_close(merged["l.weight"], weight + 4.0 * up @ down)
@@ -210,8 +214,9 @@ def offline_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
-def test_hub_ids_resolve_through_the_cache(tiny_weights: Path, official_prediction: np.ndarray, offline_cache: Path,
-                                           tmp_path: Path):
+def test_hub_ids_resolve_through_the_cache(
+    tiny_weights: Path, official_prediction: np.ndarray, offline_cache: Path, tmp_path: Path
+):
     names = ("model.safetensors", "model_config.yaml", "Wan2.1_VAE.pth")
     fake_hub_cache(offline_cache, "someone/dvd", {n: tiny_weights / n for n in names})
     np.testing.assert_array_equal(predict("someone/dvd"), official_prediction)

@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:  # disk full, permissions, a path that became a file: unfinished outputs are removed
         where = f" ({error.filename})" if error.filename else ""
-        print(f"dvd {args.command}: error: {error.strerror or error}{where}; check the path, permissions and free space",
-              file=sys.stderr)
+        print(
+            f"dvd {args.command}: error: {error.strerror or error}{where}; check the path, permissions and free space",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"dvd {args.command}: interrupted; unfinished outputs were removed", file=sys.stderr)

@@ -20,11 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a Hub id) and write dvd's format: transformer/ and vae/ (diffusers) + dvd_config.json, LoRA merged. "
         "Pass the output folder to --weights of predict/eval/train afterwards.",
     )
-    parser.add_argument("--weights", required=True,
-                        help="source: a folder or checkpoint file, or a Hub repository id (e.g. FayeHongfeiZhang/DVD)")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="source: a folder or checkpoint file, or a Hub repository id (e.g. FayeHongfeiZhang/DVD)",
+    )
     parser.add_argument("-o", "--output", required=True, type=Path, help="folder to create")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="storage precision of the written weights (default: float32, exact)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="storage precision of the written weights (default: float32, exact)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.set_defaults(run=run)
 

@@ -51,13 +51,20 @@ def run(args: argparse.Namespace) -> int:
         raise DVDError("--frames must be >= 1 and --scene >= 0")
     pipe = DVDPipeline(load_single_file(proof_model_path()), weights_id=f"dvd/assets/{PROOF_MODEL}")
     clip = render_clip(split_seed("test", args.scene), args.frames, TRAINED_SIZE, TRAINED_SIZE)
-    disparity = np.stack(list(stream_disparity(iter(clip.rgb), pipe.predict_windows, window=args.window,
-                                               overlap=args.overlap, stitch="openworld")))
+    disparity = np.stack(
+        list(
+            stream_disparity(
+                iter(clip.rgb), pipe.predict_windows, window=args.window, overlap=args.overlap, stitch="openworld"
+            )
+        )
+    )
     valid = np.isfinite(clip.depth) & (clip.depth > 0)
     model = score_disparity(disparity, clip.depth, valid)
     constant = score_disparity(np.zeros_like(disparity), clip.depth, valid)
-    print(f"held-out synthetic scene {args.scene} ({args.frames} frames, {TRAINED_SIZE}x{TRAINED_SIZE}), "
-          f"window {args.window}, overlap {args.overlap}")
+    print(
+        f"held-out synthetic scene {args.scene} ({args.frames} frames, {TRAINED_SIZE}x{TRAINED_SIZE}), "
+        f"window {args.window}, overlap {args.overlap}"
+    )
     print(f"  proof model:        AbsRel {model['abs_rel']:.4f}  delta1 {model['delta1']:.4f}")
     print(f"  constant disparity: AbsRel {constant['abs_rel']:.4f}  delta1 {constant['delta1']:.4f}")
     write_comparison(args.output, clip.rgb, disparity, clip.depth, valid)

@@ -24,34 +24,67 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=DATASET_NAMES, help="a benchmark; its folder is --root")
-    source.add_argument("--gt-folder", type=Path, metavar="ROOT",
-                        help="generic layout ROOT/<sequence>/depth/*.npy (+ optional rgb/, mask/, matte/)")
-    source.add_argument("--report", type=Path, nargs="+", metavar="RUN",
-                        help="render the tables of earlier runs (output folders or JSON files) side by side")
+    source.add_argument(
+        "--gt-folder",
+        type=Path,
+        metavar="ROOT",
+        help="generic layout ROOT/<sequence>/depth/*.npy (+ optional rgb/, mask/, matte/)",
+    )
+    source.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="render the tables of earlier runs (output folders or JSON files) side by side",
+    )
     parser.add_argument("--root", type=Path, help="the benchmark's folder (see the README for each layout)")
-    parser.add_argument("--split", help="a pinned sequence list by name (e.g. kitti_val, bonn_depthcrafter) or a "
-                        "text file with one sequence per line; default: the benchmark's own")
-    parser.add_argument("--min-depth", type=float, help="metres; GT outside (min, max) is not scored and predictions "
-                        "are clipped to it (default: the benchmark's; required with --gt-folder)")
+    parser.add_argument(
+        "--split",
+        help="a pinned sequence list by name (e.g. kitti_val, bonn_depthcrafter) or a "
+        "text file with one sequence per line; default: the benchmark's own",
+    )
+    parser.add_argument(
+        "--min-depth",
+        type=float,
+        help="metres; GT outside (min, max) is not scored and predictions "
+        "are clipped to it (default: the benchmark's; required with --gt-folder)",
+    )
     parser.add_argument("--max-depth", type=float, help="metres (see --min-depth)")
     parser.add_argument("--start", type=int, help="first frame evaluated (default 0; scannet_tae: 10)")
     parser.add_argument("--stride", type=int, default=1, help="evaluate every STRIDE-th frame (default 1)")
-    parser.add_argument("--frames", type=int, help="evaluate the first N selected frames (e.g. 110 or 500); "
-                        "shorter sequences are skipped and reported (default: all; scannet_tae: 170)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        help="evaluate the first N selected frames (e.g. 110 or 500); "
+        "shorter sequences are skipped and reported (default: all; scannet_tae: 170)",
+    )
     predictions = parser.add_mutually_exclusive_group()
-    predictions.add_argument("--predictions", type=Path, metavar="PRED",
-                             help="saved predictions: PRED/<sequence>.npy|.npz or PRED/<sequence>/disparity.npy")
+    predictions.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="PRED",
+        help="saved predictions: PRED/<sequence>.npy|.npz or PRED/<sequence>/disparity.npy",
+    )
     predictions.add_argument("--weights", help="run DVD: a local weights folder or a Hub id")
     parser.add_argument("--window", type=int, default=45, help="frames per window (default 45, the paper's eval)")
     parser.add_argument("--overlap", type=int, default=9, help="frames shared by consecutive windows (default 9)")
-    parser.add_argument("--stitch", default="benchmark", choices=sorted(STITCH_PRESETS),
-                        help="window stitching preset (default benchmark: the official evaluation's)")
+    parser.add_argument(
+        "--stitch",
+        default="benchmark",
+        choices=sorted(STITCH_PRESETS),
+        help="window stitching preset (default benchmark: the official evaluation's)",
+    )
     parser.add_argument("--batch-windows", type=int, default=1, help="windows per model call (default 1)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, else float32)")
     parser.add_argument("--label", help="name of this run in tables (default: the weights or predictions name)")
-    parser.add_argument("-o", "--output", type=Path, help="folder for summary.json, per_sequence.jsonl, "
-                        "summary.md and summary.csv (with --report: report.md and report.csv)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="folder for summary.json, per_sequence.jsonl, "
+        "summary.md and summary.csv (with --report: report.md and report.csv)",
+    )
     parser.add_argument("--json", type=Path, help="also write the run (per sequence and averaged) to this file")
     parser.add_argument("--strict", action="store_true", help="fail instead of skipping unscorable sequences")
     parser.set_defaults(run=run)
@@ -88,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
         pipeline = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)
         predictor = ModelPredictions(pipeline, args.window, args.overlap, args.stitch, args.batch_windows)
         label = args.label or Path(str(args.weights)).name
-    document = evaluate(reader, predictor, FrameSelection(start, args.stride, frames), label, predictor.settings,
-                        strict=args.strict)
+    document = evaluate(
+        reader, predictor, FrameSelection(start, args.stride, frames), label, predictor.settings, strict=args.strict
+    )
     print()
     print(run_markdown(document), end="")
     for path in write_run(document, args.output, args.json):

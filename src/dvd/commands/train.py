@@ -19,12 +19,20 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training config (.yaml, .yml or .toml)")
     parser.add_argument(
-        "--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="CHECKPOINT",
         help="continue a killed or finished run: from the latest checkpoint of train.output_dir, "
         "or from the given checkpoints/step-N folder",
     )
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.max_steps=200 --set loss.kind=l2 (repeatable)",
     )
 
@@ -39,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume)
     if result.exports:
-        print(f"trained to step {result.step}; weights for `dvd predict --weights`: "
-              + ", ".join(str(p) for p in result.exports))
+        print(
+            f"trained to step {result.step}; weights for `dvd predict --weights`: "
+            + ", ".join(str(p) for p in result.exports)
+        )
     return 0

@@ -62,9 +62,7 @@ def fit_scale_shift(pred: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray) -
     return scale, mean_t - scale * mean_p
 
 
-def disparity_to_depth(
-    pred: np.ndarray, scale: float, shift: float, min_depth: float, max_depth: float
-) -> np.ndarray:
+def disparity_to_depth(pred: np.ndarray, scale: float, shift: float, min_depth: float, max_depth: float) -> np.ndarray:
     """Aligned depth float32: ``clip(1 / max(scale * pred + shift, 1e-3), min_depth, max_depth)``."""
     depth = np.empty(pred.shape, dtype=np.float32)
     # Frame by frame, so the float64 intermediate is one frame, not the whole clip.

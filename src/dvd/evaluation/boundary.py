@@ -196,8 +196,10 @@ def rgb_boundary_f1(pred_depth: np.ndarray, rgb: np.ndarray, valid: np.ndarray |
     pred_depth, rgb = np.asarray(pred_depth), np.asarray(rgb)
     if pred_depth.ndim == 2:
         pred_depth, rgb = pred_depth[None], rgb[None]
-    valid = np.ones(pred_depth.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool).reshape(
-        pred_depth.shape
+    valid = (
+        np.ones(pred_depth.shape, dtype=bool)
+        if valid is None
+        else np.asarray(valid, dtype=bool).reshape(pred_depth.shape)
     )
     hits_p = hits_r = n_pred = n_gt = 0
     for depth, image, mask in zip(pred_depth, rgb, valid):

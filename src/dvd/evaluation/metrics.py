@@ -20,7 +20,16 @@ from __future__ import annotations
 import numpy as np
 
 DEPTH_METRICS: tuple[str, ...] = (
-    "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3", "i_rmse", "silog",
+    "abs_rel",
+    "sq_rel",
+    "rmse",
+    "rmse_log",
+    "log10",
+    "delta1",
+    "delta2",
+    "delta3",
+    "i_rmse",
+    "silog",
 )
 HIGHER_IS_BETTER: frozenset[str] = frozenset({"delta1", "delta2", "delta3"})
 _PER_FRAME = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3", "i_rmse")

@@ -64,13 +64,16 @@ def load_prediction(
         selected = np.array(array[frame_positions], dtype=np.float32)
         notes.append(f"prediction covers all {total_frames} frames; the {count} evaluated ones were picked out")
     else:
-        raise SkipSequence(f"prediction {path} has {len(array)} frames, but {count} are evaluated "
-                           f"(of {total_frames} in the sequence)")
+        raise SkipSequence(
+            f"prediction {path} has {len(array)} frames, but {count} are evaluated (of {total_frames} in the sequence)"
+        )
     bad = int(np.count_nonzero(~np.isfinite(selected)))
     if bad:
         raise SkipSequence(f"prediction {path} has {bad} NaN/inf values")
     if selected.shape[1:] != tuple(size):
-        notes.append(f"prediction resized bilinearly from {selected.shape[1]}x{selected.shape[2]} "
-                     f"to the GT size {size[0]}x{size[1]}")
+        notes.append(
+            f"prediction resized bilinearly from {selected.shape[1]}x{selected.shape[2]} "
+            f"to the GT size {size[0]}x{size[1]}"
+        )
         selected = resize_frames(selected, size)
     return selected, notes

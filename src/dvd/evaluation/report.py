@@ -105,8 +105,10 @@ def paper_table(runs: list[dict]) -> str:
         row = rows.setdefault(run["label"], {})
         for dataset, part, means in _groups(run):
             if (dataset, part) in row:
-                raise DVDError(f"two runs labelled {run['label']!r} both hold {_scope(dataset, part)} results: "
-                               "give them distinct --label values")
+                raise DVDError(
+                    f"two runs labelled {run['label']!r} both hold {_scope(dataset, part)} results: "
+                    "give them distinct --label values"
+                )
             row[(dataset, part)] = means
             if (dataset, part) not in keys:
                 keys.append((dataset, part))
@@ -126,10 +128,14 @@ def paper_table(runs: list[dict]) -> str:
 def metrics_table(run: dict) -> str:
     """Markdown of every metric, one row per partition of one run."""
     present = [name for name in ALL_METRICS if name in run["mean"]]
-    arrows = {name: "↑" if name in HIGHER_IS_BETTER or name.endswith("f1") or name.endswith("recall") else "↓"
-              for name in present}
-    lines = ["| scope | " + " | ".join(f"{name}{arrows[name]}" for name in present) + " |",
-             "|---|" + "---|" * len(present)]
+    arrows = {
+        name: "↑" if name in HIGHER_IS_BETTER or name.endswith("f1") or name.endswith("recall") else "↓"
+        for name in present
+    }
+    lines = [
+        "| scope | " + " | ".join(f"{name}{arrows[name]}" for name in present) + " |",
+        "|---|" + "---|" * len(present),
+    ]
     for dataset, part, means in _groups(run):
         cells = [f"{_scope(dataset, part)} ({means['sequences']})"] + [_cell(means, name, 1.0, 4) for name in present]
         lines.append("| " + " | ".join(cells) + " |")
@@ -144,8 +150,16 @@ def csv_table(runs: list[dict]) -> str:
     for run in runs:
         for dataset, part, means in _groups(run):
             values = [means.get(name) for name in ALL_METRICS]
-            writer.writerow([run["label"], dataset, run["settings"].get("split"), part, means["sequences"],
-                             *["" if v is None else repr(float(v)) for v in values]])
+            writer.writerow(
+                [
+                    run["label"],
+                    dataset,
+                    run["settings"].get("split"),
+                    part,
+                    means["sequences"],
+                    *["" if v is None else repr(float(v)) for v in values],
+                ]
+            )
     return buffer.getvalue()
 
 

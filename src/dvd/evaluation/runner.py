@@ -37,8 +37,9 @@ class SavedPredictions:
         self.settings = {"predictions": str(self.root)}
 
     def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
-        pred, notes = load_prediction(self.root, sequence.name, sequence.positions, sequence.source_frames,
-                                      sequence.depth.shape[1:])
+        pred, notes = load_prediction(
+            self.root, sequence.name, sequence.positions, sequence.source_frames, sequence.depth.shape[1:]
+        )
         return pred, ({"notes": notes} if notes else {})
 
 
@@ -61,16 +62,24 @@ class ModelPredictions:
 
     def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
         if sequence.rgb is None:
-            raise DVDError(f"sequence {sequence.name} has no RGB frames, so the model cannot run on it: "
-                           "score saved predictions with --predictions instead")
+            raise DVDError(
+                f"sequence {sequence.name} has no RGB frames, so the model cannot run on it: "
+                "score saved predictions with --predictions instead"
+            )
         height, width = sequence.depth.shape[1:]
         size = model_size(height, width, height, width)
         started = time.perf_counter()
         pred = np.empty(sequence.depth.shape, dtype=np.float32)
         overlap_errors: list[float] = []
-        stream = stream_disparity(self._frames(sequence.rgb, size), self.pipeline.predict_windows,
-                                  window=self.window, overlap=self.overlap, stitch=self.stitch,
-                                  batch_windows=self.batch_windows, overlap_errors=overlap_errors)
+        stream = stream_disparity(
+            self._frames(sequence.rgb, size),
+            self.pipeline.predict_windows,
+            window=self.window,
+            overlap=self.overlap,
+            stitch=self.stitch,
+            batch_windows=self.batch_windows,
+            overlap_errors=overlap_errors,
+        )
         for index, disparity in enumerate(stream):
             pred[index] = resize_frames(disparity[None], (height, width))[0]
         info = {"model_size": list(size), "seconds": round(time.perf_counter() - started, 3)}
@@ -99,8 +108,10 @@ def check_layout(reader: DatasetReader) -> None:
         except DVDError as error:
             problems.append(str(error))
     if problems:
-        raise DVDError(f"{len(problems)} of {len(names)} sequences of split {reader.split} cannot be read "
-                       f"under {reader.root}; first: {problems[0]}")
+        raise DVDError(
+            f"{len(problems)} of {len(names)} sequences of split {reader.split} cannot be read "
+            f"under {reader.root}; first: {problems[0]}"
+        )
 
 
 def evaluate(
@@ -133,12 +144,19 @@ def evaluate(
         if notes:
             record["notes"] = notes
         records.append(record)
-        log(f"{prefix}: {record['frames']} frames, AbsRel {record['abs_rel']:.4f}, δ1 {record['delta1']:.4f}"
-            + "".join(f" ({note})" for note in notes))
+        log(
+            f"{prefix}: {record['frames']} frames, AbsRel {record['abs_rel']:.4f}, δ1 {record['delta1']:.4f}"
+            + "".join(f" ({note})" for note in notes)
+        )
     if not records:
         raise DVDError(f"none of the {len(names)} sequences could be scored; first reason: {skipped[0]['reason']}")
     if skipped:
         log(f"WARNING: {len(skipped)} of {len(names)} sequences skipped; means cover the other {len(records)}")
-    run_settings = {**reader.settings(), "start": selection.start, "stride": selection.stride,
-                    "frames": selection.frames, **settings}
+    run_settings = {
+        **reader.settings(),
+        "start": selection.start,
+        "stride": selection.stride,
+        "frames": selection.frames,
+        **settings,
+    }
     return summarise(label, run_settings, records, skipped)

@@ -16,7 +16,7 @@ ALL_METRICS: tuple[str, ...] = DEPTH_METRICS + OPTIONAL_METRICS
 
 
 def partition(kind: str, frames: int) -> str:
-    """"image" for image benchmarks; else "short" (50-200 frames), "long" (> 200) or "very_short" (< 50)."""
+    """ "image" for image benchmarks; else "short" (50-200 frames), "long" (> 200) or "very_short" (< 50)."""
     if kind == "image":
         return "image"
     if frames > SHORT_FRAMES[1]:

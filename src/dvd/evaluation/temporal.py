@@ -68,7 +68,9 @@ def temporal_alignment_error(depth: np.ndarray, intrinsics: np.ndarray, poses: n
     for i in range(frames - 1):
         forward = np.linalg.inv(poses[i + 1]) @ poses[i]
         total += _pair_error(depth[i + 1], _reproject(depth[i], intrinsics[i], intrinsics[i + 1], forward))
-        total += _pair_error(depth[i], _reproject(depth[i + 1], intrinsics[i + 1], intrinsics[i], np.linalg.inv(forward)))
+        total += _pair_error(
+            depth[i], _reproject(depth[i + 1], intrinsics[i + 1], intrinsics[i], np.linalg.inv(forward))
+        )
     return 100.0 * total / (2 * (frames - 1))
 
 

@@ -19,7 +19,9 @@ def prepare_output_folder(folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         Path(tempfile.mkdtemp(prefix=".write-test-", dir=folder)).rmdir()
     except OSError as error:
-        raise DVDError(f"cannot write to output folder {folder} ({error.strerror}): choose another output path") from None
+        raise DVDError(
+            f"cannot write to output folder {folder} ({error.strerror}): choose another output path"
+        ) from None
     return folder
 
 

@@ -83,7 +83,9 @@ class DVDModel(nn.Module):
         dtype = self.dtype
         timestep = torch.full((batch,), self.timestep, device=latents.device, dtype=dtype)
         context = torch.zeros(batch, TEXT_TOKENS, self.transformer.config.text_dim, device=latents.device, dtype=dtype)
-        return self.transformer(latents.to(dtype), timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
+        return self.transformer(latents.to(dtype), timestep=timestep, encoder_hidden_states=context, return_dict=False)[
+            0
+        ]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> [B,3,T,H,W] in [0,1]."""

@@ -38,7 +38,6 @@ TINY_VAE_BASE_DIM = 8
 LORA_LAYER = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02])$")
 
 
-
 def _randomise(module: torch.nn.Module, generator: torch.Generator) -> None:
     """Draw every tensor from `generator` alone (so a seed fixes the model), norms and tables off their trivial init."""
     with torch.no_grad():
@@ -73,9 +72,7 @@ def build_tiny_model(seed: int = 0) -> DVDModel:
     return DVDModel(tiny_transformer(seed), tiny_vae(seed))
 
 
-def add_random_lora(
-    state: dict[str, torch.Tensor], rank: int, generator: torch.Generator
-) -> dict[str, torch.Tensor]:
+def add_random_lora(state: dict[str, torch.Tensor], rank: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Rewrite LoRA-wrapped layers as peft saves them (base_layer + lora_A/lora_B), with a non-zero lora_B."""
     out = {}
     for key, tensor in state.items():
@@ -99,7 +96,7 @@ def write_tiny_official_weights(
     filename: str = "model.safetensors",
     dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write a tiny DVD checkpoint (full DiT + unmerged LoRA under `prefix`), `model_config.yaml` and `Wan2.1_VAE.pth`."""
+    """Write a tiny DVD checkpoint (full DiT + unmerged LoRA under `prefix`), model_config.yaml and Wan2.1_VAE.pth."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed + 2)

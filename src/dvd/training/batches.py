@@ -40,7 +40,9 @@ def build_dataset(source: SourceSection, data: DataSection, flip: bool) -> Depth
     if source.width is not None and source.height is None:
         raise DVDError(f"data source {source.kind}: give height together with width")
     if source.kind == "synthetic":
-        dataset = SyntheticDataset(split=source.split, num_samples=source.samples, num_frames=frames, flip=flip, **sized)
+        dataset = SyntheticDataset(
+            split=source.split, num_samples=source.samples, num_frames=frames, flip=flip, **sized
+        )
     elif source.kind == "hypersim":
         dataset = HypersimDataset(source.path, flip=flip, **sized)
     elif source.kind == "vkitti" and frames > 1:
@@ -50,8 +52,14 @@ def build_dataset(source: SourceSection, data: DataSection, flip: bool) -> Depth
     elif source.kind == "tartanair":
         dataset = TartanAirDataset(source.path, num_frames=frames, flip=flip, **sized)
     else:
-        dataset = FolderDataset(source.path, num_frames=frames, flip=flip, depth_scale=source.depth_scale,
-                                depth_range=tuple(source.depth_range), **sized)
+        dataset = FolderDataset(
+            source.path,
+            num_frames=frames,
+            flip=flip,
+            depth_scale=source.depth_scale,
+            depth_range=tuple(source.depth_range),
+            **sized,
+        )
     height, width = dataset[0]["rgb"].shape[-2:]
     if height % 16 or width % 16:
         raise DVDError(
@@ -72,8 +80,15 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 class SlotBatches(Dataset):
     """Map-style and unbounded: item `slot` is that slot's whole batch (draw with `SlotSampler`, `batch_size=None`)."""
 
-    def __init__(self, datasets: list[DepthDataset], sources: list[SourceSection], data: DataSection, seed: int,
-                 world_size: int, grad_accum: int) -> None:
+    def __init__(
+        self,
+        datasets: list[DepthDataset],
+        sources: list[SourceSection],
+        data: DataSection,
+        seed: int,
+        world_size: int,
+        grad_accum: int,
+    ) -> None:
         self.datasets, self.sources, self.data, self.seed = datasets, sources, data, seed
         self.world_size, self.grad_accum = world_size, grad_accum
         self.is_clip = [source_is_clip(s) for s in sources]

@@ -112,7 +112,8 @@ class TrainSection:
     log_every: int = 10
     loggers: list[Literal["stdout", "csv", "tensorboard"]] = field(default_factory=lambda: ["stdout", "csv"])
     # "merged": our format (LoRA folded in); "official": the official DVD layout (model.safetensors with the LoRA kept
-    # beside the base weights under pipe.dit., model_config.yaml, Wan2.1_VAE.pth); both load with `dvd predict --weights`
+    # beside the base weights under pipe.dit., model_config.yaml, Wan2.1_VAE.pth); both load with
+    # `dvd predict --weights`
     export: Literal["merged", "official", "both"] = "merged"
 
 
@@ -191,7 +192,11 @@ def _build(cls: type, mapping: Any, where: str) -> Any:
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            valid = f"did you mean '{where + '.' if where else ''}{close[0]}'?" if close else f"valid keys: {', '.join(names)}"
+            valid = (
+                f"did you mean '{where + '.' if where else ''}{close[0]}'?"
+                if close
+                else f"valid keys: {', '.join(names)}"
+            )
             raise DVDError(f"unknown config key '{path}'; {valid}")
         values[key] = _coerce(value, hints[key], path)
     return cls(**values)
@@ -203,17 +208,25 @@ def _check(config: TrainConfig) -> None:
     if data.clip_frames < 1 or data.clip_frames % 4 != 1:
         raise DVDError(f"data.clip_frames is {data.clip_frames}: it must be 4n+1 (e.g. 45, 21, 9, 5)")
     for name, value in [
-        (f"data source {i} {side}", getattr(s, side)) for i, s in enumerate(data.sources + data.validation)
-        for side in ("height", "width") if getattr(s, side) is not None
+        (f"data source {i} {side}", getattr(s, side))
+        for i, s in enumerate(data.sources + data.validation)
+        for side in ("height", "width")
+        if getattr(s, side) is not None
     ]:
         if value <= 0 or value % 16:
             raise DVDError(f"{name} is {value}: it must be a positive multiple of 16")
     positive = {
-        "data.image_batch": data.image_batch, "data.video_batch": data.video_batch, "optim.grad_accum": optim.grad_accum,
-        "train.max_steps": train.max_steps, "train.checkpoint_every": train.checkpoint_every,
-        "train.validate_every": train.validate_every, "train.log_every": train.log_every,
-        "train.keep_checkpoints": train.keep_checkpoints, "finetune.lora_rank": finetune.lora_rank,
-        "loss.scales": config.loss.scales, "data.validation_samples": data.validation_samples,
+        "data.image_batch": data.image_batch,
+        "data.video_batch": data.video_batch,
+        "optim.grad_accum": optim.grad_accum,
+        "train.max_steps": train.max_steps,
+        "train.checkpoint_every": train.checkpoint_every,
+        "train.validate_every": train.validate_every,
+        "train.log_every": train.log_every,
+        "train.keep_checkpoints": train.keep_checkpoints,
+        "finetune.lora_rank": finetune.lora_rank,
+        "loss.scales": config.loss.scales,
+        "data.validation_samples": data.validation_samples,
     }
     for name, value in positive.items():
         if value < 1:
@@ -277,7 +290,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     try:
         mapping = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as error:
-        raise DVDError(f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {str(error).splitlines()[0]}") from None
+        raise DVDError(
+            f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {str(error).splitlines()[0]}"
+        ) from None
     try:
         return parse_config(apply_overrides(mapping or {}, overrides or []))
     except DVDError as error:

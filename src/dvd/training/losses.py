@@ -48,7 +48,9 @@ class LossTerms:
 
 def _check_latents(pred: Tensor, target: Tensor) -> None:
     if pred.shape != target.shape or pred.ndim != 5:
-        raise ValueError(f"expected two latents [B,C,F,H,W] of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"expected two latents [B,C,F,H,W] of one shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
 
 
 def _difference(x: Tensor, axis: int) -> Tensor:

@@ -16,7 +16,9 @@ CSV_NAME = "metrics.csv"
 def check_backends(backends: list[str]) -> None:
     """Fail before training when a requested backend cannot work."""
     if "tensorboard" in backends and importlib.util.find_spec("tensorboard") is None:
-        raise DVDError("train.loggers asks for tensorboard, which is not installed: pip install tensorboard (or drop it)")
+        raise DVDError(
+            "train.loggers asks for tensorboard, which is not installed: pip install tensorboard (or drop it)"
+        )
 
 
 def truncate_csv(path: Path, after_step: int) -> None:

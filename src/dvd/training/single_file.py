@@ -27,8 +27,10 @@ def proof_model_path() -> Path:
     """The tiny proof model shipped in `dvd/assets` (written by benchmarks/train_proof.py --ship)."""
     path = Path(str(importlib.resources.files("dvd") / "assets" / PROOF_MODEL))
     if not path.is_file():
-        raise DVDError(f"the proof model {path} is missing: reinstall dvd (it ships in dvd/assets) or run "
-                       "benchmarks/train_proof.py --ship from a source checkout")
+        raise DVDError(
+            f"the proof model {path} is missing: reinstall dvd (it ships in dvd/assets) or run "
+            "benchmarks/train_proof.py --ship from a source checkout"
+        )
     return path
 
 
@@ -42,8 +44,12 @@ def save_single_file(model: DVDModel, path: Path, dtype: torch.dtype = torch.flo
     tensors = {f"transformer.{k}": v for k, v in model.transformer.state_dict().items()}
     tensors.update({f"vae.{k}": v for k, v in model.vae.state_dict().items()})
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
-    metadata = {"format": FORMAT, "tau": str(model.tau), "transformer": _config(model.transformer),
-                "vae": _config(model.vae)}
+    metadata = {
+        "format": FORMAT,
+        "tau": str(model.tau),
+        "transformer": _config(model.transformer),
+        "vae": _config(model.vae),
+    }
     with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
@@ -61,6 +67,8 @@ def load_single_file(path: Path) -> DVDModel:
         tensors = {key: handle.get_tensor(key).float() for key in handle.keys()}
     transformer = WanTransformer3DModel(**json.loads(metadata["transformer"]))
     vae = AutoencoderKLWan(**json.loads(metadata["vae"]))
-    transformer.load_state_dict({k[len("transformer."):]: v for k, v in tensors.items() if k.startswith("transformer.")})
-    vae.load_state_dict({k[len("vae."):]: v for k, v in tensors.items() if k.startswith("vae.")})
+    transformer.load_state_dict(
+        {k[len("transformer.") :]: v for k, v in tensors.items() if k.startswith("transformer.")}
+    )
+    vae.load_state_dict({k[len("vae.") :]: v for k, v in tensors.items() if k.startswith("vae.")})
     return DVDModel(transformer, vae, tau=float(metadata["tau"]))

@@ -139,7 +139,10 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     signature = architecture_signature(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=config.optim.lr, betas=tuple(config.optim.betas), eps=config.optim.eps,
+        params,
+        lr=config.optim.lr,
+        betas=tuple(config.optim.betas),
+        eps=config.optim.eps,
         weight_decay=config.optim.weight_decay,
     )
     scheduler = _make_scheduler(optimizer, config.optim.schedule)
@@ -158,19 +161,23 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         start_step = int(state["step"])
 
     module, optimizer, scheduler = accelerator.prepare(DepthRegression(model), optimizer, scheduler)
-    loss_fn = make_loss(config.loss.kind, config.loss.lambda_sp, config.loss.lambda_temp, config.loss.lambda_reg,
-                        config.loss.scales)
+    loss_fn = make_loss(
+        config.loss.kind, config.loss.lambda_sp, config.loss.lambda_temp, config.loss.lambda_reg, config.loss.scales
+    )
     log = None
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         dump_config(config, output_dir / "config.yaml")
         log = MetricsLog(output_dir, train_cfg.loggers, resume_step=start_step if checkpoint else None)
 
-    batches = SlotBatches(datasets, data.sources, data, train_cfg.seed, accelerator.num_processes,
-                          config.optim.grad_accum)
+    batches = SlotBatches(
+        datasets, data.sources, data, train_cfg.seed, accelerator.num_processes, config.optim.grad_accum
+    )
     loader = DataLoader(
-        batches, sampler=SlotSampler(batches, accelerator.process_index, start_step, train_cfg.max_steps),
-        batch_size=None, num_workers=data.workers,
+        batches,
+        sampler=SlotSampler(batches, accelerator.process_index, start_step, train_cfg.max_steps),
+        batch_size=None,
+        num_workers=data.workers,
     )
     validation_samples = None
 
@@ -181,7 +188,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         metrics = {}
         if accelerator.is_main_process:
             if validation_samples is None:
-                validation_samples = [ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))]
+                validation_samples = [
+                    ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))
+                ]
             with accelerator.autocast():
                 metrics = evaluate(accelerator.unwrap_model(module).model, validation_samples)
             log.log(step, metrics, prefix="val")
@@ -193,13 +202,24 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             "weights": trainable_state(accelerator.unwrap_model(module).model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "state": {"step": step, "signature": signature, "config": config.to_dict(),
-                      "world_size": accelerator.num_processes},
+            "state": {
+                "step": step,
+                "signature": signature,
+                "config": config.to_dict(),
+                "world_size": accelerator.num_processes,
+            },
         }
 
     def checkpoint_now(step: int) -> None:
-        save_checkpoint(output_dir, step, accelerator.process_index, accelerator.is_main_process,
-                        accelerator.wait_for_everyone, lambda: payload(step), train_cfg.keep_checkpoints)
+        save_checkpoint(
+            output_dir,
+            step,
+            accelerator.process_index,
+            accelerator.is_main_process,
+            accelerator.wait_for_everyone,
+            lambda: payload(step),
+            train_cfg.keep_checkpoints,
+        )
 
     if restored is not None:
         set_rng_states(restored["rng"])
@@ -217,8 +237,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             batch = next(micro_batches)
             last = micro == config.optim.grad_accum - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(module):
-                pred, target, rgb_latents = module(batch["rgb"].to(accelerator.device),
-                                                   batch["depth_target"].to(accelerator.device))
+                pred, target, rgb_latents = module(
+                    batch["rgb"].to(accelerator.device), batch["depth_target"].to(accelerator.device)
+                )
                 terms = loss_fn(pred, target, rgb_latents)
                 accelerator.backward(terms.total / config.optim.grad_accum)
             for name, value in terms.as_floats().items():
@@ -228,7 +249,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if not math.isfinite(totals["loss"]):
-            raise DVDError(f"the loss became {totals['loss']} at step {step}; lower optim.lr or use mixed_precision bf16/no")
+            raise DVDError(
+                f"the loss became {totals['loss']} at step {step}; lower optim.lr or use mixed_precision bf16/no"
+            )
         result.losses.append(totals["loss"])
         totals["grad_norm"] = float(grad_norm)
         for name, value in totals.items():
@@ -252,8 +275,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
 
     if accelerator.is_main_process:
         formats = ["merged", "official"] if train_cfg.export == "both" else [train_cfg.export]
-        result.exports = export_model(accelerator.unwrap_model(module).model, output_dir / "export", formats,
-                                      config.finetune.lora_alpha)
+        result.exports = export_model(
+            accelerator.unwrap_model(module).model, output_dir / "export", formats, config.finetune.lora_alpha
+        )
         log.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -249,7 +249,7 @@ def original_dit_state(transformer: WanTransformer3DModel) -> dict[str, torch.Te
 
 
 def original_vae_state(vae: AutoencoderKLWan) -> dict[str, torch.Tensor]:
-    """The VAE's tensors under `Wan2.1_VAE.pth` key names: the inverse of diffusers' converter, checked by round trip."""
+    """The VAE's tensors under Wan2.1_VAE.pth key names: the inverse of diffusers' converter, checked by round trip."""
     state = {}
     for key, tensor in vae.state_dict().items():
         name = key
@@ -257,14 +257,21 @@ def original_vae_state(vae: AutoencoderKLWan) -> dict[str, torch.Tensor]:
             name = name.replace(f"coder.{new}.", f"coder.{old}.")
         name = re.sub(r"^quant_conv\.", "conv1.", re.sub(r"^post_quant_conv\.", "conv2.", name))
         name = name.replace("mid_block.resnets.0.", "middle.0.").replace("mid_block.resnets.1.", "middle.2.")
-        name = name.replace("mid_block.attentions.0.", "middle.1.").replace("encoder.down_blocks.", "encoder.downsamples.")
+        name = name.replace("mid_block.attentions.0.", "middle.1.").replace(
+            "encoder.down_blocks.", "encoder.downsamples."
+        )
         up = re.match(r"decoder\.up_blocks\.(\d+)\.(resnets\.(\d+)|upsamplers\.0)\.(.*)", name)
         if up:
             block = int(up.group(1))
             index = 4 * block + (int(up.group(3)) if up.group(3) is not None else 3)
             name = f"decoder.upsamples.{index}.{up.group(4)}"
-        for new, old in [("norm1.gamma", "residual.0.gamma"), ("conv1.", "residual.2."), ("norm2.gamma", "residual.3.gamma"),
-                         ("conv2.", "residual.6."), ("conv_shortcut.", "shortcut.")]:
+        for new, old in [
+            ("norm1.gamma", "residual.0.gamma"),
+            ("conv1.", "residual.2."),
+            ("norm2.gamma", "residual.3.gamma"),
+            ("conv2.", "residual.6."),
+            ("conv_shortcut.", "shortcut."),
+        ]:
             if name.startswith(("encoder.", "decoder.")):
                 name = re.sub(rf"(\.\d+\.){re.escape(new)}", rf"\g<1>{old}", name)
         state[name] = tensor.detach().clone()

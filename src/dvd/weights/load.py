@@ -54,8 +54,9 @@ class LoadedWeights:
 
 def hub_help() -> str:
     return (
-        f"download {' or '.join(DVD_CHECKPOINT_NAMES)} (and {MODEL_CONFIG}) from https://huggingface.co/{DEFAULT_DVD_REPO} "
-        f"and {VAE_FILE} from https://huggingface.co/{DEFAULT_WAN_REPO} into one folder DIR, then pass --weights DIR"
+        f"download {' or '.join(DVD_CHECKPOINT_NAMES)} (and {MODEL_CONFIG}) "
+        f"from https://huggingface.co/{DEFAULT_DVD_REPO} and {VAE_FILE} from https://huggingface.co/{DEFAULT_WAN_REPO} "
+        "into one folder DIR, then pass --weights DIR"
     )
 
 
@@ -159,7 +160,9 @@ def load_wan_base(directory: Path) -> LoadedWeights:
 def load_local(path: Path, merge_lora: bool = True) -> LoadedWeights:
     if path.is_file():
         if path.suffix != ".safetensors":
-            raise DVDError(f"{path} is not a DVD checkpoint; pass the folder holding {' or '.join(DVD_CHECKPOINT_NAMES)}")
+            raise DVDError(
+                f"{path} is not a DVD checkpoint; pass the folder holding {' or '.join(DVD_CHECKPOINT_NAMES)}"
+            )
         return load_official_dvd(path, merge_lora)
     if (path / DVD_CONFIG_NAME).is_file():
         return LoadedWeights(DVDModel.from_pretrained(path), str(path), "dvd")

@@ -56,20 +56,34 @@ def stack_frames(name: str, frame_ids: list[str], frames: list[Frame]) -> Sequen
         present = [value is not None for value in values]
         if any(present) and not all(present):
             missing = [fid for fid, has in zip(frame_ids, present) if not has]
-            raise DVDError(f"sequence {name}: {key} is missing for frames {', '.join(missing[:5])}: "
-                           f"give {key} for every frame or for none")
+            raise DVDError(
+                f"sequence {name}: {key} is missing for frames {', '.join(missing[:5])}: "
+                f"give {key} for every frame or for none"
+            )
         shapes = {np.shape(value) for value in values}
         if len(shapes) > 1:
-            raise DVDError(f"sequence {name}: {key} changes shape between frames ({sorted(shapes)}): "
-                           "all frames of a sequence must have one size")
+            raise DVDError(
+                f"sequence {name}: {key} changes shape between frames ({sorted(shapes)}): "
+                "all frames of a sequence must have one size"
+            )
         stacked[key] = np.stack(values) if all(present) else None
     depth = stacked["depth"].astype(np.float32, copy=False)
     for key in ("rgb", "mask", "matte"):
         if stacked[key] is not None and stacked[key].shape[1:3] != depth.shape[1:]:
-            raise DVDError(f"sequence {name}: {key} is {stacked[key].shape[1:3]} but depth is {depth.shape[1:]}: "
-                           "they must have the same size")
-    return Sequence(name, frame_ids, depth, stacked["rgb"], stacked["mask"], stacked["matte"],
-                    stacked["intrinsics"], stacked["pose"])
+            raise DVDError(
+                f"sequence {name}: {key} is {stacked[key].shape[1:3]} but depth is {depth.shape[1:]}: "
+                "they must have the same size"
+            )
+    return Sequence(
+        name,
+        frame_ids,
+        depth,
+        stacked["rgb"],
+        stacked["mask"],
+        stacked["matte"],
+        stacked["intrinsics"],
+        stacked["pose"],
+    )
 
 
 class DatasetReader(ABC):
@@ -134,8 +148,10 @@ class DatasetReader(ABC):
         positions = list(range(start, len(all_ids), stride))
         if frames is not None:
             if len(positions) < frames:
-                raise SkipSequence(f"has {len(positions)} frames from frame {start} with stride {stride}, "
-                                   f"fewer than the {frames} asked for")
+                raise SkipSequence(
+                    f"has {len(positions)} frames from frame {start} with stride {stride}, "
+                    f"fewer than the {frames} asked for"
+                )
             positions = positions[:frames]
         if not positions:
             raise SkipSequence(f"has no frame from frame {start} ({len(all_ids)} frames in all)")
@@ -148,6 +164,7 @@ class DatasetReader(ABC):
 
     def settings(self) -> dict:
         """The protocol as recorded in result files (inf written as a string, which JSON cannot hold)."""
+
         def number(value: float) -> float | str:
             return value if math.isfinite(value) else str(value)
 
@@ -187,6 +204,8 @@ class ImageListReader(DatasetReader):
     def frame_ids(self, sequence: str) -> list[str]:
         missing = [path for path in self.paths(sequence) if not path.is_file()]
         if missing:
-            raise DVDError(f"{self.name}: missing {missing[0]}; the root must hold the files named in the split "
-                           f"{self.split}, relative to it")
+            raise DVDError(
+                f"{self.name}: missing {missing[0]}; the root must hold the files named in the split "
+                f"{self.split}, relative to it"
+            )
         return [Path(sequence).name]

@@ -30,7 +30,9 @@ def _timestamps(folder: Path) -> dict[float, str]:
         try:
             stamps[float(path.stem)] = path.name
         except ValueError:
-            raise DVDError(f"{path}: Bonn file names must be timestamps in seconds, like 1548266469.08165.png")
+            raise DVDError(
+                f"{path}: Bonn file names must be timestamps in seconds, like 1548266469.08165.png"
+            ) from None
     return stamps
 
 
@@ -64,8 +66,9 @@ class Bonn(DatasetReader):
     def _associate(self, sequence: str) -> dict[str, tuple[Path, Path]]:
         rgb_dir, depth_dir = self.root / sequence / "rgb", self.root / sequence / "depth"
         if not rgb_dir.is_dir() or not depth_dir.is_dir():
-            raise DVDError(f"Bonn sequence {sequence}: expected {rgb_dir} and {depth_dir}: see the Bonn layout "
-                           "in the README")
+            raise DVDError(
+                f"Bonn sequence {sequence}: expected {rgb_dir} and {depth_dir}: see the Bonn layout in the README"
+            )
         rgb, depth = _timestamps(rgb_dir), _timestamps(depth_dir)
         if not rgb or not depth:
             raise DVDError(f"Bonn sequence {sequence}: no <timestamp>.png under {rgb_dir} or {depth_dir}")
@@ -75,8 +78,9 @@ class Bonn(DatasetReader):
     def frame_ids(self, sequence: str) -> list[str]:
         ids = list(self._pairs(sequence))
         if not ids:
-            raise DVDError(f"Bonn sequence {sequence}: no colour frame has a depth frame within "
-                           f"{MAX_TIME_DIFFERENCE} s")
+            raise DVDError(
+                f"Bonn sequence {sequence}: no colour frame has a depth frame within {MAX_TIME_DIFFERENCE} s"
+            )
         return ids
 
     def read_frame(self, sequence: str, frame_id: str) -> Frame:

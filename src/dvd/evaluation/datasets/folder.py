@@ -35,8 +35,10 @@ class FolderDataset(DatasetReader):
     def list_entries(self) -> list[list[str]]:
         if self.split is not None:
             return super().list_entries()
-        folders = sorted((p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                         key=lambda p: natural_key(p.name))
+        folders = sorted(
+            (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: natural_key(p.name),
+        )
         if not folders:
             raise DVDError(f"no sequence folders in {self.root}: expected {self.root}/<sequence>/depth/*.npy")
         return [[folder.name] for folder in folders]
@@ -44,8 +46,10 @@ class FolderDataset(DatasetReader):
     def frame_ids(self, sequence: str) -> list[str]:
         depth = self.root / sequence / "depth"
         if not depth.is_dir():
-            raise DVDError(f"{self.root / sequence} has no depth/ folder: every folder under {self.root} must be "
-                           "a sequence holding depth/<frame>.npy")
+            raise DVDError(
+                f"{self.root / sequence} has no depth/ folder: every folder under {self.root} must be "
+                "a sequence holding depth/<frame>.npy"
+            )
         ids = sorted((p.stem for p in depth.glob("*.npy")), key=natural_key)
         if not ids:
             raise DVDError(f"no depth frames in {depth}: expected <frame>.npy files (float32 metres)")
@@ -54,8 +58,10 @@ class FolderDataset(DatasetReader):
             if folder.is_dir():
                 missing = sorted(set(ids) - {p.stem for p in folder.glob("*.png")}, key=natural_key)
                 if missing:
-                    raise DVDError(f"{folder} lacks {len(missing)} of the depth frames (first: {missing[0]}.png): "
-                                   f"give one {extra} PNG per depth frame, or remove {extra}/")
+                    raise DVDError(
+                        f"{folder} lacks {len(missing)} of the depth frames (first: {missing[0]}.png): "
+                        f"give one {extra} PNG per depth frame, or remove {extra}/"
+                    )
         return ids
 
     def read_frame(self, sequence: str, frame_id: str) -> Frame:
@@ -83,7 +89,9 @@ class FolderDataset(DatasetReader):
             if intrinsics.shape == (3, 3):
                 intrinsics = np.broadcast_to(intrinsics, (total, 3, 3))
             if intrinsics.shape != (total, 3, 3) or poses.shape != (total, 4, 4):
-                raise DVDError(f"{folder}: intrinsics.npy must be [3,3] or [{total},3,3] and poses.npy "
-                               f"[{total},4,4] for its {total} frames; got {intrinsics.shape} and {poses.shape}")
+                raise DVDError(
+                    f"{folder}: intrinsics.npy must be [3,3] or [{total},3,3] and poses.npy "
+                    f"[{total},4,4] for its {total} frames; got {intrinsics.shape} and {poses.shape}"
+                )
             loaded.intrinsics, loaded.poses = intrinsics[index], poses[index]
         return loaded

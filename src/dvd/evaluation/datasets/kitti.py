@@ -47,7 +47,7 @@ class KittiVideo(DatasetReader):
 
     Layout (KITTI raw + data_depth_annotated, as downloaded)::
 
-        ROOT/rgb/<date>/<drive>/image_02/data/<frame>.png              e.g. rgb/2011_09_26/2011_09_26_drive_0002_sync/...
+        ROOT/rgb/<date>/<drive>/image_02/data/<frame>.png       e.g. rgb/2011_09_26/2011_09_26_drive_0002_sync/...
         ROOT/depth/{train,val}/<drive>/proj_depth/groundtruth/image_02/<frame>.png
 
     Frames are those with both RGB and GT (the annotation skips the first and last 5 of each drive), sorted.
@@ -60,12 +60,15 @@ class KittiVideo(DatasetReader):
 
     def _folders(self, drive: str) -> tuple[Path, Path]:
         rgb = self.root / "rgb" / drive[:10] / drive / "image_02" / "data"
-        depths = [self.root / "depth" / part / drive / "proj_depth" / "groundtruth" / "image_02"
-                  for part in ("val", "train")]
+        depths = [
+            self.root / "depth" / part / drive / "proj_depth" / "groundtruth" / "image_02" for part in ("val", "train")
+        ]
         depth = next((folder for folder in depths if folder.is_dir()), None)
         if depth is None or not rgb.is_dir():
-            raise DVDError(f"KITTI drive {drive}: expected {rgb} and {depths[0]} (or under depth/train): "
-                           "see the KITTI layout in the README")
+            raise DVDError(
+                f"KITTI drive {drive}: expected {rgb} and {depths[0]} (or under depth/train): "
+                "see the KITTI layout in the README"
+            )
         return rgb, depth
 
     def frame_ids(self, sequence: str) -> list[str]:

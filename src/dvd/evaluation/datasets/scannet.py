@@ -37,8 +37,10 @@ class ScanNet(DatasetReader):
     def _scene(self, sequence: str) -> Path:
         folder = self.root / sequence
         if not (folder / "color").is_dir() or not (folder / "depth").is_dir():
-            raise DVDError(f"ScanNet scene {sequence}: expected {folder}/color/*.jpg and {folder}/depth/*.png: "
-                           "see the ScanNet layout in the README")
+            raise DVDError(
+                f"ScanNet scene {sequence}: expected {folder}/color/*.jpg and {folder}/depth/*.png: "
+                "see the ScanNet layout in the README"
+            )
         return folder
 
     def frame_ids(self, sequence: str) -> list[str]:

@@ -32,8 +32,9 @@ class Sintel(DatasetReader):
         final, depth = self.root / "final" / sequence, self.root / "depth" / sequence
         if not final.is_dir() or not depth.is_dir():
             hint = " (ROOT is the training folder)" if (self.root / "training").is_dir() else ""
-            raise DVDError(f"Sintel scene {sequence}: expected {final} and {depth}{hint}: see the Sintel layout "
-                           "in the README")
+            raise DVDError(
+                f"Sintel scene {sequence}: expected {final} and {depth}{hint}: see the Sintel layout in the README"
+            )
         return final, depth
 
     def frame_ids(self, sequence: str) -> list[str]:

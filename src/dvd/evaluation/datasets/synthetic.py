@@ -48,5 +48,6 @@ class Synthetic(DatasetReader):
         # The renderer puts pixel (i, j) at image coordinates (j + 0.5, i + 0.5); the metrics use (j, i).
         shifted = intrinsics.copy()
         shifted[:2, 2] -= 0.5
-        return Sequence(sequence, list(ids), depth, rgb, intrinsics=np.broadcast_to(shifted, (len(ids), 3, 3)),
-                        poses=poses)
+        return Sequence(
+            sequence, list(ids), depth, rgb, intrinsics=np.broadcast_to(shifted, (len(ids), 3, 3)), poses=poses
+        )
