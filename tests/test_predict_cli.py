@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -324,3 +326,21 @@ def test_cpu_warning_only_for_large_models(capsys: pytest.CaptureFixture, monkey
     assert capsys.readouterr().err == ""
     predict.warn_if_slow(pipe, quiet=False)
     assert "on the CPU: expect minutes per window" in capsys.readouterr().err
+
+
+def test_processes_share_the_inputs(tiny_weights, tmp_path):
+    """Under torchrun (or accelerate launch) each process takes every N-th input; the files equal a single run's."""
+    inputs = [write_images(tmp_path / "in" / f"seq{i}", 3) for i in range(3)]
+    common = ["--weights", str(tiny_weights), *SMALL, "--quiet"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dvd.cli", "predict"]
+    done = subprocess.run(
+        [*launch, *map(str, inputs), "-o", str(tmp_path / "multi"), *common], capture_output=True, text=True, check=True
+    )
+    summaries = sorted(line for line in done.stdout.splitlines() if line.startswith("dvd predict:"))
+    assert [line.split(" input(s)")[0].split("from ")[1] for line in summaries] == ["1", "2"]
+    assert cli.main(["predict", *map(str, inputs), "-o", str(tmp_path / "single"), *common]) == 0
+    for folder in inputs:
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "multi" / folder.name / "disparity.npy"),
+            np.load(tmp_path / "single" / folder.name / "disparity.npy"),
+        )

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
+from accelerate import PartialState
 from tqdm import tqdm
 
 from dvd import __version__
@@ -54,6 +56,7 @@ examples:
   dvd predict frames/ -o out/ --fps 23.976 --save png16,exr  # image sequence in, 16-bit PNG + EXR per frame out
   dvd predict videos.txt -o out/ --stitch anchored           # many videos; long ones without scale drift
   dvd predict clip.mp4 -o out/ --weights weights/dvd --device cuda --batch-windows 4
+  accelerate launch --num_processes 4 -m dvd.cli predict videos/ -o out/   # 4 GPUs, one video each at a time
 """
 
 
@@ -204,19 +207,32 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         raise DVDError(f"{', '.join(existing)} already exist(s): pass --overwrite to replace, or choose another -o")
 
+    jobs, device = share_of_inputs(list(zip(sources, targets)), args.device)
     started = time.perf_counter()
-    pipe = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)
+    pipe = DVDPipeline.from_pretrained(args.weights, device=device, dtype=args.dtype)
     warn_if_slow(pipe, args.quiet)
     total = 0
-    for source, target in zip(sources, targets):
+    for source, target in jobs:
         total += predict_source(pipe, source, target, options, formats, args)
     elapsed = time.perf_counter() - started
-    paths = ", ".join(str(target) for target in targets)
+    paths = ", ".join(str(target) for _, target in jobs)
     print(
-        f"dvd predict: {total} frames from {len(sources)} input(s) in {elapsed:.1f} s "
-        f"({total / elapsed:.2f} frames/s) -> {paths}"
+        f"dvd predict: {total} frames from {len(jobs)} input(s) in {elapsed:.1f} s "
+        f"({total / max(elapsed, 1e-9):.2f} frames/s) -> {paths}"
     )
     return 0
+
+
+def share_of_inputs(jobs: list, device: str | None) -> tuple[list, str | None]:
+    """Under `accelerate launch` or torchrun, this process's inputs (round robin) and its own device.
+
+    Each process loads the model once and works through whole inputs, so N GPUs run N videos at a time; a single
+    process gets everything and the device asked for.
+    """
+    state = PartialState(cpu=str(device or "").startswith("cpu") or not torch.cuda.is_available())
+    if state.num_processes == 1:
+        return jobs, device
+    return jobs[state.process_index :: state.num_processes], device or str(state.device)
 
 
 # Above this many DiT parameters a CPU run is a matter of minutes per window (the 1.3B model has 1.42e9).
