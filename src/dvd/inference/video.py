@@ -144,7 +144,7 @@ def _output_frames(
 
 
 def _frames_of(
-    source: str | Path | Source | np.ndarray | Iterable[np.ndarray], max_frames: int | None, stride: int
+    source: VideoInput, max_frames: int | None, stride: int
 ) -> tuple[Iterable[np.ndarray], tuple[int, int], float | None]:
     """(frames, (H, W), fps or None) of any accepted source, frames taken lazily."""
     if isinstance(source, (str, Path)):
