@@ -1,10 +1,11 @@
 """Training checkpoints: `<output_dir>/checkpoints/step-00000100/`, complete or absent.
 
-A checkpoint holds the trainable weights only (`trainable.safetensors`: LoRA, or the whole DiT in full fine-tuning,
-plus a learned timestep vector), the optimizer and LR-scheduler states, every process's RNG states and
-`state.json` (step, architecture signature, the config). The data order needs no state: it is a function of the
-step (`dvd.training.batches`). Every process writes its RNG file into a hidden `.step-…tmp` folder; the main process
-writes the rest and renames the folder into place, so a run killed mid-save leaves the previous checkpoint intact.
+A checkpoint holds the trained weights only, in full and float32 (`trainable.safetensors`: LoRA, or the whole DiT in
+full fine-tuning, plus a learned timestep vector), the optimizer state (`optimizer.pt`, keyed by parameter name; or
+DeepSpeed's own files under `deepspeed/`, see `dvd.training.distributed`), the LR-scheduler state, every process's
+RNG states and `state.json` (step, architecture signature, the config). The data order needs no state: it is a
+function of the step (`dvd.training.batches`). Every process writes into a hidden `.step-…tmp` folder; the main
+process then renames it into place, so a run killed mid-save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ CHECKPOINT_DIR = "checkpoints"
 STEP_PATTERN = re.compile(r"^step-(\d{8})$")
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "trainable.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
 
 
 def checkpoint_name(step: int) -> str:
@@ -63,11 +66,11 @@ def save_checkpoint(
     rank: int,
     is_main: bool,
     barrier: Callable[[], None],
-    payload: Callable[[], dict[str, Any]],
+    write: Callable[[Path], None],
     keep: int,
 ) -> Path:
-    """Write checkpoint `step` collectively (every process calls this). `payload()` is evaluated on the main process
-    only and returns weights (name -> tensor), optimizer and scheduler state dicts and the `state` JSON dict."""
+    """Write checkpoint `step` collectively (every process calls this): each process saves its RNG states and calls
+    `write(folder)`, which writes what that process holds (see `write_checkpoint_files` for the main process)."""
     root = Path(output_dir) / CHECKPOINT_DIR
     final = root / checkpoint_name(step)
     tmp = root / f".{final.name}.tmp"
@@ -77,12 +80,7 @@ def save_checkpoint(
     barrier()
     try:
         torch.save(rng_states(), tmp / f"rng-{rank}.pt")
-        if is_main:
-            content = payload()
-            save_file({k: v.detach().cpu().contiguous() for k, v in content["weights"].items()}, tmp / WEIGHTS_FILE)
-            torch.save(content["optimizer"], tmp / "optimizer.pt")
-            torch.save(content["scheduler"], tmp / "scheduler.pt")
-            (tmp / STATE_FILE).write_text(json.dumps(content["state"], indent=1))
+        write(tmp)
         barrier()
         if is_main:
             replace_directory(tmp, final)
@@ -94,6 +92,21 @@ def save_checkpoint(
         raise
     barrier()
     return final
+
+
+def write_checkpoint_files(
+    folder: Path,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict[str, Any] | None,
+    scheduler: dict[str, Any],
+    state: dict[str, Any],
+) -> None:
+    """The main process's part of a checkpoint; `optimizer` is None where DeepSpeed wrote its own files."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, folder / WEIGHTS_FILE)
+    if optimizer is not None:
+        torch.save(optimizer, folder / OPTIMIZER_FILE)
+    torch.save(scheduler, folder / SCHEDULER_FILE)
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=1))
 
 
 def read_state(checkpoint: Path) -> dict[str, Any]:
@@ -123,16 +136,24 @@ def check_compatible(checkpoint: Path, state: dict[str, Any], signature: dict[st
     )
 
 
-def load_checkpoint(checkpoint: Path, rank: int) -> dict[str, Any]:
-    """Weights, optimizer/scheduler states and this rank's RNG states (rank 0's when the run had fewer ranks)."""
+def load_checkpoint(checkpoint: Path, rank: int, optimizer: bool = True) -> dict[str, Any]:
+    """Weights, scheduler state, this rank's RNG states (rank 0's when the run had fewer ranks) and, with
+    `optimizer`, the name-keyed optimizer state (False where DeepSpeed restores its own)."""
     checkpoint = Path(checkpoint)
     rng_path = checkpoint / f"rng-{rank}.pt"
     if not rng_path.is_file():
         rng_path = checkpoint / "rng-0.pt"
-    return {
+    restored = {
         "weights": load_file(checkpoint / WEIGHTS_FILE),
         # Optimizer states hold plain tensors and Python numbers; RNG states include numpy arrays.
-        "optimizer": torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=True),
-        "scheduler": torch.load(checkpoint / "scheduler.pt", map_location="cpu", weights_only=True),
+        "scheduler": torch.load(checkpoint / SCHEDULER_FILE, map_location="cpu", weights_only=True),
         "rng": torch.load(rng_path, map_location="cpu", weights_only=False),
     }
+    if optimizer:
+        if not (checkpoint / OPTIMIZER_FILE).is_file():
+            raise DVDError(
+                f"{checkpoint} holds a DeepSpeed optimizer state (no {OPTIMIZER_FILE}); resume it under DeepSpeed, "
+                "with the accelerate config it was trained with"
+            )
+        restored["optimizer"] = torch.load(checkpoint / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    return restored

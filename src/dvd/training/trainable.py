@@ -55,11 +55,6 @@ def make_trainable(model: DVDModel, finetune: FinetuneSection, learned_tau: bool
         transformer.enable_gradient_checkpointing()
 
 
-def trainable_state(model: nn.Module) -> dict[str, Tensor]:
-    """Name -> tensor of every parameter that requires grad (what checkpoints store)."""
-    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-
-
 def architecture_signature(model: nn.Module) -> dict[str, list[int]]:
     """Name -> shape of every trainable parameter: equal signatures mean a checkpoint fits this model."""
     return {name: list(p.shape) for name, p in model.named_parameters() if p.requires_grad}

@@ -1,9 +1,10 @@
-"""The DVD training loop on accelerate (one process, or many with DDP through `accelerate launch`).
+"""The DVD training loop on accelerate (one process, or many through `accelerate launch`: DDP, FSDP2, DeepSpeed).
 
 Per micro-step: RGB pixels and the normalised-disparity target (3 equal channels) go through the frozen VAE under
 no_grad; the DiT regresses the depth latent from the clean RGB latent at t = 1000·τ with a zero text context
 (x-prediction); the loss (`dvd.training.losses`) compares the two latents. Gradients are accumulated over
-`grad_accum` micro-steps, clipped, and AdamW steps the trainable parameters (`dvd.training.trainable`).
+`grad_accum` micro-steps, clipped, and AdamW steps the trainable parameters (`dvd.training.trainable`). What the
+parallel strategies do differently (sharded weights and optimizer state) is kept in `dvd.training.distributed`.
 
 Everything that can be wrong with the input — config, data layout, logger backends, precision, a resume checkpoint
 of another architecture — is checked before the first step.
@@ -11,7 +12,6 @@ of another architecture — is checked before the first step.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -28,27 +29,41 @@ from dvd.model.dvd_model import DVDModel
 from dvd.model.tiny import build_tiny_model
 from dvd.training.batches import SlotBatches, SlotSampler, build_dataset
 from dvd.training.checkpoint import (
+    WEIGHTS_FILE,
     check_compatible,
     list_checkpoints,
     load_checkpoint,
     read_state,
     save_checkpoint,
     set_rng_states,
+    write_checkpoint_files,
 )
 from dvd.training.config import ModelSection, TrainConfig, dump_config
+from dvd.training.distributed import (
+    check_strategy,
+    deepspeed_master_weights,
+    full_parameters,
+    gather_trained,
+    is_deepspeed,
+    load_deepspeed_state,
+    optimizer_state,
+    restore_optimizer,
+    save_deepspeed_state,
+)
 from dvd.training.export import export_model
 from dvd.training.losses import make_loss
 from dvd.training.metrics_log import MetricsLog, check_backends
 from dvd.training.single_file import load_single_file, proof_model_path
-from dvd.training.trainable import architecture_signature, make_trainable, trainable_state
+from dvd.training.trainable import architecture_signature, make_trainable
 from dvd.training.validation import evaluate
 from dvd.weights import load_weights
 
-SUPPORTED_DISTRIBUTED = {DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU}
-
 
 class DepthRegression(nn.Module):
-    """What the optimiser differentiates: frozen encodes, then one DiT pass. Wrapped whole by DDP."""
+    """What the optimiser differentiates: frozen encodes, then one DiT pass; what DDP, FSDP or DeepSpeed wrap."""
+
+    # FSDP's default wrap policy reads this: each DiT block becomes one sharding unit.
+    _no_split_modules = ["WanTransformerBlock"]
 
     def __init__(self, model: DVDModel) -> None:
         super().__init__()
@@ -103,12 +118,23 @@ def find_resume_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
+def model_from_checkpoint(config: TrainConfig, checkpoint: Path) -> DVDModel:
+    """The base model with the trained tensors of `checkpoint` in place (float32, CPU): what a run exports."""
+    model = load_base_model(config.model)
+    make_trainable(model, config.finetune, config.model.learned_tau, gradient_checkpointing=False)
+    copy_trained(model, load_file(Path(checkpoint) / WEIGHTS_FILE))
+    return model
+
+
+def copy_trained(model: DVDModel, trained: dict[str, Tensor]) -> None:
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for name, tensor in trained.items():
+            named[name].copy_(tensor)
+
+
 def _check_environment(config: TrainConfig, accelerator: Accelerator) -> None:
-    if accelerator.distributed_type not in SUPPORTED_DISTRIBUTED:
-        raise DVDError(
-            f"accelerate is configured for {accelerator.distributed_type.value}; dvd train checkpoints support "
-            "single-process and DDP (multi-GPU or multi-CPU) runs: choose DDP in `accelerate config`"
-        )
+    check_strategy(accelerator, config.optim.grad_accum, config.optim.grad_clip)
     if config.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         raise DVDError("train.mixed_precision fp16 needs a GPU; use bf16 or no on CPU")
 
@@ -124,7 +150,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     """Run (or continue) the training described by `config`; returns where it ended and what it exported."""
     train_cfg, data = config.train, config.data
     output_dir = Path(train_cfg.output_dir)
-    accelerator = Accelerator(mixed_precision=train_cfg.mixed_precision)
+    accelerator = Accelerator(
+        mixed_precision=train_cfg.mixed_precision, gradient_accumulation_steps=config.optim.grad_accum
+    )
     _check_environment(config, accelerator)
     check_backends(train_cfg.loggers)
     checkpoint = find_resume_checkpoint(output_dir, resume)
@@ -151,16 +179,17 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     if checkpoint is not None:
         state = read_state(checkpoint)
         check_compatible(checkpoint, state, signature)
-        restored = load_checkpoint(checkpoint, accelerator.process_index)
-        with torch.no_grad():
-            named = dict(model.named_parameters())
-            for name, tensor in restored["weights"].items():
-                named[name].copy_(tensor)
-        optimizer.load_state_dict(restored["optimizer"])
+        restored = load_checkpoint(checkpoint, accelerator.process_index, optimizer=not is_deepspeed(accelerator))
+        copy_trained(model, restored["weights"])
         scheduler.load_state_dict(restored["scheduler"])
         start_step = int(state["step"])
 
     module, optimizer, scheduler = accelerator.prepare(DepthRegression(model), optimizer, scheduler)
+    if restored is not None:
+        if is_deepspeed(accelerator):
+            load_deepspeed_state(module, checkpoint)
+        else:
+            restore_optimizer(accelerator, module, optimizer, restored["optimizer"])
     loss_fn = make_loss(
         config.loss.kind, config.loss.lambda_sp, config.loss.lambda_temp, config.loss.lambda_reg, config.loss.scales
     )
@@ -185,30 +214,32 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         nonlocal validation_samples
         if not validation_sets:
             return {}
-        metrics = {}
-        if accelerator.is_main_process:
-            if validation_samples is None:
-                validation_samples = [
-                    ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))
-                ]
-            with accelerator.autocast():
-                metrics = evaluate(accelerator.unwrap_model(module).model, validation_samples)
+        if validation_samples is None:
+            validation_samples = [ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))]
+        # Every process predicts the same samples: sharded weights are gathered collectively.
+        with full_parameters(accelerator, module), accelerator.autocast():
+            metrics = evaluate(accelerator.unwrap_model(module).model, validation_samples)
+        if log is not None:
             log.log(step, metrics, prefix="val")
-        accelerator.wait_for_everyone()
         return metrics
 
-    def payload(step: int) -> dict:
-        return {
-            "weights": trainable_state(accelerator.unwrap_model(module).model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "state": {
+    def write_checkpoint(step: int, folder: Path) -> None:
+        if is_deepspeed(accelerator):
+            save_deepspeed_state(module, folder)
+            accelerator.wait_for_everyone()
+            weights = deepspeed_master_weights(folder) if accelerator.is_main_process else {}
+            optimizer_full = None
+        else:
+            weights = gather_trained(accelerator, module)
+            optimizer_full = optimizer_state(accelerator, module, optimizer)
+        if accelerator.is_main_process:
+            state = {
                 "step": step,
                 "signature": signature,
                 "config": config.to_dict(),
                 "world_size": accelerator.num_processes,
-            },
-        }
+            }
+            write_checkpoint_files(folder, weights, optimizer_full, scheduler.state_dict(), state)
 
     def checkpoint_now(step: int) -> None:
         save_checkpoint(
@@ -217,7 +248,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             accelerator.process_index,
             accelerator.is_main_process,
             accelerator.wait_for_everyone,
-            lambda: payload(step),
+            lambda folder: write_checkpoint(step, folder),
             train_cfg.keep_checkpoints,
         )
 
@@ -233,18 +264,18 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
     window_steps, window_start = 0, time.perf_counter()
     for step in range(start_step + 1, train_cfg.max_steps + 1):
         totals: dict[str, float] = {}
-        for micro in range(config.optim.grad_accum):
+        for _ in range(config.optim.grad_accum):
             batch = next(micro_batches)
-            last = micro == config.optim.grad_accum - 1
-            with contextlib.nullcontext() if last else accelerator.no_sync(module):
+            # accelerate syncs gradients (and DeepSpeed steps) on the last micro-step and divides the loss.
+            with accelerator.accumulate(module):
                 pred, target, rgb_latents = module(
                     batch["rgb"].to(accelerator.device), batch["depth_target"].to(accelerator.device)
                 )
                 terms = loss_fn(pred, target, rgb_latents)
-                accelerator.backward(terms.total / config.optim.grad_accum)
+                accelerator.backward(terms.total)
             for name, value in terms.as_floats().items():
                 totals[name] = totals.get(name, 0.0) + value / config.optim.grad_accum
-        grad_norm = accelerator.clip_grad_norm_(params, config.optim.grad_clip)
+        grad_norm = accelerator.clip_grad_norm_(module.parameters(), config.optim.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -275,9 +306,8 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
 
     if accelerator.is_main_process:
         formats = ["merged", "official"] if train_cfg.export == "both" else [train_cfg.export]
-        result.exports = export_model(
-            accelerator.unwrap_model(module).model, output_dir / "export", formats, config.finetune.lora_alpha
-        )
+        trained = model_from_checkpoint(config, list_checkpoints(output_dir)[-1])
+        result.exports = export_model(trained, output_dir / "export", formats, config.finetune.lora_alpha)
         log.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -1,0 +1,185 @@
+"""What differs between the ways accelerate runs `dvd train`: one process, DDP, FSDP2 and DeepSpeed (ZeRO 1-3).
+
+The loop is accelerate's own idiom and is the same for all of them. What differs is where the trained tensors and
+the optimizer state live: DDP keeps a full copy on every process; FSDP2 shards both across processes (parameters
+become DTensors); DeepSpeed partitions the optimizer state (and with ZeRO-3 the parameters) and keeps float32
+master weights inside its optimizer when it computes in bf16. Checkpoints stay in one format whatever ran them
+(`dvd.training.checkpoint`): the float32 trained tensors in full, plus the optimizer state — in full, keyed by
+parameter name, for DDP and FSDP2 (so a run can resume on another number of processes), and in DeepSpeed's own
+per-rank files for DeepSpeed.
+
+Every function here is collective: all processes call it, in the same order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from torch import Tensor, nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
+
+from dvd.errors import DVDError
+
+SUPPORTED = {
+    DistributedType.NO,
+    DistributedType.MULTI_GPU,
+    DistributedType.MULTI_CPU,
+    DistributedType.FSDP,
+    DistributedType.DEEPSPEED,
+}
+DEEPSPEED_DIR = "deepspeed"  # DeepSpeed's own checkpoint files, inside a dvd checkpoint folder
+DEEPSPEED_TAG = "state"
+
+
+def is_deepspeed(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def check_strategy(accelerator: Accelerator, grad_accum: int, grad_clip: float) -> None:
+    """Refuse what the checkpoints cannot hold, and make accelerate's and DeepSpeed's settings agree with the config
+    (before `accelerator.prepare`)."""
+    kind = accelerator.distributed_type
+    if kind not in SUPPORTED:
+        raise DVDError(
+            f"accelerate is configured for {kind.value}; dvd train runs on one process, DDP, FSDP (version 2) "
+            "or DeepSpeed: choose one of those in `accelerate config`"
+        )
+    if kind == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise DVDError(
+            "dvd train needs FSDP version 2 (per-parameter sharding, for LoRA's mix of frozen and trained weights): "
+            "set fsdp_version: 2 in your accelerate config"
+        )
+    if accelerator.gradient_accumulation_steps != grad_accum and not is_deepspeed(accelerator):
+        raise DVDError(
+            f"accelerate is set to accumulate {accelerator.gradient_accumulation_steps} micro-steps but "
+            f"optim.grad_accum is {grad_accum}: drop gradient_accumulation_steps from the accelerate config"
+        )
+    if is_deepspeed(accelerator):
+        _configure_deepspeed(accelerator, grad_accum, grad_clip)
+
+
+def _configure_deepspeed(accelerator: Accelerator, grad_accum: int, grad_clip: float) -> None:
+    plugin = accelerator.state.deepspeed_plugin
+    settings = plugin.deepspeed_config
+    # Batches alternate between images and clips, so there is no one micro-batch size; DeepSpeed only counts with it.
+    if settings.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        settings["train_micro_batch_size_per_gpu"] = 1
+    for key, ours, name in (
+        ("gradient_accumulation_steps", grad_accum, "optim.grad_accum"),
+        ("gradient_clipping", grad_clip, "optim.grad_clip"),
+    ):
+        theirs = settings.get(key, "auto")
+        if theirs == "auto":
+            settings[key] = ours
+        elif float(theirs) != float(ours):
+            raise DVDError(
+                f"the DeepSpeed config sets {key} = {theirs} but {name} is {ours}: "
+                f'set it to "auto" there (dvd train fills it in) or make the two equal'
+            )
+    accelerator.gradient_accumulation_steps = grad_accum
+
+
+def deepspeed_zero_stage(accelerator: Accelerator) -> int:
+    return int(accelerator.state.deepspeed_plugin.zero_stage) if is_deepspeed(accelerator) else 0
+
+
+def _trained_parameters(accelerator: Accelerator, module: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """(name relative to the DVDModel, parameter) of every trained parameter, in a fixed order."""
+    model = accelerator.unwrap_model(module).model
+    return ((name, p) for name, p in model.named_parameters() if p.requires_grad)
+
+
+def gather_trained(accelerator: Accelerator, module: nn.Module) -> dict[str, Tensor]:
+    """The trained tensors in full, float32, on the CPU of every process (for checkpoints and export).
+
+    Under DeepSpeed with bf16 the module holds rounded copies; the float32 master weights live in its optimizer and
+    are read back from its checkpoint instead (`deepspeed_master_weights`)."""
+    trained = {}
+    for name, param in _trained_parameters(accelerator, module):
+        if isinstance(param, DTensor):
+            tensor = param.full_tensor()
+        elif deepspeed_zero_stage(accelerator) == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([param]):
+                tensor = param.detach().clone()
+        else:
+            tensor = param.detach()
+        trained[name] = tensor.float().cpu().contiguous()
+    return trained
+
+
+def deepspeed_master_weights(checkpoint: Path) -> dict[str, Tensor]:
+    """Float32 trained tensors consolidated from the DeepSpeed files of a dvd checkpoint (main process)."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    state = get_fp32_state_dict_from_zero_checkpoint(
+        str(Path(checkpoint) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True
+    )
+    return {name.removeprefix("model."): tensor.float().contiguous() for name, tensor in state.items()}
+
+
+def optimizer_state(accelerator: Accelerator, module: nn.Module, optimizer: Any) -> dict[str, Any]:
+    """The optimizer state in full, keyed by parameter name, on the main process (empty elsewhere); not DeepSpeed."""
+    return get_optimizer_state_dict(
+        module, optimizer.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+
+
+def restore_optimizer(accelerator: Accelerator, module: nn.Module, optimizer: Any, state: dict[str, Any]) -> None:
+    """Load a full, name-keyed optimizer state (every process passes the whole of it); FSDP2 keeps its shard."""
+    sharded = accelerator.distributed_type == DistributedType.FSDP
+    set_optimizer_state_dict(module, optimizer.optimizer, state, options=StateDictOptions(full_state_dict=sharded))
+
+
+def save_deepspeed_state(module: nn.Module, folder: Path) -> None:
+    """DeepSpeed's own checkpoint of the engine (its optimizer partitions, trained weights only) under `folder`."""
+    module.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
+
+
+def load_deepspeed_state(module: nn.Module, checkpoint: Path) -> None:
+    folder = Path(checkpoint) / DEEPSPEED_DIR
+    if not folder.is_dir():
+        raise DVDError(
+            f"{checkpoint} was not written by a DeepSpeed run (no {DEEPSPEED_DIR}/ folder); resume it with the "
+            "accelerate config it was trained with"
+        )
+    module.load_checkpoint(
+        str(folder),
+        tag=DEEPSPEED_TAG,
+        load_module_strict=False,
+        load_optimizer_states=True,
+        load_lr_scheduler_states=False,
+    )
+
+
+@contextlib.contextmanager
+def full_parameters(accelerator: Accelerator, module: nn.Module) -> Iterator[None]:
+    """Make the DVDModel inside `module` usable outside the training forward (validation) on every process."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.fsdp import FSDPModule
+
+        # Blocks gather their own weights when called; the root unit's (VAE, embeddings) are used outside its forward.
+        root = [m for m in module.modules() if isinstance(m, FSDPModule)][0]
+        root.unshard()
+        try:
+            yield
+        finally:
+            root.reshard()
+    elif deepspeed_zero_stage(accelerator) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters())):
+            yield
+    else:
+        yield
