@@ -310,6 +310,62 @@ def test_two_process_ddp_matches_one_process_with_the_same_effective_batch(tmp_p
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7)
 
 
+def test_fsdp2_shards_train_resume_and_match_one_process(tmp_path):
+    # Two CPU processes with accelerate in FSDP2 mode (see tests/launchers/fsdp_on_cpu.py): LoRA weights and the
+    # optimizer state are DTensor shards, checkpoints gather them, validation unshards the root unit.
+    mapping = tiny_mapping(tmp_path / "unused", max_steps=3, checkpoint_every=1, validate_every=2)
+    mapping["data"]["validation"] = [{"kind": "synthetic", "split": "val", "samples": 2, "height": 32, "width": 32}]
+    config = tmp_path / "fsdp.yaml"
+    config.write_text(yaml.safe_dump(mapping))
+    fsdp = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests/launchers/fsdp_on_cpu.py"),
+    ]
+
+    def run(output: str, *extra: str, launcher: list[str] | None = fsdp) -> None:
+        args = ["--config", str(config), "--set", f"train.output_dir={tmp_path / output}", *extra]
+        if launcher is None:
+            process = _run_module([*args, "--set", "optim.grad_accum=2"])
+        else:
+            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            process = subprocess.Popen(
+                launcher + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        assert process.wait(timeout=600) == 0, process.stdout.read()
+
+    run("fsdp")
+    run("split", "--set", "train.max_steps=2")
+    run("split", "--resume")
+    run("single", launcher=None)
+    (tmp_path / "moved").mkdir()  # an FSDP checkpoint resumes on one process: the optimizer state is saved in full
+    (tmp_path / "split" / "checkpoints" / "step-00000002").rename(tmp_path / "moved" / "step-00000002")
+    run("one-from-fsdp", "--resume", str(tmp_path / "moved" / "step-00000002"), launcher=None)
+
+    step3 = {name: _weights(tmp_path / name / "checkpoints" / "step-00000003") for name in ("fsdp", "split", "single")}
+    step3["one-from-fsdp"] = _weights(tmp_path / "one-from-fsdp" / "checkpoints" / "step-00000003")
+    reference = step3["single"]
+    assert not any(
+        torch.equal(reference[k], _weights(tmp_path / "fsdp" / "checkpoints" / "step-00000002")[k])
+        for k in reference
+        if "lora_B" in k
+    )
+    for name, weights in step3.items():
+        assert weights.keys() == reference.keys(), name
+        # Measured: bit-identical on CPU/gloo, as for DDP; the tolerance covers other reduction orders.
+        for key in reference:
+            torch.testing.assert_close(weights[key], reference[key], rtol=1e-5, atol=1e-7, msg=f"{name} {key}")
+    assert all(torch.equal(step3["fsdp"][k], step3["split"][k]) for k in reference)  # the FSDP resume is exact
+    validation = [
+        [r for r in (tmp_path / name / "metrics.csv").read_text().splitlines() if "val/" in r]
+        for name in ("fsdp", "single")
+    ]
+    assert validation[0] and validation[0] == validation[1]
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     config = tmp_path / "run.yaml"
