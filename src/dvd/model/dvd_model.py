@@ -25,6 +25,18 @@ DEFAULT_TAU = 0.5
 TEXT_TOKENS = 512
 
 
+def regress_depth_latent(transformer: WanTransformer3DModel, latents: torch.Tensor, timestep: float) -> torch.Tensor:
+    """The DVD step on its own: one DiT pass at `timestep` with an all-zero text context, RGB latent -> depth latent.
+
+    A function of the DiT alone, so training can wrap the DiT (and not the frozen VAE) for DDP, FSDP or DeepSpeed.
+    """
+    batch = latents.shape[0]
+    dtype = transformer.patch_embedding.weight.dtype
+    times = torch.full((batch,), timestep, device=latents.device, dtype=dtype)
+    context = torch.zeros(batch, TEXT_TOKENS, transformer.config.text_dim, device=latents.device, dtype=dtype)
+    return transformer(latents.to(dtype), timestep=times, encoder_hidden_states=context, return_dict=False)[0]
+
+
 class DVDModel(nn.Module):
     """A diffusers Wan DiT + Wan VAE pair wired as the DVD depth regressor."""
 
@@ -79,13 +91,7 @@ class DVDModel(nn.Module):
 
     def regress(self, latents: torch.Tensor) -> torch.Tensor:
         """One DiT pass at the fixed timestep with an all-zero text context; the output is the depth latent."""
-        batch = latents.shape[0]
-        dtype = self.dtype
-        timestep = torch.full((batch,), self.timestep, device=latents.device, dtype=dtype)
-        context = torch.zeros(batch, TEXT_TOKENS, self.transformer.config.text_dim, device=latents.device, dtype=dtype)
-        return self.transformer(latents.to(dtype), timestep=timestep, encoder_hidden_states=context, return_dict=False)[
-            0
-        ]
+        return regress_depth_latent(self.transformer, latents, self.timestep)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> [B,3,T,H,W] in [0,1]."""

@@ -14,6 +14,7 @@ Every function here is collective: all processes call it, in the same order.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,12 @@ def check_strategy(accelerator: Accelerator, grad_accum: int, grad_clip: float) 
             f"optim.grad_accum is {grad_accum}: drop gradient_accumulation_steps from the accelerate config"
         )
     if is_deepspeed(accelerator):
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if accelerator.num_processes != launched:
+            raise DVDError(
+                f"{launched} processes were launched but accelerate set DeepSpeed up for "
+                f"{accelerator.num_processes} (it does so on machines without GPUs): use GPUs, one process, or DDP"
+            )
         _configure_deepspeed(accelerator, grad_accum, grad_clip)
 
 
@@ -94,9 +101,8 @@ def deepspeed_zero_stage(accelerator: Accelerator) -> int:
 
 
 def _trained_parameters(accelerator: Accelerator, module: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
-    """(name relative to the DVDModel, parameter) of every trained parameter, in a fixed order."""
-    model = accelerator.unwrap_model(module).model
-    return ((name, p) for name, p in model.named_parameters() if p.requires_grad)
+    """(name, parameter) of every trained parameter, in a fixed order; the DiT is `transformer` there as in DVDModel."""
+    return ((name, p) for name, p in accelerator.unwrap_model(module).named_parameters() if p.requires_grad)
 
 
 def gather_trained(accelerator: Accelerator, module: nn.Module) -> dict[str, Tensor]:
@@ -126,7 +132,7 @@ def deepspeed_master_weights(checkpoint: Path) -> dict[str, Tensor]:
     state = get_fp32_state_dict_from_zero_checkpoint(
         str(Path(checkpoint) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True
     )
-    return {name.removeprefix("model."): tensor.float().contiguous() for name, tensor in state.items()}
+    return {name: tensor.float().contiguous() for name, tensor in state.items()}
 
 
 def optimizer_state(accelerator: Accelerator, module: nn.Module, optimizer: Any) -> dict[str, Any]:
@@ -147,12 +153,17 @@ def save_deepspeed_state(module: nn.Module, folder: Path) -> None:
     module.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True)
 
 
-def load_deepspeed_state(module: nn.Module, checkpoint: Path) -> None:
+def load_deepspeed_state(accelerator: Accelerator, module: nn.Module, checkpoint: Path, saved_world_size: int) -> None:
     folder = Path(checkpoint) / DEEPSPEED_DIR
     if not folder.is_dir():
         raise DVDError(
             f"{checkpoint} was not written by a DeepSpeed run (no {DEEPSPEED_DIR}/ folder); resume it with the "
             "accelerate config it was trained with"
+        )
+    if saved_world_size != accelerator.num_processes:
+        raise DVDError(
+            f"{checkpoint} holds DeepSpeed optimizer partitions of {saved_world_size} processes, this run has "
+            f"{accelerator.num_processes}: resume on {saved_world_size} processes"
         )
     module.load_checkpoint(
         str(folder),

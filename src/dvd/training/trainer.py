@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from dvd.errors import DVDError
-from dvd.model.dvd_model import DVDModel
+from dvd.model.dvd_model import DVDModel, regress_depth_latent
 from dvd.model.tiny import build_tiny_model
 from dvd.training.batches import SlotBatches, SlotSampler, build_dataset
 from dvd.training.checkpoint import (
@@ -60,21 +60,20 @@ from dvd.weights import load_weights
 
 
 class DepthRegression(nn.Module):
-    """What the optimiser differentiates: frozen encodes, then one DiT pass; what DDP, FSDP or DeepSpeed wrap."""
+    """What the optimiser differentiates, and what DDP, FSDP or DeepSpeed wrap: one DiT pass from the RGB latent to
+    the depth latent. The frozen VAE stays outside, so no strategy shards or gathers it: each process encodes alone
+    (ZeRO-3 would otherwise gather VAE weights per call, and clips and images call it a different number of times)."""
 
     # FSDP's default wrap policy reads this: each DiT block becomes one sharding unit.
     _no_split_modules = ["WanTransformerBlock"]
 
     def __init__(self, model: DVDModel) -> None:
         super().__init__()
-        self.model = model
+        self.transformer = model.transformer  # the same module object: the DVDModel sees what training changes
+        self.timestep = model.timestep
 
-    def forward(self, rgb: Tensor, depth_target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Pixels [B,3,F,H,W] in [0,1] -> (predicted depth latent, target depth latent, RGB latent)."""
-        with torch.no_grad():
-            rgb_latents = self.model.encode(rgb)
-            target = self.model.encode(depth_target)
-        return self.model.regress(rgb_latents), target, rgb_latents
+    def forward(self, rgb_latents: Tensor) -> Tensor:
+        return regress_depth_latent(self.transformer, rgb_latents, self.timestep)
 
 
 @dataclass
@@ -184,10 +183,11 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         scheduler.load_state_dict(restored["scheduler"])
         start_step = int(state["step"])
 
+    model.to(accelerator.device)
     module, optimizer, scheduler = accelerator.prepare(DepthRegression(model), optimizer, scheduler)
     if restored is not None:
         if is_deepspeed(accelerator):
-            load_deepspeed_state(module, checkpoint)
+            load_deepspeed_state(accelerator, module, checkpoint, int(state["world_size"]))
         else:
             restore_optimizer(accelerator, module, optimizer, restored["optimizer"])
     loss_fn = make_loss(
@@ -218,7 +218,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             validation_samples = [ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))]
         # Every process predicts the same samples: sharded weights are gathered collectively.
         with full_parameters(accelerator, module), accelerator.autocast():
-            metrics = evaluate(accelerator.unwrap_model(module).model, validation_samples)
+            metrics = evaluate(model, validation_samples)
         if log is not None:
             log.log(step, metrics, prefix="val")
         return metrics
@@ -266,12 +266,12 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         totals: dict[str, float] = {}
         for _ in range(config.optim.grad_accum):
             batch = next(micro_batches)
+            with torch.no_grad(), accelerator.autocast():
+                rgb_latents = model.encode(batch["rgb"].to(accelerator.device))
+                target = model.encode(batch["depth_target"].to(accelerator.device))
             # accelerate syncs gradients (and DeepSpeed steps) on the last micro-step and divides the loss.
             with accelerator.accumulate(module):
-                pred, target, rgb_latents = module(
-                    batch["rgb"].to(accelerator.device), batch["depth_target"].to(accelerator.device)
-                )
-                terms = loss_fn(pred, target, rgb_latents)
+                terms = loss_fn(module(rgb_latents), target, rgb_latents)
                 accelerator.backward(terms.total)
             for name, value in terms.as_floats().items():
                 totals[name] = totals.get(name, 0.0) + value / config.optim.grad_accum
