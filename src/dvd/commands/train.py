@@ -11,7 +11,8 @@ DESCRIPTION = (
     "Fine-tune the DVD depth regressor (LoRA or full) from a YAML/TOML config: frozen VAE, DiT at t = 1000*tau, "
     "L2 + latent manifold rectification loss, joint image/clip batches, atomic checkpoints, validation (AbsRel, "
     "delta1) and an export that `dvd predict --weights` loads. Multi-GPU: "
-    "`accelerate launch -m dvd.train --config FILE` (DDP, set up with `accelerate config`). "
+    "`accelerate launch -m dvd.train --config FILE` (DDP, FSDP2 or DeepSpeed, as `accelerate config` sets up; "
+    "examples in configs/accelerate/). "
     "configs/tiny-synthetic.yaml runs in minutes on a CPU with no download."
 )
 
