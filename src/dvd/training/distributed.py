@@ -8,7 +8,7 @@ master weights inside its optimizer when it computes in bf16. Checkpoints stay i
 parameter name, for DDP and FSDP2 (so a run can resume on another number of processes), and in DeepSpeed's own
 per-rank files for DeepSpeed.
 
-Every function here is collective: all processes call it, in the same order.
+The functions that gather, save or restore state are collective: all processes call them, in the same order.
 """
 
 from __future__ import annotations
@@ -96,32 +96,15 @@ def _configure_deepspeed(accelerator: Accelerator, grad_accum: int, grad_clip: f
     accelerator.gradient_accumulation_steps = grad_accum
 
 
-def deepspeed_zero_stage(accelerator: Accelerator) -> int:
-    return int(accelerator.state.deepspeed_plugin.zero_stage) if is_deepspeed(accelerator) else 0
-
-
-def _trained_parameters(accelerator: Accelerator, module: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
-    """(name, parameter) of every trained parameter, in a fixed order; the DiT is `transformer` there as in DVDModel."""
-    return ((name, p) for name, p in accelerator.unwrap_model(module).named_parameters() if p.requires_grad)
-
-
 def gather_trained(accelerator: Accelerator, module: nn.Module) -> dict[str, Tensor]:
-    """The trained tensors in full, float32, on the CPU of every process (for checkpoints and export).
-
-    Under DeepSpeed with bf16 the module holds rounded copies; the float32 master weights live in its optimizer and
-    are read back from its checkpoint instead (`deepspeed_master_weights`)."""
+    """The trained tensors in full, float32, on the CPU of every process (DDP and FSDP2; names as in DVDModel, whose
+    DiT is `transformer` there too). DeepSpeed's come from its checkpoint instead (`deepspeed_master_weights`): with
+    bf16 its module holds rounded copies, and the float32 master weights live in its optimizer."""
     trained = {}
-    for name, param in _trained_parameters(accelerator, module):
-        if isinstance(param, DTensor):
-            tensor = param.full_tensor()
-        elif deepspeed_zero_stage(accelerator) == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters([param]):
-                tensor = param.detach().clone()
-        else:
-            tensor = param.detach()
-        trained[name] = tensor.float().cpu().contiguous()
+    for name, param in accelerator.unwrap_model(module).named_parameters():
+        if param.requires_grad:
+            tensor = param.full_tensor() if isinstance(param, DTensor) else param.detach()
+            trained[name] = tensor.float().cpu().contiguous()
     return trained
 
 
@@ -187,7 +170,7 @@ def full_parameters(accelerator: Accelerator, module: nn.Module) -> Iterator[Non
             yield
         finally:
             root.reshard()
-    elif deepspeed_zero_stage(accelerator) == 3:
+    elif is_deepspeed(accelerator) and int(accelerator.state.deepspeed_plugin.zero_stage) == 3:
         import deepspeed
 
         with deepspeed.zero.GatheredParameters(list(module.parameters())):
