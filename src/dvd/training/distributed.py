@@ -14,6 +14,7 @@ The functions that gather, save or restore state are collective: all processes c
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,9 +113,11 @@ def deepspeed_master_weights(checkpoint: Path) -> dict[str, Tensor]:
     """Float32 trained tensors consolidated from the DeepSpeed files of a dvd checkpoint (main process)."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    state = get_fp32_state_dict_from_zero_checkpoint(
-        str(Path(checkpoint) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True
-    )
+    # Its progress prints name the temporary checkpoint folder: not for the user's log.
+    with contextlib.redirect_stdout(io.StringIO()):
+        state = get_fp32_state_dict_from_zero_checkpoint(
+            str(Path(checkpoint) / DEEPSPEED_DIR), tag=DEEPSPEED_TAG, exclude_frozen_parameters=True
+        )
     return {name: tensor.float().contiguous() for name, tensor in state.items()}
 
 
