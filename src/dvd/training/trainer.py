@@ -73,7 +73,9 @@ class DepthRegression(nn.Module):
         self.timestep = model.timestep
 
     def forward(self, rgb_latents: Tensor) -> Tensor:
-        return regress_depth_latent(self.transformer, rgb_latents, self.timestep)
+        # The DiT returns a view (of its unpatchify reshape); FSDP2 warns that an in-place op on a view would skip its
+        # backward hook. A copy of the small latent costs nothing and leaves no such trap.
+        return regress_depth_latent(self.transformer, rgb_latents, self.timestep).clone()
 
 
 @dataclass
