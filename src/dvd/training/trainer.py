@@ -12,6 +12,7 @@ of another architecture — is checked before the first step.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -140,6 +141,15 @@ def _check_environment(config: TrainConfig, accelerator: Accelerator) -> None:
         raise DVDError("train.mixed_precision fp16 needs a GPU; use bf16 or no on CPU")
 
 
+def frozen_autocast(accelerator: Accelerator, mixed_precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for what runs outside the wrapped DiT (VAE encodes, validation), in `train.mixed_precision` under
+    every strategy: accelerate's own autocast is off under DeepSpeed, which casts only the module it wraps."""
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if mixed_precision == "bf16" else torch.float16
+    return torch.autocast(accelerator.device.type, dtype=dtype)
+
+
 def _make_scheduler(optimizer: torch.optim.Optimizer, schedule: str) -> torch.optim.lr_scheduler.LRScheduler:
     if schedule == "reference":
         # torch defaults (factor 1/3 for 5 ticks), exactly as the official trainer gets them.
@@ -219,7 +229,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         if validation_samples is None:
             validation_samples = [ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))]
         # Every process predicts the same samples: sharded weights are gathered collectively.
-        with full_parameters(accelerator, module), accelerator.autocast():
+        with full_parameters(accelerator, module), frozen_autocast(accelerator, train_cfg.mixed_precision):
             metrics = evaluate(model, validation_samples)
         if log is not None:
             log.log(step, metrics, prefix="val")
@@ -268,7 +278,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
         totals: dict[str, float] = {}
         for _ in range(config.optim.grad_accum):
             batch = next(micro_batches)
-            with torch.no_grad(), accelerator.autocast():
+            with torch.no_grad(), frozen_autocast(accelerator, train_cfg.mixed_precision):
                 rgb_latents = model.encode(batch["rgb"].to(accelerator.device))
                 target = model.encode(batch["depth_target"].to(accelerator.device))
             # accelerate syncs gradients (and DeepSpeed steps) on the last micro-step and divides the loss.
