@@ -313,8 +313,10 @@ def test_two_process_ddp_matches_one_process_with_the_same_effective_batch(tmp_p
 def _sharded_runs(tmp_path: Path, launcher: str, env_extra: dict[str, str] | None = None) -> Path:
     """Through `tests/launchers/<launcher>` on two CPU processes: a 3-step run ("straight"), the same run killed
     after step 2 and resumed ("split"), and one process with the same effective batch ("single"); validation
-    every 2 steps. Returns the folder holding the three output directories."""
-    mapping = tiny_mapping(tmp_path / "unused", max_steps=3, checkpoint_every=1, validate_every=2)
+    before the first step (before any sharded forward) and every 2 steps. Returns the folder holding the three output directories."""
+    mapping = tiny_mapping(
+        tmp_path / "unused", max_steps=3, checkpoint_every=1, validate_every=2, validate_at_start=True
+    )
     mapping["data"]["validation"] = [{"kind": "synthetic", "split": "val", "samples": 2, "height": 32, "width": 32}]
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(mapping))
@@ -355,7 +357,7 @@ def _assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
 
 def test_fsdp2_shards_train_resume_and_match_one_process(tmp_path):
     # accelerate in FSDP2 mode on CPU (tests/launchers/fsdp_on_cpu.py): LoRA weights and the optimizer state are
-    # DTensor shards, checkpoints gather them, validation unshards the root unit.
+    # DTensor shards, checkpoints gather them, validation runs through the sharded forward.
     root = _sharded_runs(tmp_path, "fsdp_on_cpu.py")
     single = _step(root, "single", 3)
     assert not any(torch.equal(single[k], _step(root, "straight", 2)[k]) for k in single if "lora_B" in k)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -100,9 +101,13 @@ class DVDModel(nn.Module):
         video = self.vae.decode(z).sample  # clamped to [-1, 1] by the VAE
         return ((video.float() + 1) / 2).clamp(0, 1)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32)."""
-        return self.decode(self.regress(self.encode(pixels))).mean(dim=1)
+    def forward(
+        self, pixels: torch.Tensor, regress: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32).
+
+        `regress` stands in for `self.regress`: training validates through its DDP/FSDP/DeepSpeed-wrapped DiT."""
+        return self.decode((regress or self.regress)(self.encode(pixels))).mean(dim=1)
 
     def to_precision(self, dtype: torch.dtype) -> "DVDModel":
         """Cast to `dtype`, keeping the modules diffusers marks as fp32-sensitive (RoPE tables, norms) in float32."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,25 +157,3 @@ def load_deepspeed_state(accelerator: Accelerator, module: nn.Module, checkpoint
         load_optimizer_states=True,
         load_lr_scheduler_states=False,
     )
-
-
-@contextlib.contextmanager
-def full_parameters(accelerator: Accelerator, module: nn.Module) -> Iterator[None]:
-    """Make the DVDModel inside `module` usable outside the training forward (validation) on every process."""
-    if accelerator.distributed_type == DistributedType.FSDP:
-        from torch.distributed.fsdp import FSDPModule
-
-        # Blocks gather their own weights when called; the root unit's (VAE, embeddings) are used outside its forward.
-        root = [m for m in module.modules() if isinstance(m, FSDPModule)][0]
-        root.unshard()
-        try:
-            yield
-        finally:
-            root.reshard()
-    elif is_deepspeed(accelerator) and int(accelerator.state.deepspeed_plugin.zero_stage) == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(module.parameters())):
-            yield
-    else:
-        yield

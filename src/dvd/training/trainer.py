@@ -43,7 +43,6 @@ from dvd.training.config import ModelSection, TrainConfig, dump_config
 from dvd.training.distributed import (
     check_strategy,
     deepspeed_master_weights,
-    full_parameters,
     gather_trained,
     is_deepspeed,
     load_deepspeed_state,
@@ -228,9 +227,9 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             return {}
         if validation_samples is None:
             validation_samples = [ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))]
-        # Every process predicts the same samples: sharded weights are gathered collectively.
-        with full_parameters(accelerator, module), frozen_autocast(accelerator, train_cfg.mixed_precision):
-            metrics = evaluate(model, validation_samples)
+        # Every process predicts the same samples: the wrapped DiT gathers sharded weights in its forward.
+        with frozen_autocast(accelerator, train_cfg.mixed_precision):
+            metrics = evaluate(model, validation_samples, regress=module)
         if log is not None:
             log.log(step, metrics, prefix="val")
         return metrics

@@ -7,6 +7,8 @@ clipped to the sample's own valid ground-truth depth range (the data sets used h
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -15,6 +17,7 @@ from dvd.evaluation.metrics import depth_metrics
 from dvd.model.dvd_model import DVDModel
 
 VALIDATION_METRICS = ("abs_rel", "delta1")
+Regress = Callable[[torch.Tensor], torch.Tensor]
 
 
 def score_disparity(disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> dict[str, float]:
@@ -26,18 +29,23 @@ def score_disparity(disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray)
 
 
 @torch.no_grad()
-def predict_disparity(model: DVDModel, rgb: torch.Tensor) -> np.ndarray:
+def predict_disparity(model: DVDModel, rgb: torch.Tensor, regress: Regress | None = None) -> np.ndarray:
     """[B,3,F,H,W] pixels in [0,1] -> disparity [B,F,H,W] float32 numpy (the model's full decode path)."""
-    return model(rgb.to(model.device)).float().cpu().numpy()
+    return model(rgb.to(model.device), regress).float().cpu().numpy()
 
 
-def evaluate(model: DVDModel, samples: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Mean AbsRel and δ1 over `samples` (reader sample dicts: rgb [F,3,H,W], depth [F,H,W], valid [F,H,W])."""
+def evaluate(
+    model: DVDModel, samples: list[dict[str, torch.Tensor]], regress: Regress | None = None
+) -> dict[str, float]:
+    """Mean AbsRel and δ1 over `samples` (reader sample dicts: rgb [F,3,H,W], depth [F,H,W], valid [F,H,W]).
+
+    `regress` replaces the model's DiT pass: the trainer passes its wrapped DiT, whose forward gathers sharded
+    weights (FSDP, ZeRO-3) the way training does, so every process must evaluate the same samples."""
     was_training = model.training
     model.eval()
     scores = []
     for sample in samples:
-        disparity = predict_disparity(model, sample["rgb"].permute(1, 0, 2, 3)[None])[0]
+        disparity = predict_disparity(model, sample["rgb"].permute(1, 0, 2, 3)[None], regress)[0]
         scores.append(score_disparity(disparity, sample["depth"].numpy(), sample["valid"].numpy()))
     model.train(was_training)
     return {name: float(np.mean([s[name] for s in scores])) for name in VALIDATION_METRICS}
