@@ -287,58 +287,33 @@ def _run_module(args: list[str], env_extra: dict[str, str] | None = None, launch
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_two_process_ddp_matches_one_process_with_the_same_effective_batch(tmp_path):
-    config = tmp_path / "ddp.yaml"
-    config.write_text(yaml.safe_dump(tiny_mapping(tmp_path / "unused", max_steps=3, checkpoint_every=3)))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    ddp = _run_module(
-        ["--config", str(config), "--set", f"train.output_dir={tmp_path / 'ddp'}"],
-        {"ACCELERATE_USE_CPU": "1"},
-        torchrun,
-    )
-    assert ddp.wait(timeout=600) == 0, ddp.stdout.read()
-    single = _run_module(
-        ["--config", str(config), "--set", f"train.output_dir={tmp_path / 'single'}", "--set", "optim.grad_accum=2"]
-    )
-    assert single.wait(timeout=600) == 0, single.stdout.read()
-    a = _weights(tmp_path / "ddp" / "checkpoints" / "step-00000003")
-    b = _weights(tmp_path / "single" / "checkpoints" / "step-00000003")
-    # Measured: bit-identical on CPU/gloo (the all-reduce of two gradients and the accumulation of two
-    # micro-batches add the same two float32 numbers); a small tolerance covers other reduction orders.
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7)
-
-
-def _sharded_runs(tmp_path: Path, launcher: str, env_extra: dict[str, str] | None = None) -> Path:
-    """Through `tests/launchers/<launcher>` on two CPU processes: a 3-step run ("straight"), the same run killed
-    after step 2 and resumed ("split"), and one process with the same effective batch ("single"); validation
-    before the first step (before any sharded forward) and every 2 steps. Returns the folder holding the three output directories."""
+def _two_process_runs(tmp_path: Path, entry: list[str], env_extra: dict[str, str]) -> Path:
+    """`entry` (a script or `-m dvd.train`) under torchrun on two CPU processes: a 3-step run ("straight"), the same
+    run killed after step 2 and resumed ("split"), and one process with the same effective batch ("single").
+    Validation runs before the first step (before any sharded forward) and every 2 steps. Returns `tmp_path`."""
     mapping = tiny_mapping(
         tmp_path / "unused", max_steps=3, checkpoint_every=1, validate_every=2, validate_at_start=True
     )
     mapping["data"]["validation"] = [{"kind": "synthetic", "split": "val", "samples": 2, "height": 32, "width": 32}]
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(mapping))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *entry]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}
 
-    def run(output: str, *extra: str, launcher_args: list[str] | None = None) -> None:
+    def run(output: str, *extra: str, command: list[str] = torchrun) -> None:
         args = ["--config", str(config), "--set", f"train.output_dir={tmp_path / output}", *extra]
-        if launcher_args is None:
-            process = _run_module([*args, "--set", "optim.grad_accum=2"])
-        else:
-            env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-            process = subprocess.Popen(
-                launcher_args + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
+        process = subprocess.Popen(command + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert process.wait(timeout=600) == 0, process.stdout.read()
 
-    sharded = [*torchrun, str(REPO / "tests" / "launchers" / launcher)]
-    run("straight", launcher_args=sharded)
-    run("split", "--set", "train.max_steps=2", launcher_args=sharded)
-    run("split", "--resume", launcher_args=sharded)
-    run("single")
+    run("straight")
+    run("split", "--set", "train.max_steps=2")
+    run("split", "--resume")
+    run("single", "--set", "optim.grad_accum=2", command=[sys.executable, "-m", "dvd.train"])
     return tmp_path
+
+
+def _launcher(name: str) -> list[str]:
+    return [str(REPO / "tests" / "launchers" / name)]
 
 
 def _step(root: Path, run: str, step: int) -> dict[str, torch.Tensor]:
@@ -355,10 +330,20 @@ def _assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7, msg=key)
 
 
+def test_two_process_ddp_matches_one_process_and_resumes(tmp_path):
+    root = _two_process_runs(tmp_path, ["-m", "dvd.train"], {"ACCELERATE_USE_CPU": "1"})
+    single = _step(root, "single", 3)
+    # Measured: bit-identical on CPU/gloo (the all-reduce of two gradients and the accumulation of two
+    # micro-batches add the same two float32 numbers); a small tolerance covers other reduction orders.
+    _assert_close_weights(_step(root, "straight", 3), single)
+    assert all(torch.equal(_step(root, "straight", 3)[k], _step(root, "split", 3)[k]) for k in single)
+    assert _validation_rows(root, "straight") and _validation_rows(root, "straight") == _validation_rows(root, "single")
+
+
 def test_fsdp2_shards_train_resume_and_match_one_process(tmp_path):
     # accelerate in FSDP2 mode on CPU (tests/launchers/fsdp_on_cpu.py): LoRA weights and the optimizer state are
     # DTensor shards, checkpoints gather them, validation runs through the sharded forward.
-    root = _sharded_runs(tmp_path, "fsdp_on_cpu.py")
+    root = _two_process_runs(tmp_path, _launcher("fsdp_on_cpu.py"), {})
     single = _step(root, "single", 3)
     assert not any(torch.equal(single[k], _step(root, "straight", 2)[k]) for k in single if "lora_B" in k)
     # Measured: bit-identical to one process on CPU/gloo, as for DDP; the tolerance covers other reduction orders.
@@ -381,7 +366,9 @@ def test_deepspeed_zero_trains_resumes_and_matches_one_process(tmp_path, stage):
     pytest.importorskip("deepspeed")
     # accelerate in DeepSpeed mode on CPU (tests/launchers/deepspeed_on_cpu.py): ZeRO partitions the optimizer state
     # (stage 3: the DiT weights too); checkpoints hold DeepSpeed's files and its float32 master weights.
-    root = _sharded_runs(tmp_path, "deepspeed_on_cpu.py", {"ACCELERATE_DEEPSPEED_ZERO_STAGE": str(stage)})
+    root = _two_process_runs(
+        tmp_path, _launcher("deepspeed_on_cpu.py"), {"ACCELERATE_DEEPSPEED_ZERO_STAGE": str(stage)}
+    )
     straight, single = _step(root, "straight", 3), _step(root, "single", 3)
     assert (root / "straight" / "checkpoints" / "step-00000003" / "deepspeed").is_dir()
     assert all(torch.equal(straight[k], _step(root, "split", 3)[k]) for k in single)  # the resume is exact
