@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny random DVD weights written in the official file formats."""
+"""Shared fixtures: tiny random DVD weights written in the official file formats; one torch thread."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
+from accelerate.state import AcceleratorState
 
 from dvd.model.tiny import write_tiny_official_weights
 
@@ -13,3 +15,19 @@ from dvd.model.tiny import write_tiny_official_weights
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder like the official release: model.safetensors (pipe.dit. + LoRA), model_config.yaml, Wan2.1_VAE.pth."""
     return write_tiny_official_weights(tmp_path_factory.mktemp("tiny_official"), seed=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a small shared CPU, spin-waiting OpenMP threads make model runs several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread_fresh_accelerate(one_torch_thread):
+    """For tests that train in-process: accelerate's process state is a singleton, reset after each test."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -24,13 +24,7 @@ ROLLERCOASTER = VIDEOS / "davis_rollercoaster.mp4"
 SMALL = ["--height", "32", "--width", "48"]  # 960x540 -> model size 32x64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two torch threads on a busy 2-core machine spin against each other; one is several times faster here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

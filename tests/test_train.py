@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from accelerate.state import AcceleratorState
 from safetensors.torch import load_file
 
 from dvd.errors import DVDError
@@ -30,14 +29,7 @@ from dvd.training.trainer import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread_fresh_accelerate():
-    # One thread: on a small shared CPU, spin-waiting OpenMP threads make these runs several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("one_thread_fresh_accelerate")
 
 
 def tiny_mapping(output_dir: Path, **train_overrides) -> dict:

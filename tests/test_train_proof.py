@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
 from dvd.model.dvd_model import DVDModel
 from dvd.model.tiny import tiny_transformer
@@ -26,13 +25,7 @@ def proof():
     return module
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # spin-waiting OpenMP threads are slow on a small shared CPU
-    yield
-    torch.set_num_threads(threads)
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("one_thread_fresh_accelerate")
 
 
 def test_short_proof_lowers_both_losses(proof, tmp_path):

@@ -120,7 +120,7 @@ def deepspeed_master_weights(checkpoint: Path) -> dict[str, Tensor]:
     return {name: tensor.float().contiguous() for name, tensor in state.items()}
 
 
-def optimizer_state(accelerator: Accelerator, module: nn.Module, optimizer: Any) -> dict[str, Any]:
+def optimizer_state(module: nn.Module, optimizer: Any) -> dict[str, Any]:
     """The optimizer state in full, keyed by parameter name, on the main process (empty elsewhere); not DeepSpeed."""
     return get_optimizer_state_dict(
         module, optimizer.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)

@@ -242,7 +242,7 @@ def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
             optimizer_full = None
         else:
             weights = gather_trained(accelerator, module)
-            optimizer_full = optimizer_state(accelerator, module, optimizer)
+            optimizer_full = optimizer_state(module, optimizer)
         if accelerator.is_main_process:
             state = {
                 "step": step,
