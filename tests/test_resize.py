@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from dvd.inference.resize import model_size, resize_frames
+from dvd.data.raster import resize_frames
+from dvd.inference.resize import model_size
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,10 @@ from accelerate import PartialState
 from tqdm import tqdm
 
 from dvd import __version__
+from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
 from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.resize import model_size, resize_frames
+from dvd.inference.resize import model_size
 from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES, STITCH_PRESETS
 from dvd.inference.video import StreamOptions, model_disparity, resize_back
 from dvd.io.atomic import atomic_directory, prepare_output_folder

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
 from dvd.evaluation.datasets.base import SkipSequence
-from dvd.inference.resize import resize_frames
 
 
 def prediction_file(root: Path, sequence: str) -> Path | None:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
 from dvd.evaluation.datasets.base import DatasetReader, Sequence, SkipSequence
 from dvd.evaluation.predictions import load_prediction
 from dvd.evaluation.report import summarise
 from dvd.evaluation.scoring import score_sequence
-from dvd.inference.resize import model_size, resize_frames
+from dvd.inference.resize import model_size
 from dvd.inference.stream import stream_disparity
 from dvd.inference.video import unit_float
 

@@ -15,8 +15,9 @@ from typing import Protocol
 
 import numpy as np
 
+from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
-from dvd.inference.resize import model_size, resize_frames
+from dvd.inference.resize import model_size
 from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES, get_stitch_preset
 from dvd.inference.stream import WindowPredictor, stream_disparity, validate_stream_settings
 from dvd.io.readers import Source, open_source

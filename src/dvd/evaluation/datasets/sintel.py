@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
 from dvd.evaluation.datasets.base import DatasetReader, Frame
 from dvd.evaluation.datasets.raster import read_rgb, read_sintel_depth, resize_nearest
-from dvd.inference.resize import resize_frames
 
 EVAL_SIZE = (480, 640)
 
