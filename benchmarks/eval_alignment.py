@@ -1,4 +1,4 @@
-"""Memory and time of the evaluation's per-sequence alignment: `dvd.evaluation.alignment.fit_scale_shift`
+"""Memory and time of the evaluation's per-sequence alignment: `dvd.evaluation.alignment.fit_disparity`
 (centred float64 sums, frame by frame) against `numpy.linalg.lstsq` on the stacked [N, 2] design matrix (what
 the official DVD evaluation calls), on a KITTI-sized clip of random disparity with 80 % valid pixels.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dvd.evaluation.alignment import fit_scale_shift
+from dvd.evaluation.alignment import fit_disparity
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -58,7 +58,7 @@ def main() -> None:
 
     rows = []
     solutions = {}
-    for name, fit in [("dvd fit_scale_shift", fit_scale_shift), ("numpy lstsq [N,2]", lstsq_fit)]:
+    for name, fit in [("dvd fit_disparity", fit_disparity), ("numpy lstsq [N,2]", lstsq_fit)]:
         solutions[name], peak, seconds = measure(fit, pred, gt, valid)
         rows.append(f"| {name} | {peak / 2**20:.0f} | {peak / pixels:.1f} | {seconds:.2f} |")
     (s0, b0), (s1, b1) = solutions.values()

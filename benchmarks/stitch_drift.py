@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.inference.scale_shift import fit_scale_shift
 from dvd.inference.stream import stream_disparity
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -56,19 +57,12 @@ def planted_predictor(truth: np.ndarray, seed: int):
     return predict_windows
 
 
-def lstsq_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(scale, shift) minimising |scale * x + shift - y|^2 over all elements, by numpy in float64."""
-    design = np.stack([x.ravel().astype(np.float64), np.ones(x.size)], axis=1)
-    (scale, shift), *_ = np.linalg.lstsq(design, y.ravel().astype(np.float64), rcond=None)
-    return float(scale), float(shift)
-
-
 def errors(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     """(AbsRel over the video, AbsRel of the worst frame, scale drift) after one affine of pred onto truth."""
-    scale, shift = lstsq_affine(pred, truth)
+    scale, shift = fit_scale_shift(pred, truth)
     aligned = pred * scale + shift
     rel = np.abs(aligned - truth) / truth
-    frame_scales = np.array([lstsq_affine(t, a)[0] for t, a in zip(truth, aligned)])
+    frame_scales = np.array([fit_scale_shift(t, a)[0] for t, a in zip(truth, aligned)])
     return float(rel.mean()), float(rel.mean(axis=(1, 2)).max()), float(np.sqrt(np.mean(np.log(frame_scales) ** 2)))
 
 

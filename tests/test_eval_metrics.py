@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from dvd.evaluation.alignment import align_to_depth, disparity_to_depth, fit_scale_shift
+from dvd.evaluation.alignment import align_to_depth, disparity_to_depth, fit_disparity
 from dvd.evaluation.metrics import DEPTH_METRICS, depth_metrics
 from dvd.evaluation.temporal import relative_temporal_diff, temporal_alignment_error
 
@@ -34,7 +34,7 @@ def test_fit_matches_numpy_lstsq() -> None:
     pred = 1 / gt * 2.0 - 0.1 + rng.normal(scale=0.05, size=gt.shape)
     design = np.stack([pred[valid], np.ones(valid.sum())], axis=1)
     expected, *_ = np.linalg.lstsq(design, 1 / gt[valid], rcond=None)
-    scale, shift = fit_scale_shift(pred.astype(np.float32), gt.astype(np.float32), valid)
+    scale, shift = fit_disparity(pred.astype(np.float32), gt.astype(np.float32), valid)
     design32 = np.stack([pred.astype(np.float32)[valid].astype(np.float64), np.ones(valid.sum())], axis=1)
     expected32, *_ = np.linalg.lstsq(design32, 1 / gt.astype(np.float32)[valid].astype(np.float64), rcond=None)
     assert (scale, shift) == pytest.approx(tuple(expected32), rel=1e-9)
@@ -43,14 +43,14 @@ def test_fit_matches_numpy_lstsq() -> None:
 
 def test_constant_prediction_fits_the_mean_disparity() -> None:
     gt = np.array([[[1.0, 2.0], [4.0, 4.0]]], dtype=np.float32)
-    scale, shift = fit_scale_shift(np.full(gt.shape, 0.7, np.float32), gt, np.ones(gt.shape, bool))
+    scale, shift = fit_disparity(np.full(gt.shape, 0.7, np.float32), gt, np.ones(gt.shape, bool))
     assert scale == 0.0
     assert shift == pytest.approx((1 + 0.5 + 0.25 + 0.25) / 4)
 
 
 def test_fit_without_valid_pixels_raises() -> None:
     with pytest.raises(ValueError):
-        fit_scale_shift(np.ones((1, 2, 2)), np.ones((1, 2, 2)), np.zeros((1, 2, 2), bool))
+        fit_disparity(np.ones((1, 2, 2)), np.ones((1, 2, 2)), np.zeros((1, 2, 2), bool))
 
 
 def test_disparity_clip_then_invert_then_depth_clip() -> None:

@@ -4,97 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy_fits import lstsq_fit, symmetric_fit
 
 from dvd.errors import DVDError
 from dvd.inference.stitch import (
     Stitcher,
     anchor_indices,
     cross_fade,
-    fit_scale_shift,
-    fit_scale_shift_weighted,
     get_stitch_preset,
     stitch_windows,
     validate_anchor_frames,
 )
 from dvd.inference.stream import stream_disparity
 from dvd.inference.windows import Window
-
-
-def lstsq_fit(rows: list[tuple[np.ndarray, np.ndarray, float]]) -> np.ndarray:
-    """Weighted least squares solved by numpy on sqrt(weight)-scaled rows."""
-    design = np.concatenate([np.sqrt(w) * np.stack([p.ravel(), np.ones(p.size)], 1) for p, _, w in rows])
-    target = np.concatenate([np.sqrt(w) * r.ravel() for _, r, w in rows])
-    return np.linalg.lstsq(design.astype(np.float64), target.astype(np.float64), rcond=None)[0]
-
-
-def symmetric_fit(rows: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[float, float]:
-    """sign(cov) * std(ref) / std(pred) and the matching shift, from numpy's weighted averages."""
-    pred = np.concatenate([p.ravel() for p, _, _ in rows]).astype(np.float64)
-    ref = np.concatenate([r.ravel() for _, r, _ in rows]).astype(np.float64)
-    weights = np.concatenate([np.full(p.size, w) for p, _, w in rows])
-    mean_p, mean_r = np.average(pred, weights=weights), np.average(ref, weights=weights)
-    var_p = np.average((pred - mean_p) ** 2, weights=weights)
-    var_r = np.average((ref - mean_r) ** 2, weights=weights)
-    assert np.average((pred - mean_p) * (ref - mean_r), weights=weights) > 0
-    scale = np.sqrt(var_r / var_p)
-    return float(scale), float(mean_r - scale * mean_p)
-
-
-def test_fit_matches_numpy_lstsq():
-    rng = np.random.default_rng(1)
-    pred = rng.random((7, 5, 6)).astype(np.float32)
-    ref = (1.7 * pred - 0.2 + 0.05 * rng.standard_normal(pred.shape)).astype(np.float32)
-    assert fit_scale_shift(pred, ref) == pytest.approx(tuple(lstsq_fit([(pred, ref, 1.0)])), rel=1e-10, abs=1e-12)
-
-
-def test_weighted_fit_matches_numpy_lstsq():
-    rng = np.random.default_rng(2)
-    a = rng.random((3, 4, 4)).astype(np.float32)
-    b = rng.random((2, 4, 4)).astype(np.float32)
-    rows = [(a, 2 * a + 0.1, 1.0), (b, 0.5 * b - 0.3, 3.5)]  # inconsistent on purpose: the weights matter
-    assert fit_scale_shift_weighted(rows) == pytest.approx(tuple(lstsq_fit(rows)), rel=1e-10)
-
-
-def test_symmetric_fit_matches_numpy_moments():
-    rng = np.random.default_rng(8)
-    a = rng.random((3, 4, 4)).astype(np.float32)
-    b = rng.random((2, 4, 4)).astype(np.float32)
-    rows = [(a, 2 * a + 0.1 + 0.05 * rng.standard_normal(a.shape), 1.0), (b, 1.5 * b - 0.3, 2.5)]
-    assert fit_scale_shift_weighted(rows, symmetric=True) == pytest.approx(symmetric_fit(rows), rel=1e-10)
-    anti = [(a, -a, 1.0)]  # anticorrelated: no meaningful scale
-    assert fit_scale_shift_weighted(anti, symmetric=True) == (1.0, 0.0)
-
-
-def test_symmetric_fit_has_no_dilution_bias():
-    # Two equally noisy observations of one signal: least squares shrinks the scale by
-    # var(signal) / (var(signal) + var(noise)) = 0.5 here; the symmetric fit recovers 1.
-    rng = np.random.default_rng(9)
-    signal = rng.standard_normal((20, 50, 50))
-    pred = signal + rng.standard_normal(signal.shape)
-    ref = signal + rng.standard_normal(signal.shape)
-    assert fit_scale_shift(pred, ref)[0] == pytest.approx(0.5, abs=0.01)
-    assert fit_scale_shift_weighted([(pred, ref, 1.0)], symmetric=True)[0] == pytest.approx(1.0, abs=0.01)
-
-
-def test_fit_is_float64_accurate_where_float32_sums_are_not():
-    # A small signal on a large offset: the normal equations cancel catastrophically in float32.
-    rng = np.random.default_rng(3)
-    pred = (10 + 0.05 * rng.random((4, 240, 432))).astype(np.float32)
-    ref = (2 * pred.astype(np.float64) + 1 + 0.01 * rng.standard_normal(pred.shape)).astype(np.float32)
-    expected = lstsq_fit([(pred, ref, 1.0)])
-    assert fit_scale_shift(pred, ref) == pytest.approx(tuple(expected), rel=1e-8)
-    # The reference's float32 sums, for contrast: visibly off.
-    a00, a01, a11 = np.sum(pred * pred), np.sum(pred), np.float32(pred.size)
-    b0, b1 = np.sum(pred * ref), np.sum(ref)
-    scale32 = (a11 * b0 - a01 * b1) / (a00 * a11 - a01 * a01)
-    assert abs(scale32 - expected[0]) > 1e-4
-
-
-def test_singular_fit_falls_back_to_identity():
-    constant = np.full((2, 3, 3), 0.4, dtype=np.float32)
-    assert fit_scale_shift(constant, np.random.default_rng(0).random((2, 3, 3))) == (1.0, 0.0)
-    assert fit_scale_shift(np.zeros((1, 2, 2), np.float32), np.ones((1, 2, 2))) == (1.0, 0.0)
-    assert fit_scale_shift_weighted([]) == (1.0, 0.0)
 
 
 def test_cross_fade_ramps_from_reference_to_new():
@@ -131,11 +53,17 @@ def test_stitcher_reports_the_fit_and_overlap_error():
     assert stitcher.last_overlap_mae == pytest.approx(0.875)
 
 
-def test_singular_overlap_blends_and_clamps_negatives():
-    # Constant overlap prediction -> (1, 0); overlap 3: alpha [0, .5, 1] between ref [3, 4, 5] and [2, 2, 2];
-    # the frames after the overlap are [7, -1] -> [7, 0].
+def test_constant_overlap_gets_the_best_constant():
+    # A constant overlap prediction carries no scale: the fit is (0, mean of the stitched overlap [3, 4, 5]) = (0, 4),
+    # so the whole window becomes 4; overlap 3: alpha [0, .5, 1] between [3, 4, 5] and [4, 4, 4].
     out = stitch_windows([Window(0, 5), Window(2, 7)], [frames([1, 2, 3, 4, 5]), frames([2, 2, 2, 7, -1])], "benchmark")
-    np.testing.assert_allclose(out, frames([1, 2, 3, 3, 2, 7, 0]), rtol=1e-6)
+    np.testing.assert_allclose(out, frames([1, 2, 3, 4, 4, 4, 4]), rtol=1e-6)
+
+
+def test_negative_aligned_values_are_clamped_to_zero():
+    # Exact fit (1, 0) on the overlap [3, 4, 5]; the frames after it are [7, -1] -> [7, 0].
+    out = stitch_windows([Window(0, 5), Window(2, 7)], [frames([1, 2, 3, 4, 5]), frames([3, 4, 5, 7, -1])], "benchmark")
+    np.testing.assert_allclose(out, frames([1, 2, 3, 4, 5, 7, 0]), rtol=1e-6)
 
 
 def test_stitcher_hands_out_frames_once_and_forgets_them():

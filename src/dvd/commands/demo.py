@@ -10,7 +10,7 @@ import numpy as np
 
 from dvd.data.synthetic import render_clip, split_seed
 from dvd.errors import DVDError
-from dvd.evaluation.alignment import fit_scale_shift
+from dvd.evaluation.alignment import fit_disparity
 from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.stream import stream_disparity
 from dvd.io.atomic import atomic_file
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 def comparison_frames(rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """uint8 [T, H, 3W, 3]: RGB | prediction | truth, both depth panels on the truth's disparity colour scale."""
     truth = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
-    scale, shift = fit_scale_shift(disparity, depth, valid)  # the prediction in the truth's units
+    scale, shift = fit_disparity(disparity, depth, valid)  # the prediction in the truth's units
     lo, hi = np.percentile(truth[valid], [1, 99])
     panels = [colorize((d - lo) / (hi - lo)) for d in (scale * disparity + shift, truth)]
     return np.concatenate([rgb, *panels], axis=2)

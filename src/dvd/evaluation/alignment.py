@@ -1,6 +1,6 @@
 """The evaluation alignment: one scale and shift per sequence, fitted in disparity space, then back to depth.
 
-This is the only place the protocol's alignment lives (reference-behaviour.md §6.1, field-notes.md §4.1):
+The protocol of the DVD paper's evaluation (and of Depth Anything / DepthCrafter before it):
 
 1. fit ``s, b`` minimising ``sum (s * pred + b - 1 / gt)^2`` over the valid pixels of all frames at once, in float64;
 2. ``disparity = max(s * pred + b, 1e-3)``;
@@ -13,7 +13,7 @@ Deliberate differences from the official DVD script, both documented in the READ
   affine-invariant output is centred on 0, so a tool-agnostic benchmark cannot keep it;
 - ``numpy.linalg.lstsq`` on a stacked [N, 2] float64 design matrix allocates about 32 bytes per valid pixel
   (1.1 GiB for 110 KITTI frames; ``benchmarks/eval_alignment.py``); the same least-squares solution is computed
-  here from centred float64 sums accumulated frame by frame, which agrees with lstsq to rounding (5.6e-15
+  here by `dvd.inference.scale_shift` from centred float64 sums accumulated frame by frame, which agrees with lstsq to rounding (5.6e-15
   relative in that benchmark) in about 10 MiB.
 """
 
@@ -21,45 +21,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from dvd.inference.scale_shift import ScaleShiftFit
+
 MIN_DISPARITY = 1e-3
 
 
-def _frame_sums(pred: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray, centre: tuple[float, float] | None):
-    """Per-frame float64 sums of the prediction and the GT disparity; centred on ``centre`` when given."""
-    for p_frame, g_frame, v_frame in zip(pred, gt_depth, valid):
-        p = p_frame[v_frame].astype(np.float64)
-        t = 1.0 / g_frame[v_frame].astype(np.float64)
-        if centre is None:
-            yield p.size, float(p.sum()), float(t.sum())
-        else:
-            p -= centre[0]
-            t -= centre[1]
-            yield float(np.dot(p, p)), float(np.dot(p, t))
-
-
-def fit_scale_shift(pred: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
+def fit_disparity(pred: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray) -> tuple[float, float]:
     """Least-squares ``(scale, shift)`` with ``scale * pred + shift ~ 1 / gt_depth`` over ``valid``, in float64.
 
-    Arrays are [T, H, W]; ``gt_depth`` must be positive wherever ``valid``. Two passes over the frames (means,
-    then centred sums) keep the solution as accurate as lstsq's. A constant prediction has no scale to fit: the
-    result is ``(0, mean GT disparity)``, the best constant. Raises ValueError when ``valid`` selects no pixel.
+    Arrays are [T, H, W]; ``gt_depth`` must be positive wherever ``valid``. Raises ValueError when ``valid`` selects
+    no pixel; a constant prediction gets the best constant, ``(0, mean GT disparity)``.
     """
-    count = sum_p = sum_t = 0.0
-    for n, sp, st in _frame_sums(pred, gt_depth, valid, None):
-        count += n
-        sum_p += sp
-        sum_t += st
-    if count == 0:
-        raise ValueError("no valid pixel to fit the scale and shift on")
-    mean_p, mean_t = sum_p / count, sum_t / count
-    var_p = cov = 0.0
-    for spp, spt in _frame_sums(pred, gt_depth, valid, (mean_p, mean_t)):
-        var_p += spp
-        cov += spt
-    if var_p <= 0.0:
-        return 0.0, mean_t
-    scale = cov / var_p
-    return scale, mean_t - scale * mean_p
+    fit = ScaleShiftFit()
+    for p_frame, g_frame, v_frame in zip(pred, gt_depth, valid, strict=True):
+        fit.add(p_frame[v_frame], 1.0 / g_frame[v_frame].astype(np.float64))
+    return fit.least_squares()
 
 
 def disparity_to_depth(pred: np.ndarray, scale: float, shift: float, min_depth: float, max_depth: float) -> np.ndarray:
@@ -76,5 +52,5 @@ def align_to_depth(
     pred: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray, min_depth: float, max_depth: float
 ) -> tuple[np.ndarray, float, float]:
     """Align affine-invariant disparity ``pred`` [T,H,W] to ``gt_depth`` over ``valid``: (depth, scale, shift)."""
-    scale, shift = fit_scale_shift(pred, gt_depth, valid)
+    scale, shift = fit_disparity(pred, gt_depth, valid)
     return disparity_to_depth(pred, scale, shift, min_depth, max_depth), scale, shift

@@ -1,6 +1,6 @@
 """Stitching window predictions into one video: least-squares scale/shift, clamp, linear cross-fade.
 
-This is the one implementation of the overlap alignment (reference-behaviour.md §1.6); inference, evaluation and
+This is the one implementation of the overlap alignment, as in the official scripts; inference, evaluation and
 anything else that joins windows call it. Presets:
 
 - ``openworld``: the official single-video script (back-shifted last window, scale clipped to [0.7, 1.5]).
@@ -25,28 +25,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from dvd.errors import DVDError
+from dvd.inference.scale_shift import fit_blocks
 from dvd.inference.windows import Window
-
-# A window whose predictions are constant gives det == 0 in exact arithmetic, but float64 rounding of the sums
-# leaves a residue around 1e-16 * a00 * a11 that would produce an arbitrary scale; below this we treat det as 0.
-_RELATIVE_DET_EPS = 1e-12
 
 
 @dataclass(frozen=True)
 class StitchPreset:
     """How windows are scheduled and joined."""
 
-    name: str
     schedule: str  # window schedule preset, see dvd.inference.windows
     scale_clip: tuple[float, float] | None
     anchored: bool
-    symmetric_fit: bool  # symmetric (geometric-mean) fit instead of least squares, see fit_scale_shift_weighted
+    symmetric_fit: bool  # symmetric (geometric-mean) fit instead of least squares, see dvd.inference.scale_shift
 
 
 STITCH_PRESETS: dict[str, StitchPreset] = {
-    "openworld": StitchPreset("openworld", "openworld", (0.7, 1.5), anchored=False, symmetric_fit=False),
-    "benchmark": StitchPreset("benchmark", "benchmark", None, anchored=False, symmetric_fit=False),
-    "anchored": StitchPreset("anchored", "openworld", None, anchored=True, symmetric_fit=True),
+    "openworld": StitchPreset("openworld", (0.7, 1.5), anchored=False, symmetric_fit=False),
+    "benchmark": StitchPreset("benchmark", None, anchored=False, symmetric_fit=False),
+    "anchored": StitchPreset("openworld", None, anchored=True, symmetric_fit=True),
 }
 
 DEFAULT_ANCHOR_FRAMES = 5
@@ -76,50 +72,6 @@ def validate_anchor_frames(anchor_frames: int, window: int, overlap: int) -> Non
 def anchor_indices(num_frames: int, anchor_frames: int) -> np.ndarray:
     """Indices of ``anchor_frames`` frames spread evenly over the first window's ``num_frames`` frames."""
     return np.rint(np.linspace(0, num_frames - 1, anchor_frames)).astype(np.int64)
-
-
-def fit_scale_shift_weighted(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray, float]], symmetric: bool = False
-) -> tuple[float, float]:
-    """Weighted fit of ``(s, b)`` with ``s * pred_k + b ~ ref_k`` over ``(pred, ref, weight)`` triples.
-
-    Each triple holds two equal-shaped arrays whose first axis is frames. With ``symmetric=False`` (the reference):
-    least squares, minimising ``sum_k w_k * sum (s * pred_k + b - ref_k)^2`` by the 2x2 normal equations. With
-    ``symmetric=True``: ``s = sign(cov) * sqrt(var(ref) / var(pred))`` and ``b = mean(ref) - s * mean(pred)``
-    (weighted moments), which treats prediction and reference alike. ``(1, 0)`` when the fit is undefined (no data,
-    a constant prediction, or for the symmetric fit uncorrelated sides).
-    """
-    # The reference sums in float32; accumulating in float64 (one frame at a time, so no full float64 copy)
-    # is a deliberate precision improvement: float32 sums over millions of pixels lose several digits.
-    a00 = a01 = a11 = b0 = b1 = c00 = 0.0
-    for pred, ref, weight in pairs:
-        if pred.shape != ref.shape:
-            raise ValueError(f"prediction {pred.shape} and reference {ref.shape} differ in shape")
-        for cur_frame, ref_frame in zip(pred, ref):
-            cur = np.asarray(cur_frame, dtype=np.float64)
-            tgt = np.asarray(ref_frame, dtype=np.float64)
-            a00 += weight * float(np.sum(cur * cur))
-            a01 += weight * float(np.sum(cur))
-            a11 += weight * cur.size
-            b0 += weight * float(np.sum(cur * tgt))
-            b1 += weight * float(np.sum(tgt))
-            c00 += weight * float(np.sum(tgt * tgt))
-    # det = a11^2 var(pred) and cross = a11^2 cov(pred, ref), with the weighted moments.
-    det = a00 * a11 - a01 * a01
-    cross = a11 * b0 - a01 * b1
-    if det <= _RELATIVE_DET_EPS * a00 * a11:
-        return 1.0, 0.0
-    if not symmetric:
-        return cross / det, (a00 * b1 - a01 * b0) / det
-    if cross <= 0:
-        return 1.0, 0.0
-    scale = float(np.sqrt(max(c00 * a11 - b1 * b1, 0.0) / det))
-    return scale, (b1 - scale * a01) / a11
-
-
-def fit_scale_shift(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``(s, b)`` with ``s * pred + b ~ ref`` over all elements; ``(1, 0)`` when singular."""
-    return fit_scale_shift_weighted([(pred, ref, 1.0)])
 
 
 def apply_scale_shift(pred: np.ndarray, scale: float, shift: float) -> np.ndarray:
@@ -198,15 +150,17 @@ class Stitcher:
         return done
 
     def _fit(self, pred: np.ndarray, ref: np.ndarray | None, anchors: np.ndarray | None) -> tuple[float, float]:
-        pairs: list[tuple[np.ndarray, np.ndarray, float]] = []
+        blocks: list[tuple[np.ndarray, np.ndarray, float]] = []
         if ref is not None:
-            pairs.append((pred[: len(ref)], ref, 1.0))
+            blocks.append((pred[: len(ref)], ref, 1.0))
         if self.preset.anchored:
             # The overlap and the anchors get equal total weight whatever their frame counts, so the pull towards
             # the common reference does not fade when the overlap is long.
             anchor_weight = len(ref) / len(anchors) if ref is not None else 1.0
-            pairs.append((anchors, self._anchor_ref, anchor_weight))
-        scale, shift = fit_scale_shift_weighted(pairs, symmetric=self.preset.symmetric_fit)
+            blocks.append((anchors, self._anchor_ref, anchor_weight))
+        if not blocks:
+            return 1.0, 0.0  # windows that do not overlap have nothing to align to: they are joined as they are
+        scale, shift = fit_blocks(blocks, symmetric=self.preset.symmetric_fit)
         if self.preset.scale_clip is not None:
             scale = float(np.clip(scale, *self.preset.scale_clip))
         return scale, shift
