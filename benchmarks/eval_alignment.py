@@ -72,8 +72,10 @@ def main() -> None:
         [
             f"### eval alignment, {datetime.date.today()} ({machine}; {command})",
             "",
-            f"One scale+shift over {pixels:,} valid pixels of a {args.frames}x{args.height}x{args.width} clip. "
-            f"Largest relative difference between the two solutions: {difference:.1e}.",
+            (
+                f"One scale+shift over {pixels:,} valid pixels of a {args.frames}x{args.height}x{args.width} clip. "
+                f"Largest relative difference between the two solutions: {difference:.1e}."
+            ),
             "",
             "| method | peak extra memory (MiB) | bytes per valid pixel | seconds |",
             "|---|---|---|---|",

@@ -25,7 +25,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from dvd.model.tiny import write_tiny_official_weights
+from dvd.weights.tiny import write_tiny_official_weights
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEIGHT, WIDTH, FPS = 540, 960, 24

@@ -21,7 +21,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from dvd.inference.pipeline import resolve_device, resolve_dtype
 from dvd.model import DVDModel
-from dvd.model.tiny import TINY_DIT, TINY_VAE_BASE_DIM
+from dvd.weights.tiny import TINY_DIT, TINY_VAE_BASE_DIM
 
 WAN_1_3B = dict(TINY_DIT, num_attention_heads=12, attention_head_dim=128, text_dim=4096, ffn_dim=8960, num_layers=30)
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -1,6 +1,6 @@
 """Speed of the procedural synthetic data: rendering clips and producing training samples from them.
 
-For each (frames, height, width) it times `dvd.data.synthetic.render_clip` and one `SyntheticDataset` sample
+For each (frames, height, width) it times `dvd.data.procedural.render_clip` and one `SyntheticDataset` sample
 (render + truncated-disparity target + tensors), best of `--repeats` runs, single process.
 
     python benchmarks/synthetic_data.py [--repeats 3]
@@ -18,8 +18,8 @@ import time
 from functools import partial
 from pathlib import Path
 
-from dvd.data.synthetic import render_clip
-from dvd.training.datasets_synthetic import SyntheticDataset
+from dvd.data.procedural import render_clip
+from dvd.data.train import SyntheticDataset
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SHAPES = [(1, 64, 96), (9, 64, 96), (45, 64, 96), (9, 240, 320), (45, 240, 320), (45, 480, 640)]
@@ -50,8 +50,10 @@ def main() -> None:
     machine = f"{os.cpu_count()}-core {platform.machine()} CPU, {platform.system()}, load average {load:.1f}"
     table = "\n".join(
         [
-            f"### synthetic data speed, {datetime.date.today()} ({machine}; "
-            f"`python benchmarks/synthetic_data.py --repeats {args.repeats}`)",
+            (
+                f"### synthetic data speed, {datetime.date.today()} ({machine}; "
+                f"`python benchmarks/synthetic_data.py --repeats {args.repeats}`)"
+            ),
             "",
             "Best of the repeats, one process. `sample` = render + 2-98 % truncated-disparity target + tensors.",
             "",

@@ -28,14 +28,16 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
+from dvd.data.train import SyntheticDataset
+from dvd.inference.pipeline import DVDPipeline
 from dvd.model.dvd_model import DVDModel
-from dvd.model.tiny import TINY_VAE_BASE_DIM, tiny_transformer
 from dvd.training.config import parse_config
-from dvd.training.datasets_synthetic import SyntheticDataset
 from dvd.training.export import merged_model
-from dvd.training.single_file import save_single_file
 from dvd.training.trainer import train
 from dvd.training.validation import evaluate, score_disparity
+from dvd.weights import load_weights
+from dvd.weights.single_file import save_single_file
+from dvd.weights.tiny import TINY_VAE_BASE_DIM, tiny_transformer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -131,9 +133,9 @@ def run_proof(
     vae, vae_losses = train_vae(vae_steps, size, frames, seed)
     vae_seconds = time.perf_counter() - started
     start = work / "start"
-    DVDModel(tiny_transformer(seed), vae).save_pretrained(start)
+    DVDPipeline.from_model(DVDModel(tiny_transformer(seed), vae)).save_pretrained(start)
     held_out = synthetic_pool("test", eval_clips, frames, size)
-    untrained = DVDModel.from_pretrained(start)
+    untrained = load_weights(start).model
     rows = {
         "constant disparity": constant_baseline(held_out),
         "untrained (trained VAE, random DiT)": evaluate(untrained, held_out),
@@ -142,7 +144,7 @@ def run_proof(
     for loss in ("lmr", "l2"):
         t0 = time.perf_counter()
         result = train(parse_config(dit_config(start, work / loss, loss, dit_steps, size, frames, seed)))
-        trained = DVDModel.from_pretrained(result.exports[0])
+        trained = load_weights(result.exports[0]).model
         label = "trained, L2 + LMR (DVD loss)" if loss == "lmr" else "trained, L2 only (LMR ablation)"
         rows[label] = evaluate(trained, held_out)
         runs[loss] = {"model": trained, "losses": result.losses, "seconds": time.perf_counter() - t0}
@@ -153,19 +155,27 @@ def run_proof(
 def markdown(proof: dict, args: argparse.Namespace) -> str:
     runs = proof["runs"]
     lines = [
-        f"### train proof, {datetime.date.today().isoformat()} (`python benchmarks/train_proof.py "
-        f"--vae-steps {args.vae_steps} --dit-steps {args.dit_steps} --size {args.size} --frames {args.frames} "
-        f"--eval-clips {args.eval_clips} --seed {args.seed} --threads {args.threads}`)",
+        (
+            f"### train proof, {datetime.date.today().isoformat()} (`python benchmarks/train_proof.py "
+            f"--vae-steps {args.vae_steps} --dit-steps {args.dit_steps} --size {args.size} --frames {args.frames} "
+            f"--eval-clips {args.eval_clips} --seed {args.seed} --threads {args.threads}`)"
+        ),
         "",
-        f"Machine: {cpu_name()}, {torch.get_num_threads()} torch thread(s) on a {os.cpu_count()}-core CPU shared with "
-        f"other jobs, torch {torch.__version__}.",
-        f"Settings: synthetic {args.size}x{args.size}, clips of {args.frames} frames + single images; tiny VAE "
-        f"(base width 8) auto-encoder trained {args.vae_steps} steps ({proof['vae_seconds']:.0f} s, loss "
-        f"{np.mean(proof['vae_losses'][:10]):.3f} -> {np.mean(proof['vae_losses'][-10:]):.3f}); tiny DiT (2 layers, "
-        f"width 256) full fine-tune, AdamW lr 5e-4, {args.dit_steps} steps of one batch (4 images or 1 clip), "
-        f"seed {args.seed}; LMR run {runs['lmr']['seconds']:.0f} s, L2 run {runs['l2']['seconds']:.0f} s.",
-        f"Held-out: {args.eval_clips} clips of the synthetic 'test' split (no scene shared with training), "
-        "per-clip least-squares scale/shift in disparity, AbsRel and δ1 averaged over clips.",
+        (
+            f"Machine: {cpu_name()}, {torch.get_num_threads()} torch thread(s) on a {os.cpu_count()}-core CPU "
+            f"shared with other jobs, torch {torch.__version__}."
+        ),
+        (
+            f"Settings: synthetic {args.size}x{args.size}, clips of {args.frames} frames + single images; tiny VAE "
+            f"(base width 8) auto-encoder trained {args.vae_steps} steps ({proof['vae_seconds']:.0f} s, loss "
+            f"{np.mean(proof['vae_losses'][:10]):.3f} -> {np.mean(proof['vae_losses'][-10:]):.3f}); tiny DiT "
+            f"(2 layers, width 256) full fine-tune, AdamW lr 5e-4, {args.dit_steps} steps of one batch (4 images or "
+            f"1 clip), seed {args.seed}; LMR run {runs['lmr']['seconds']:.0f} s, L2 run {runs['l2']['seconds']:.0f} s."
+        ),
+        (
+            f"Held-out: {args.eval_clips} clips of the synthetic 'test' split (no scene shared with training), "
+            "per-clip least-squares scale/shift in disparity, AbsRel and δ1 averaged over clips."
+        ),
         "",
         "| model | AbsRel ↓ | δ1 ↑ |",
         "|---|---|---|",

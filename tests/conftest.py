@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random DVD weights written in the official file formats; one torch thread."""
+"""Shared fixtures: tiny random DVD weights in the official file formats, a small generated video, one torch thread."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from media import write_test_video
 
-from dvd.model.tiny import write_tiny_official_weights
+from dvd.weights.tiny import write_tiny_official_weights
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,9 @@ def one_thread_fresh_accelerate(one_torch_thread):
     """For tests that train in-process: accelerate's process state is a singleton, reset after each test."""
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """clip.mp4: 30 frames of 160x90 at 24 fps (16:9, so SMALL model sizes match a 960x540 video's)."""
+    return write_test_video(tmp_path_factory.mktemp("media") / "clip.mp4")

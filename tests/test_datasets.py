@@ -7,18 +7,20 @@ import pytest
 import torch
 from PIL import Image
 
-from dvd.data.synthetic import render_clip, split_seed
-from dvd.errors import DVDError
-from dvd.training.datasets import (
-    DEFAULT_SOURCE_WEIGHTS,
-    FolderDataset,
+from dvd.data.procedural import render_clip, split_seed
+from dvd.data.train import (
     HypersimDataset,
     SourceSampler,
     SyntheticDataset,
     TartanAirDataset,
+    TrainingFolder,
     VKittiImageDataset,
     VKittiVideoDataset,
 )
+from dvd.errors import DVDError
+
+# The official recipe's mix (configs/dvd-paper.yaml).
+RECIPE_SOURCE_WEIGHTS = {"hypersim": 9.0, "vkitti_image": 1.0, "tartanair": 40.0, "vkitti_video": 10.0}
 
 
 def _direct_target(depth, valid):
@@ -78,7 +80,7 @@ def test_hypersim_planar_depth_target_and_nan_skip(tmp_path, caplog):
     _hypersim_frame(tmp_path, "ai_001_002", "01", 0, distance * 2, rng)
     _hypersim_frame(tmp_path, "ai_001_002", "01", 1, distance, rng, with_depth=False)
 
-    with caplog.at_level(logging.WARNING, logger="dvd.training.datasets"):
+    with caplog.at_level(logging.WARNING, logger="dvd.data.train"):
         data = HypersimDataset(tmp_path, size=(6, 8), flip=False)
     assert len(data) == 3  # the frame without depth is left out ...
     assert "1 of 4 frames have no depth" in caplog.text  # ... and said so
@@ -95,7 +97,7 @@ def test_hypersim_planar_depth_target_and_nan_skip(tmp_path, caplog):
     )
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="dvd.training.datasets"):
+    with caplog.at_level(logging.WARNING, logger="dvd.data.train"):
         skipped_to = data[1]  # frame.0001 has a NaN: the next sample (scene ai_001_002) comes instead
     assert data.skipped == 1
     assert "NaN/inf depth" in caplog.text and "1 sample(s) skipped so far" in caplog.text
@@ -217,7 +219,7 @@ def test_tartanair_clamps_and_normalises_over_the_clip(tmp_path, caplog):
     clamped = np.clip(depth[:5], 0, 50)
     np.testing.assert_allclose(sample["depth"].numpy(), clamped, rtol=1e-6)
     np.testing.assert_allclose(sample["depth_target"][:, 0].numpy(), _direct_target(clamped, clamped > 0), atol=2e-5)
-    with caplog.at_level(logging.WARNING, logger="dvd.training.datasets"):
+    with caplog.at_level(logging.WARNING, logger="dvd.data.train"):
         wrapped = data[2]  # the NaN clip is skipped; the index wraps to the first clip
     assert data.skipped == 1 and "NaN/inf depth" in caplog.text
     assert torch.equal(wrapped["depth"], sample["depth"])
@@ -254,8 +256,8 @@ def test_folder_images_npy_and_png16(tmp_path, caplog):
     depth_b = np.round(rng.uniform(1, 10, (2, 6, 8)) * 1000) / 1000
     _folder_sequence(tmp_path / "zoo", depth_b, rng, png_scale=0.001)
     _save_rgb(tmp_path / "zoo" / "rgb" / "0009.png", _rgb(rng, 6, 8))  # no depth for this one
-    with caplog.at_level(logging.WARNING, logger="dvd.training.datasets"):
-        data = FolderDataset(tmp_path, flip=False)
+    with caplog.at_level(logging.WARNING, logger="dvd.data.train"):
+        data = TrainingFolder(tmp_path, flip=False)
     assert len(data) == 5 and "1 of 3 frames have no depth" in caplog.text
 
     first = data[0]
@@ -272,7 +274,7 @@ def test_folder_clips_single_sequence_root_resize_and_range(tmp_path):
     rng = np.random.default_rng(8)
     depth = rng.uniform(1, 100, (6, 8, 12))
     _folder_sequence(tmp_path, depth, rng)
-    data = FolderDataset(tmp_path, num_frames=5, size=(4, 6), depth_range=(0.0, 50.0), stride=2, flip=False)
+    data = TrainingFolder(tmp_path, num_frames=5, size=(4, 6), depth_range=(0.0, 50.0), stride=2, flip=False)
     assert len(data) == 1  # starts 0 (2 would need 7 frames)
     sample = data[0]
     _check_sample(sample, 5, 4, 6)
@@ -286,12 +288,12 @@ def test_folder_clips_single_sequence_root_resize_and_range(tmp_path):
 def test_folder_layout_errors(tmp_path):
     (tmp_path / "seq" / "frames").mkdir(parents=True)
     with pytest.raises(DVDError, match=r"folder: no samples found: expected ROOT/<sequence>/rgb"):
-        FolderDataset(tmp_path)
+        TrainingFolder(tmp_path)
     (tmp_path / "seq" / "rgb").mkdir()
     with pytest.raises(DVDError, match="has rgb/ but no depth/ folder"):
-        FolderDataset(tmp_path)
+        TrainingFolder(tmp_path)
     with pytest.raises(DVDError, match="4n\\+1"):
-        FolderDataset(tmp_path, num_frames=4)
+        TrainingFolder(tmp_path, num_frames=4)
 
 
 def test_png_depth_must_be_16_bit(tmp_path):
@@ -299,7 +301,7 @@ def test_png_depth_must_be_16_bit(tmp_path):
     _save_rgb(tmp_path / "rgb" / "0000.png", _rgb(rng, 4, 4))
     _save_rgb(tmp_path / "depth" / "0000.png", _rgb(rng, 4, 4))
     with pytest.raises(DVDError, match="expected a 16-bit single-channel PNG"):
-        FolderDataset(tmp_path)[0]
+        TrainingFolder(tmp_path)[0]
 
 
 # ---------------------------------------------------------------- synthetic, flips, factory
@@ -321,9 +323,9 @@ def test_flip_mirrors_whole_clips_about_half_the_time(tmp_path):
     depth = rng.uniform(1, 10, (5, 4, 6))
     depth[:, 1, 0] = 0.0  # an invalid pixel on one side, so a mask left unflipped would show
     _folder_sequence(tmp_path, depth, rng)
-    plain = FolderDataset(tmp_path, num_frames=5, flip=False)[0]
+    plain = TrainingFolder(tmp_path, num_frames=5, flip=False)[0]
     mirrored = {key: value.flip(-1) for key, value in plain.items()}
-    flipping = FolderDataset(tmp_path, num_frames=5, flip=True)
+    flipping = TrainingFolder(tmp_path, num_frames=5, flip=True)
     torch.manual_seed(0)
     outcomes = Counter()
     for _ in range(40):
@@ -340,10 +342,10 @@ def test_flip_mirrors_whole_clips_about_half_the_time(tmp_path):
 
 
 def test_sampler_follows_the_recipe_weights():
-    sampler = SourceSampler(seed=42)
+    sampler = SourceSampler(RECIPE_SOURCE_WEIGHTS, seed=42)
     counts = Counter(sampler.draw(step) for step in range(40000))
-    total = sum(DEFAULT_SOURCE_WEIGHTS.values())
-    for name, weight in DEFAULT_SOURCE_WEIGHTS.items():
+    total = sum(RECIPE_SOURCE_WEIGHTS.values())
+    for name, weight in RECIPE_SOURCE_WEIGHTS.items():
         # 9:1:40:10 is 15 %, 1.67 %, 66.7 %, 16.7 %; 0.01 is over 4 standard errors at 40000 draws.
         assert counts[name] / 40000 == pytest.approx(weight / total, abs=0.01)
     assert sampler.probabilities == pytest.approx(
@@ -352,10 +354,10 @@ def test_sampler_follows_the_recipe_weights():
 
 
 def test_sampler_is_a_function_of_seed_and_step():
-    run = [SourceSampler(seed=7).draw(step) for step in range(300)]
-    resumed = SourceSampler(seed=7)
+    run = [SourceSampler(RECIPE_SOURCE_WEIGHTS, seed=7).draw(step) for step in range(300)]
+    resumed = SourceSampler(RECIPE_SOURCE_WEIGHTS, seed=7)
     assert [resumed.draw(step) for step in range(120, 300)] == run[120:]
-    assert [SourceSampler(seed=8).draw(step) for step in range(300)] != run
+    assert [SourceSampler(RECIPE_SOURCE_WEIGHTS, seed=8).draw(step) for step in range(300)] != run
 
 
 def test_sampler_rejects_bad_weights_and_never_draws_zero():

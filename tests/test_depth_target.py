@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dvd.training.depth_target import truncated_disparity
+from dvd.data.train.target import truncated_disparity
 
 
 def _direct(depth, valid):

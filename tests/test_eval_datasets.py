@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dvd.data.benchmarks import READERS, SkipSequence, open_dataset
+from dvd.data.benchmarks.splits import read_split
 from dvd.errors import DVDError
-from dvd.evaluation.datasets import READERS, SkipSequence, open_dataset
-from dvd.evaluation.datasets.splits import read_split
 
 
 def write_png16(path: Path, values: np.ndarray) -> None:

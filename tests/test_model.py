@@ -11,15 +11,14 @@ import pytest
 import torch
 
 from dvd import DVDPipeline
-from dvd.errors import DVDError
-from dvd.inference.pipeline import pad_to_4n_plus_1
+from dvd.model.frames import pad_to_vae_frame_count
 from dvd.model.timestep import Float64SinusoidalEmbedding
-from dvd.model.tiny import build_tiny_model
+from dvd.weights.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
 def pipe() -> DVDPipeline:
-    return DVDPipeline(build_tiny_model(seed=0))
+    return DVDPipeline.from_model(build_tiny_model(seed=0))
 
 
 def frames(count: int, height: int = 32, width: int = 32, seed: int = 0) -> np.ndarray:
@@ -91,7 +90,7 @@ def test_latent_normalisation_uses_vae_statistics(pipe: DVDPipeline):
 @pytest.mark.parametrize("count,padded", [(1, 1), (2, 5), (4, 5), (5, 5), (6, 9), (9, 9)])
 def test_padding_to_4n_plus_1_repeats_last_frame(count: int, padded: int):
     x = torch.arange(count, dtype=torch.float32).view(1, 1, count, 1, 1)
-    out = pad_to_4n_plus_1(x)
+    out = pad_to_vae_frame_count(x)
     assert out.shape[2] == padded
     assert out[0, 0, :, 0, 0].tolist() == list(range(count)) + [count - 1] * (padded - count)
 
@@ -123,9 +122,9 @@ def test_batched_windows_match_single(pipe: DVDPipeline):
 
 
 def test_bad_window_shapes(pipe: DVDPipeline):
-    with pytest.raises(DVDError, match="multiple of 16"):
+    with pytest.raises(ValueError, match="multiples of 16"):
         pipe.predict_window(frames(5, 30, 32))
-    with pytest.raises(DVDError, match=r"\[T,H,W,3\]"):
+    with pytest.raises(ValueError, match=r"\[T, H, W, 3\]"):
         pipe.predict_window(np.zeros((5, 32, 32), dtype=np.uint8))
 
 
@@ -138,9 +137,9 @@ def test_save_and_load_pretrained_round_trip(pipe: DVDPipeline, tmp_path):
 
 @pytest.mark.parametrize("dtype,torch_dtype", [("bfloat16", torch.bfloat16), ("float16", torch.float16)])
 def test_half_precision_runs_and_keeps_rope_in_float32(tmp_path, dtype, torch_dtype):
-    model = build_tiny_model(seed=0)
-    model.save_pretrained(tmp_path)
-    reference = DVDPipeline(model).predict_window(frames(5))
+    reference_pipe = DVDPipeline.from_model(build_tiny_model(seed=0))
+    reference_pipe.save_pretrained(tmp_path)
+    reference = reference_pipe.predict_window(frames(5))
     half = DVDPipeline.from_pretrained(tmp_path, device="cpu", dtype=dtype)
     assert half.model.transformer.rope.freqs_cos.dtype == torch.float32
     assert half.model.transformer.blocks[0].attn1.to_q.weight.dtype == torch_dtype
@@ -165,11 +164,11 @@ def test_bit_identical_across_processes(tiny_weights, tmp_path):
 
 
 def test_pipeline_call_and_stream_on_a_real_video(pipe: DVDPipeline):
-    from dvd.inference.video import StreamOptions
-
     video = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos" / "davis_rollercoaster.mp4"
-    options = StreamOptions(min_height=32, min_width=48, window=9, overlap=3)
-    result = pipe(video, options, max_frames=14)
-    assert result.disparity.shape == (14, 540, 960) and result.fps == pytest.approx(24.0)
-    streamed = list(pipe.stream(video, options, max_frames=14))
-    np.testing.assert_array_equal(np.stack(streamed), result.disparity)
+    if not video.is_file():
+        pytest.skip(f"{video} is absent (a clone without ../shared): the real-video check needs it")
+    settings = {"height": 32, "width": 48, "window": 9, "overlap": 3, "max_frames": 14}
+    result = pipe(video, **settings)
+    assert result.prediction.shape == (14, 540, 960) and result.fps == pytest.approx(24.0)
+    streamed = list(pipe.stream(video, **settings))
+    np.testing.assert_array_equal(np.stack(streamed), result.prediction)

@@ -13,15 +13,15 @@ import av
 import numpy as np
 import pytest
 import torch
+from media import shared_video
 from PIL import Image
 
 from dvd import cli
 from dvd.commands import predict
-from dvd.inference.video import StreamOptions, predict_video
+from dvd.inference.inputs import check_inputs
+from dvd.inference.video import VideoEngine, VideoSettings
 
-VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "videos"
-ROLLERCOASTER = VIDEOS / "davis_rollercoaster.mp4"
-SMALL = ["--height", "32", "--width", "48"]  # 960x540 -> model size 32x64
+SMALL = ["--height", "32", "--width", "48"]  # 160x90 (the `clip` fixture) -> model size 32x64
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -77,10 +77,10 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (30, 40)) -> 
     return folder
 
 
-def test_video_with_tiny_official_weights(dvd, tiny_weights, tmp_path):
+def test_video_with_tiny_official_weights(clip, dvd, tiny_weights, tmp_path):
     out = tmp_path / "out"
     code = dvd(
-        ROLLERCOASTER,
+        clip,
         "-o",
         out,
         "--weights",
@@ -97,13 +97,13 @@ def test_video_with_tiny_official_weights(dvd, tiny_weights, tmp_path):
         "--quiet",
     )
     assert code == 0
-    result = out / "davis_rollercoaster"
+    result = out / "clip"
     disparity = np.load(result / "disparity.npy")
-    assert disparity.shape == (6, 540, 960) and disparity.dtype == np.float32
+    assert disparity.shape == (6, 90, 160) and disparity.dtype == np.float32
     assert np.isfinite(disparity).all() and disparity.min() >= 0
     meta = json.loads((result / "meta.json").read_text())
     assert meta["kind"] == "disparity" and meta["fps"] == 24.0 and meta["num_frames"] == 6
-    assert meta["source_size"] == [540, 960] and meta["model_size"] == [32, 64]
+    assert meta["source_size"] == [90, 160] and meta["model_size"] == [32, 64]
     assert (meta["window"], meta["overlap"], meta["stitch"]) == (5, 2, "openworld")
     assert str(tiny_weights) in meta["weights"]
     # The 16-bit PNGs decode back to the raw disparity through the mapping recorded in meta.json.
@@ -113,7 +113,7 @@ def test_video_with_tiny_official_weights(dvd, tiny_weights, tmp_path):
     inside = (disparity > png["lo"]) & (disparity < png["hi"])
     assert inside.mean() > 0.9
     np.testing.assert_allclose(decoded[inside], disparity[inside], atol=(png["hi"] - png["lo"]) / 65535)
-    assert video_info(result / "depth_vis.mp4") == (6, 24.0, 540, 960)
+    assert video_info(result / "depth_vis.mp4") == (6, 24.0, 90, 160)
     assert leftovers(out) == []
 
 
@@ -129,11 +129,11 @@ def test_image_folder_with_stride_and_fps(dvd, tiny_weights, tmp_path):
     assert video_info(out / "shots" / "depth_vis.mp4")[:2] == (3, 6.0)
 
 
-def test_npy_equals_the_python_api(dvd, fake_pipe, tmp_path):
+def test_npy_equals_the_python_api(clip, dvd, fake_pipe, tmp_path):
     out = tmp_path / "out"
     assert (
         dvd(
-            ROLLERCOASTER,
+            clip,
             "-o",
             out,
             "--max-frames",
@@ -151,16 +151,18 @@ def test_npy_equals_the_python_api(dvd, fake_pipe, tmp_path):
         )
         == 0
     )
-    expected = predict_video(FakePipe(), ROLLERCOASTER, StreamOptions(32, 48, 5, 2, "benchmark"), max_frames=9)
-    np.testing.assert_array_equal(np.load(out / "davis_rollercoaster" / "disparity.npy"), expected.disparity)
-    assert sorted(p.name for p in (out / "davis_rollercoaster").iterdir()) == ["disparity.npy", "meta.json"]
+    frames = check_inputs(clip, max_frames=9)
+    engine = VideoEngine(FakePipe().predict_windows, VideoSettings(32, 48, 5, 2, "benchmark"))
+    expected = np.stack(list(engine.run(frames.frames, frames.size)))
+    np.testing.assert_array_equal(np.load(out / "clip" / "disparity.npy"), expected)
+    assert sorted(p.name for p in (out / "clip").iterdir()) == ["disparity.npy", "meta.json"]
 
 
-def test_keep_model_size_and_side_by_side(dvd, fake_pipe, tmp_path):
+def test_keep_model_size_and_side_by_side(clip, dvd, fake_pipe, tmp_path):
     out = tmp_path / "out"
     assert (
         dvd(
-            ROLLERCOASTER,
+            clip,
             "-o",
             out,
             "--max-frames",
@@ -175,38 +177,38 @@ def test_keep_model_size_and_side_by_side(dvd, fake_pipe, tmp_path):
         )
         == 0
     )
-    result = out / "davis_rollercoaster"
+    result = out / "clip"
     assert np.load(result / "disparity.npy").shape == (4, 32, 64)
     assert video_info(result / "depth_sbs.mp4") == (4, 24.0, 32, 128)
     assert len(list((result / "depth_exr").glob("*.exr"))) == 4
 
 
-def test_overwrite_replaces_and_its_absence_refuses(dvd, fake_pipe, tmp_path, capsys):
+def test_overwrite_replaces_and_its_absence_refuses(clip, dvd, fake_pipe, tmp_path, capsys):
     out = tmp_path / "out"
-    (out / "davis_rollercoaster").mkdir(parents=True)
-    (out / "davis_rollercoaster" / "old.txt").write_text("keep me")
-    args = (ROLLERCOASTER, "-o", out, "--max-frames", 2, *SMALL, "--save", "npy", "--quiet")
+    (out / "clip").mkdir(parents=True)
+    (out / "clip" / "old.txt").write_text("keep me")
+    args = (clip, "-o", out, "--max-frames", 2, *SMALL, "--save", "npy", "--quiet")
     assert dvd(*args) == 2
     error = capsys.readouterr().err.strip()
     assert "already exist" in error and "--overwrite" in error and len(error.splitlines()) == 1
-    assert (out / "davis_rollercoaster" / "old.txt").read_text() == "keep me"
+    assert (out / "clip" / "old.txt").read_text() == "keep me"
     assert fake_pipe.calls == 0  # refused before any model work
     assert dvd(*args, "--overwrite") == 0
-    assert sorted(p.name for p in (out / "davis_rollercoaster").iterdir()) == ["disparity.npy", "meta.json"]
+    assert sorted(p.name for p in (out / "clip").iterdir()) == ["disparity.npy", "meta.json"]
     assert leftovers(out) == []
 
 
-def test_ctrl_c_leaves_nothing_behind(dvd, monkeypatch, tmp_path, capsys):
+def test_ctrl_c_leaves_nothing_behind(clip, dvd, monkeypatch, tmp_path, capsys):
     pipe = FakePipe(interrupt_after=1)
     monkeypatch.setattr(predict.DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
     out = tmp_path / "out"
-    assert dvd(ROLLERCOASTER, "-o", out, "--max-frames", 20, *SMALL, "--window", 5, "--overlap", 1, "--quiet") == 130
+    assert dvd(clip, "-o", out, "--max-frames", 20, *SMALL, "--window", 5, "--overlap", 1, "--quiet") == 130
     assert "interrupted" in capsys.readouterr().err
     assert pipe.calls == 2
     assert list(out.iterdir()) == []
 
 
-def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
+def bad_inputs(clip, tmp_path: Path) -> dict[str, tuple[list, str]]:
     text_video = tmp_path / "notes.mp4"
     text_video.write_text("this is not a video\n")
     empty = tmp_path / "empty"
@@ -221,10 +223,10 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
         "text named .mp4": ([text_video, "-o", out], "cannot decode"),
         "folder without images": ([empty, "-o", out], "no images"),
         "mixed image sizes": ([mixed, "-o", out], "sizes differ"),
-        "unwritable output": ([ROLLERCOASTER, "-o", blocker / "out"], "cannot write to output folder"),
-        "bad overlap": ([ROLLERCOASTER, "-o", out, "--window", 9, "--overlap", 9], "smaller than the window"),
-        "bad save format": ([ROLLERCOASTER, "-o", out, "--save", "npy,gif"], "unknown --save"),
-        "bad anchors": ([ROLLERCOASTER, "-o", out, "--stitch", "anchored", "--anchor-frames", 4], "anchor-frames"),
+        "unwritable output": ([clip, "-o", blocker / "out"], "cannot write to output folder"),
+        "bad overlap": ([clip, "-o", out, "--window", 9, "--overlap", 9], "smaller than the window"),
+        "bad save format": ([clip, "-o", out, "--save", "npy,gif"], "unknown --save"),
+        "bad anchors": ([clip, "-o", out, "--stitch", "anchored", "--anchor-frames", 4], "anchor-frames"),
     }
 
 
@@ -241,8 +243,8 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[list, str]]:
         "bad anchors",
     ],
 )
-def test_bad_input_is_one_clear_line_and_no_output(dvd, fake_pipe, tmp_path, capsys, case):
-    argv, words = bad_inputs(tmp_path)[case]
+def test_bad_input_is_one_clear_line_and_no_output(clip, dvd, fake_pipe, tmp_path, capsys, case):
+    argv, words = bad_inputs(clip, tmp_path)[case]
     assert dvd(*argv, "--quiet") == 2
     error = capsys.readouterr().err.strip()
     assert words in error and len(error.splitlines()) == 1
@@ -299,7 +301,7 @@ def test_help_explains_every_option(capsys):
 @pytest.mark.slow
 def test_whole_tokyo_walk_video(dvd, tiny_weights, tmp_path):
     out = tmp_path / "out"
-    assert dvd(VIDEOS / "tokyo_walk.mp4", "-o", out, "--weights", tiny_weights, *SMALL, "--quiet") == 0
+    assert dvd(shared_video("tokyo_walk.mp4"), "-o", out, "--weights", tiny_weights, *SMALL, "--quiet") == 0
     disparity = np.load(out / "tokyo_walk" / "disparity.npy", mmap_mode="r")
     assert disparity.shape == (195, 720, 1280)
     meta = json.loads((out / "tokyo_walk" / "meta.json").read_text())
@@ -310,9 +312,9 @@ def test_whole_tokyo_walk_video(dvd, tiny_weights, tmp_path):
 def test_cpu_warning_only_for_large_models(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
     from dvd.commands import predict
     from dvd.inference.pipeline import DVDPipeline
-    from dvd.model.tiny import build_tiny_model
+    from dvd.weights.tiny import build_tiny_model
 
-    pipe = DVDPipeline(build_tiny_model(0))
+    pipe = DVDPipeline.from_model(build_tiny_model(0))
     predict.warn_if_slow(pipe, quiet=False)
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(predict, "CPU_PATIENCE_PARAMETERS", 1000)

@@ -4,13 +4,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from media import shared_video
 from PIL import Image
 
 from dvd.errors import DVDError
 from dvd.io.readers import natural_key, open_source, open_sources, resolve_inputs
-
-# shared/ sits beside the repository checkout (locally and in CI).
-DAVIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "davis_rollercoaster.mp4"
 
 
 def write_video(path: Path, frames: np.ndarray, rate=24, codec="libx264", rotation: int | None = None) -> Path:
@@ -137,12 +135,13 @@ def test_bad_sampling_arguments(tmp_path):
 
 
 def test_real_video_header_and_first_frames():
-    source = open_source(DAVIS)
+    davis = shared_video("davis_rollercoaster.mp4")
+    source = open_source(davis)
     assert (source.kind, source.name) == ("video", "davis_rollercoaster")
     assert (source.num_frames, source.num_frames_exact, source.fps, source.size) == (70, True, 24.0, (540, 960))
     assert source.frame_count(stride=4) == 18 and source.output_rate(4) == 6
     frames = list(source.frames(max_frames=3, stride=2))
-    with av.open(str(DAVIS)) as container:
+    with av.open(str(davis)) as container:
         direct = [f.to_ndarray(format="rgb24") for _, f in zip(range(5), container.decode(video=0))]
     assert len(frames) == 3
     for frame, index in zip(frames, [0, 2, 4]):

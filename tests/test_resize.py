@@ -9,7 +9,7 @@ from dvd.inference.resize import model_size
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ((1080, 1920), (480, 864)),  # reference §1.2 examples
+        ((1080, 1920), (480, 864)),  # the official resize policy's examples
         ((720, 1280), (480, 864)),
         ((480, 640), (480, 640)),
         ((1920, 1080), (1152, 640)),

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from dvd.errors import DVDError
-from dvd.inference.stream import stream_disparity
-from dvd.inference.video import StreamOptions, iter_video_disparity, predict_video
+from dvd.inference.inputs import check_inputs
+from dvd.inference.stream import WindowReport, stream_disparity
+from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.inference.windows import window_schedule
 
 LENGTHS = [1, 2, 5, 44, 45, 46, 81, 82, 150]
@@ -58,7 +59,7 @@ def symmetric(rows: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[float, 
 
 
 def direct_stitch(frames: np.ndarray, window: int, overlap: int, stitch: str, anchor_frames: int = 5) -> np.ndarray:
-    """The whole-video algorithm (reference §1.6, plus the anchored fit), written independently of dvd.inference."""
+    """The whole-video algorithm (the official overlap alignment, plus the anchored fit), written independently of dvd.inference."""
     anchored = stitch == "anchored"
     video_window = window - anchor_frames if anchored else window
     schedule = window_schedule(
@@ -168,11 +169,16 @@ def test_bad_settings_are_user_errors():
         list(stream_disparity(iter([]), batched([]), window=9, overlap=4, stitch="anchored", anchor_frames=5))
 
 
-class BrightnessPipe:
+def brightness(windows: list[np.ndarray]) -> list[np.ndarray]:
     """A stand-in model: each frame's disparity is its channel mean, so one window is exactly predictable."""
+    return [w.mean(axis=-1) for w in windows]
 
-    def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        return [w.mean(axis=-1) for w in windows]
+
+def run_engine(video, settings: VideoSettings, keep_model_size: bool = False, **reading) -> np.ndarray:
+    """What `DVDPipeline.__call__` does with its input, on the stand-in model."""
+    frames = check_inputs(video, **reading)
+    out_size = settings.model_size(frames.size) if keep_model_size else frames.size
+    return np.stack(list(VideoEngine(brightness, settings).run(frames.frames, frames.size, out_size)))
 
 
 def bilinear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -181,47 +187,63 @@ def bilinear(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False).permute(0, 2, 3, 1).numpy()
 
 
-def test_predict_video_resizes_to_model_size_and_back():
+def test_engine_resizes_to_model_size_and_back():
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (4, 30, 50, 3), dtype=np.uint8)
-    options = StreamOptions(min_height=32, min_width=48, window=9, overlap=2)
-    result = predict_video(BrightnessPipe(), frames, options)
+    settings = VideoSettings(height=32, width=48, window=9, overlap=2)
     # 30x50 scaled by max(32/30, 48/50) = 16/15 -> 32 x ceil(53.3) = 54 -> rounded up to 32x64.
-    assert result.model_size == (32, 64) and result.source_size == (30, 50) and result.fps is None
+    assert settings.model_size((30, 50)) == (32, 64)
     at_model = bilinear(frames.astype(np.float32) / 255, (32, 64)).mean(axis=-1, keepdims=True)
     expected = bilinear(at_model, (30, 50))[..., 0]
-    np.testing.assert_allclose(result.disparity, expected, rtol=1e-5, atol=1e-6)
-    kept = predict_video(BrightnessPipe(), frames, options, keep_model_size=True)
-    np.testing.assert_allclose(kept.disparity, at_model[..., 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run_engine(frames, settings), expected, rtol=1e-5, atol=1e-6)
+    kept = run_engine(frames, settings, keep_model_size=True)
+    np.testing.assert_allclose(kept, at_model[..., 0], rtol=1e-5, atol=1e-6)
 
 
-def test_video_api_accepts_uint8_uint16_and_float_alike():
+def test_engine_accepts_uint8_uint16_and_float_alike():
     rng = np.random.default_rng(6)
     frames = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
-    options = StreamOptions(min_height=16, min_width=16, window=3, overlap=1)
-    as_uint8 = np.stack(list(iter_video_disparity(BrightnessPipe(), frames, options)))
-    as_float = np.stack(list(iter_video_disparity(BrightnessPipe(), list(frames / np.float32(255)), options)))
-    as_uint16 = np.stack(list(iter_video_disparity(BrightnessPipe(), frames.astype(np.uint16) * 257, options)))
+    settings = VideoSettings(height=16, width=16, window=3, overlap=1)
+    as_uint8 = run_engine(frames, settings)
+    as_float = run_engine(list(frames / np.float32(255)), settings)
+    as_uint16 = run_engine(frames.astype(np.uint16) * 257, settings)
     np.testing.assert_allclose(as_uint8, as_float, rtol=1e-6)
     np.testing.assert_allclose(as_uint16, as_float, rtol=1e-6)
 
 
-def test_video_api_stride_and_max_frames():
+def test_engine_stride_and_max_frames():
     frames = np.zeros((10, 16, 16, 3), np.float32)
     frames[..., 0] = np.arange(10)[:, None, None] / 10
-    options = StreamOptions(min_height=16, min_width=16, window=3, overlap=1, stitch="benchmark")
-    out = predict_video(BrightnessPipe(), frames, options, stride=3, max_frames=3).disparity
+    settings = VideoSettings(height=16, width=16, window=3, overlap=1, stitch="benchmark")
+    out = run_engine(frames, settings, stride=3, max_frames=3)
     # Frames 0, 3, 6; the stand-in model's disparity is the channel mean, and every window fit is exact.
     np.testing.assert_allclose(out[:, 0, 0], [0.0, 0.1, 0.2], atol=1e-6)
-    with pytest.raises(DVDError, match="no frames"):
-        predict_video(BrightnessPipe(), iter([]), options)
+    with pytest.raises(ValueError, match="no frames"):
+        run_engine(iter([]), settings)
 
 
-def test_overlap_errors_are_the_seam_residuals():
+def test_window_reports_carry_the_fit_and_the_seam_residual():
     frames = make_frames(12, seed=3)
-    errors: list[float] = []
-    list(stream_disparity(frames, batched([]), window=8, overlap=4, stitch="benchmark", overlap_errors=errors))
+    reports: list[WindowReport] = []
+    list(stream_disparity(frames, batched([]), window=8, overlap=4, stitch="benchmark", on_window=reports.append))
     first, second = fake_model(frames[0:8]), fake_model(frames[4:12])
     scale, shift = lstsq(second[:4], first[4:8])
     expected = np.abs(np.maximum(scale * second[:4] + shift, 0) - first[4:8]).mean()
-    assert len(errors) == 1 and errors[0] == pytest.approx(expected, rel=1e-5)
+    assert [(r.index, tuple(r.window)) for r in reports] == [(0, (0, 8)), (1, (4, 12))]
+    assert reports[0].overlap_mae is None and (reports[0].scale, reports[0].shift) == (1.0, 0.0)
+    assert (reports[1].scale, reports[1].shift) == pytest.approx((scale, shift), rel=1e-6)
+    assert reports[1].overlap_mae == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_window_callback_can_stop_the_stream_between_windows():
+    class Cancelled(Exception):
+        pass
+
+    def cancel_after_first(report: WindowReport) -> None:
+        if report.index == 1:
+            raise Cancelled
+
+    calls: list = []
+    with pytest.raises(Cancelled):
+        list(stream_disparity(make_frames(40), batched(calls), window=8, overlap=2, on_window=cancel_after_first))
+    assert len(calls) == 2

@@ -17,14 +17,15 @@ from safetensors.torch import load_file
 
 from dvd.errors import DVDError
 from dvd.inference.pipeline import DVDPipeline
-from dvd.model.tiny import build_tiny_model
 from dvd.train import main as train_module_main
 from dvd.training.batches import SlotBatches, build_dataset
 from dvd.training.checkpoint import list_checkpoints
 from dvd.training.config import FinetuneSection, load_config, parse_config, source_is_clip
-from dvd.training.export import export_model
+from dvd.training.export import export_model, merged_model
 from dvd.training.trainable import LearnedTimestepEmbedding, fold_learned_timestep, make_trainable
 from dvd.training.trainer import train
+from dvd.weights import load_weights
+from dvd.weights.tiny import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -318,10 +319,23 @@ def _validation_rows(root: Path, run: str) -> list[str]:
 
 def _assert_close_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-7, msg=key)
+    for key, tensor in a.items():
+        torch.testing.assert_close(tensor, b[key], rtol=1e-5, atol=1e-7, msg=key)
 
 
+def _assert_export_is_the_last_checkpoint(root: Path, run: str) -> None:
+    """The export, made from the weights in memory, equals the base model with the last checkpoint's tensors."""
+    config = parse_config(yaml.safe_load((root / run / "config.yaml").read_text()))
+    model = build_tiny_model(config.model.tiny_seed)
+    make_trainable(model, config.finetune, config.model.learned_tau, gradient_checkpointing=False)
+    model.load_state_dict(_weights(list_checkpoints(root / run)[-1]), strict=False)
+    expected = merged_model(model, config.finetune.lora_alpha).state_dict()
+    exported = load_weights(root / run / "export" / "merged").model.state_dict()
+    assert expected.keys() == exported.keys()
+    assert all(torch.equal(expected[k], exported[k]) for k in expected)
+
+
+@pytest.mark.distributed
 def test_two_process_ddp_matches_one_process_and_resumes(tmp_path):
     root = _two_process_runs(tmp_path, ["-m", "dvd.train"], {"ACCELERATE_USE_CPU": "1"})
     single = _step(root, "single", 3)
@@ -330,8 +344,10 @@ def test_two_process_ddp_matches_one_process_and_resumes(tmp_path):
     _assert_close_weights(_step(root, "straight", 3), single)
     assert all(torch.equal(_step(root, "straight", 3)[k], _step(root, "split", 3)[k]) for k in single)
     assert _validation_rows(root, "straight") and _validation_rows(root, "straight") == _validation_rows(root, "single")
+    _assert_export_is_the_last_checkpoint(root, "straight")
 
 
+@pytest.mark.distributed
 def test_fsdp2_shards_train_resume_and_match_one_process(tmp_path):
     # accelerate in FSDP2 mode on CPU (tests/launchers/fsdp_on_cpu.py): LoRA weights and the optimizer state are
     # DTensor shards, checkpoints gather them, validation runs through the sharded forward.
@@ -342,6 +358,7 @@ def test_fsdp2_shards_train_resume_and_match_one_process(tmp_path):
     _assert_close_weights(_step(root, "straight", 3), single)
     assert all(torch.equal(_step(root, "straight", 3)[k], _step(root, "split", 3)[k]) for k in single)
     assert _validation_rows(root, "straight") and _validation_rows(root, "straight") == _validation_rows(root, "single")
+    _assert_export_is_the_last_checkpoint(root, "straight")
     # The optimizer state is saved in full, by name: an FSDP checkpoint resumes on one process.
     (root / "moved").mkdir()
     (root / "split" / "checkpoints" / "step-00000002").rename(root / "moved" / "step-00000002")
@@ -353,6 +370,7 @@ def test_fsdp2_shards_train_resume_and_match_one_process(tmp_path):
     _assert_close_weights(_step(root, "one", 3), single)
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_zero_trains_resumes_and_matches_one_process(tmp_path, stage):
     pytest.importorskip("deepspeed")
@@ -365,6 +383,7 @@ def test_deepspeed_zero_trains_resumes_and_matches_one_process(tmp_path, stage):
     assert (root / "straight" / "checkpoints" / "step-00000003" / "deepspeed").is_dir()
     assert all(torch.equal(straight[k], _step(root, "split", 3)[k]) for k in single)  # the resume is exact
     assert _validation_rows(root, "straight") and _validation_rows(root, "straight") == _validation_rows(root, "single")
+    _assert_export_is_the_last_checkpoint(root, "straight")
     assert straight.keys() == single.keys()
     if stage == 2:  # measured bit-identical to one process
         _assert_close_weights(straight, single)
@@ -378,6 +397,7 @@ def test_deepspeed_zero_trains_resumes_and_matches_one_process(tmp_path, stage):
             torch.testing.assert_close(straight[key], single[key], rtol=0, atol=1e-5, msg=key)
 
 
+@pytest.mark.distributed
 def test_shipped_deepspeed_config_under_accelerate_launch(tmp_path):
     pytest.importorskip("deepspeed")
     config = tmp_path / "run.yaml"

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+import dvd.weights.load
 from dvd.commands import demo
 from dvd.io.colormaps import colorize
-from dvd.model.tiny import build_tiny_model
-from dvd.training.single_file import load_single_file, save_single_file
+from dvd.weights.single_file import load_single_file, proof_model_path, save_single_file
+from dvd.weights.tiny import build_tiny_model
 
 
 def test_single_file_round_trip(tmp_path):
@@ -44,7 +45,7 @@ def test_comparison_panels_share_the_truth_scale():
 
 def test_demo_writes_the_video_and_prints_scores(tmp_path, monkeypatch, capsys):
     weights = save_single_file(build_tiny_model(0), tmp_path / "proof.safetensors")
-    monkeypatch.setattr(demo, "proof_model_path", lambda: weights)
+    monkeypatch.setattr(dvd.weights.load, "proof_model_path", lambda: weights)  # what the name `proof` loads
     out = tmp_path / "out" / "demo.mp4"
     args = argparse.Namespace(output=out, scene=1, frames=9, window=5, overlap=2)
     assert demo.run(args) == 0
@@ -58,7 +59,7 @@ def test_demo_writes_the_video_and_prints_scores(tmp_path, monkeypatch, capsys):
 
 
 def test_shipped_proof_model_loads():
-    model = load_single_file(demo.proof_model_path())
+    model = load_single_file(proof_model_path())
     assert model.transformer.config.num_layers == 2
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from dvd.inference.pipeline import DVDPipeline
 from dvd.model.dvd_model import DVDModel
-from dvd.model.tiny import tiny_transformer
 from dvd.training.config import parse_config
 from dvd.training.trainer import train
+from dvd.weights.tiny import tiny_transformer
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_proof.py"
 
@@ -33,7 +34,7 @@ def test_short_proof_lowers_both_losses(proof, tmp_path):
     assert np.mean(vae_losses[-3:]) < 0.8 * np.mean(vae_losses[:3])
 
     start = tmp_path / "start"
-    DVDModel(tiny_transformer(0), vae).save_pretrained(start)
+    DVDPipeline.from_model(DVDModel(tiny_transformer(0), vae)).save_pretrained(start)
     config = proof.dit_config(start, tmp_path / "run", "lmr", steps=10, size=32, frames=5, seed=0)
     config["data"]["image_batch"] = 2
     result = train(parse_config(config))

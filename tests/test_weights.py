@@ -1,4 +1,4 @@
-"""Loading the official formats exactly: DVD checkpoint + LoRA, Wan2.1 VAE, Wan2.1 base, our format, the Hub."""
+"""Loading every format exactly: DVD checkpoint + LoRA, Wan2.1 VAE, Wan2.1 base, our formats, the Hub."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from safetensors.torch import load_file, save_file
 from dvd import DVDPipeline
 from dvd.cli import main
 from dvd.errors import DVDError
-from dvd.model.tiny import TINY_DIT, tiny_transformer, write_tiny_official_weights
 from dvd.weights import load_weights
 from dvd.weights.formats import (
     dit_config_from_shapes,
@@ -23,6 +22,8 @@ from dvd.weights.formats import (
     original_vae_state,
     strip_dit_prefix,
 )
+from dvd.weights.single_file import load_single_file, proof_model_path, save_single_file
+from dvd.weights.tiny import TINY_DIT, build_tiny_model, tiny_transformer, write_tiny_official_weights
 
 RNG = np.random.default_rng(0)
 FRAMES = RNG.integers(0, 256, size=(5, 32, 48, 3), dtype=np.uint8)
@@ -43,7 +44,7 @@ def official_prediction(tiny_weights: Path) -> np.ndarray:
 
 def test_official_checkpoint_equals_converted(tiny_weights: Path, official_prediction: np.ndarray, tmp_path: Path):
     assert main(["convert", "--weights", str(tiny_weights), "-o", str(tmp_path / "converted")]) == 0
-    assert (tmp_path / "converted" / "dvd_config.json").is_file()
+    assert (tmp_path / "converted" / "model_index.json").is_file()
     converted = predict(tmp_path / "converted")
     assert official_prediction.shape == (5, 32, 48) and official_prediction.dtype == np.float32
     assert rel_error(converted, official_prediction) <= 1e-6
@@ -53,7 +54,7 @@ def test_official_checkpoint_equals_converted(tiny_weights: Path, official_predi
 def test_merged_lora_matches_unmerged_peft_layers(tiny_weights: Path):
     pixels = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(1))
     merged = load_weights(tiny_weights).model.eval()
-    unmerged = load_weights(tiny_weights, merge_lora=False).model.eval()
+    unmerged = load_weights(tiny_weights, merge=False).model.eval()
     assert any("lora_A" in name for name, _ in unmerged.transformer.named_parameters())
     with torch.inference_mode():
         latents = merged.encode(pixels)
@@ -226,3 +227,22 @@ def test_hub_ids_resolve_through_the_cache(
     files = {"diffusion_pytorch_model.safetensors": shard, "Wan2.1_VAE.pth": tiny_weights / "Wan2.1_VAE.pth"}
     fake_hub_cache(offline_cache, "someone/wan-base", files)
     assert load_weights("someone/wan-base").kind == "wan-base"
+
+
+def test_proof_and_single_files_load_as_load_single_file_does(tmp_path: Path):
+    written = save_single_file(build_tiny_model(7), tmp_path / "model.safetensors", dtype=torch.float32)
+    pixels = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(2))
+    for source, path in (("proof", proof_model_path()), (written, written), (str(written), written)):
+        loaded = load_weights(source)
+        assert loaded.kind == "single-file"
+        with torch.inference_mode():
+            expected = load_single_file(path).eval()(pixels)
+            assert torch.equal(loaded.model.eval()(pixels), expected)
+    np.testing.assert_array_equal(predict("proof"), predict(proof_model_path()))
+
+
+def test_predict_command_runs_the_proof_model(clip: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    argv = ["predict", clip, "-o", out, "--weights", "proof", "--max-frames", 5, "--height", 32, "--width", 48]
+    assert main([str(a) for a in argv]) == 0
+    assert any(out.iterdir())

@@ -1,4 +1,4 @@
-"""Window schedules against lists computed by hand from the official rules (reference-behaviour.md §1.3)."""
+"""Window schedules against lists computed by hand from the official scripts' rules."""
 
 from __future__ import annotations
 

@@ -14,6 +14,6 @@ from accelerate.state import PartialState
 PartialState(cpu=True)
 os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
 
-from dvd.train import main  # noqa: E402
+from dvd.train import main
 
 sys.exit(main(sys.argv[1:]))

@@ -22,6 +22,6 @@ os.environ.update(
 )
 PartialState(cpu=True).distributed_type = DistributedType.MULTI_GPU
 
-from dvd.train import main  # noqa: E402
+from dvd.train import main
 
 sys.exit(main(sys.argv[1:]))

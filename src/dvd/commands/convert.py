@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from dvd.errors import DVDError
-from dvd.inference.pipeline import resolve_dtype
+from dvd.inference.pipeline import DVDPipeline, resolve_dtype
 from dvd.io.atomic import atomic_directory, prepare_output_folder
 from dvd.weights import load_weights
 
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "convert",
         help="convert official DVD / Wan2.1 weights to dvd's format, so later loads take one step",
         description="Load weights in any supported layout (official DVD checkpoint + Wan2.1 VAE, Wan2.1 base, "
-        "a Hub id) and write dvd's format: transformer/ and vae/ (diffusers) + dvd_config.json, LoRA merged. "
+        "a Hub id) and write a diffusers pipeline folder (model_index.json, transformer/, vae/), LoRA merged. "
         "Pass the output folder to --weights of predict/eval/train afterwards.",
     )
     parser.add_argument(
@@ -45,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_weights(args.weights)
     loaded.model.to_precision(resolve_dtype(args.dtype, loaded.model.device))
     with atomic_directory(output) as staging:
-        loaded.model.save_pretrained(staging)
+        DVDPipeline.from_model(loaded.model).save_pretrained(staging)
     print(f"converted {loaded.weights_id} -> {output} ({args.dtype}, {time.perf_counter() - started:.1f} s)")
     return 0

@@ -8,14 +8,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-from dvd.data.synthetic import render_clip, split_seed
+from dvd.data.procedural import render_clip, split_seed
 from dvd.errors import DVDError
 from dvd.evaluation.alignment import fit_disparity
 from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.stream import stream_disparity
 from dvd.io.atomic import atomic_file
 from dvd.io.colormaps import colorize
-from dvd.training.single_file import PROOF_MODEL, load_single_file, proof_model_path
 from dvd.training.validation import score_disparity
 
 # The proof model was trained at this size on 5-frame clips (benchmarks/train_proof.py).
@@ -49,15 +47,11 @@ def run(args: argparse.Namespace) -> int:
         raise DVDError(f"--output must end in .mp4, got {args.output}")
     if args.frames < 1 or args.scene < 0:
         raise DVDError("--frames must be >= 1 and --scene >= 0")
-    pipe = DVDPipeline(load_single_file(proof_model_path()), weights_id=f"dvd/assets/{PROOF_MODEL}")
+    pipe = DVDPipeline.from_pretrained("proof", device="cpu")
     clip = render_clip(split_seed("test", args.scene), args.frames, TRAINED_SIZE, TRAINED_SIZE)
-    disparity = np.stack(
-        list(
-            stream_disparity(
-                iter(clip.rgb), pipe.predict_windows, window=args.window, overlap=args.overlap, stitch="openworld"
-            )
-        )
-    )
+    disparity = pipe(
+        clip.rgb, height=TRAINED_SIZE, width=TRAINED_SIZE, window=args.window, overlap=args.overlap
+    ).prediction
     valid = np.isfinite(clip.depth) & (clip.depth > 0)
     model = score_disparity(disparity, clip.depth, valid)
     constant = score_disparity(np.zeros_like(disparity), clip.depth, valid)

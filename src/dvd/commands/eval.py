@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from dvd.data.benchmarks import DATASET_NAMES, open_dataset
 from dvd.errors import DVDError
-from dvd.evaluation.datasets import DATASET_NAMES, open_dataset
 from dvd.evaluation.report import load_run, paper_table, run_markdown, write_report, write_run
 from dvd.evaluation.runner import FrameSelection, ModelPredictions, SavedPredictions, evaluate
 from dvd.inference.stitch import STITCH_PRESETS

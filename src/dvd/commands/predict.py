@@ -3,31 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import sys
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate import PartialState
 from tqdm import tqdm
 
-from dvd import __version__
-from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
+from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.resize import model_size
-from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES, STITCH_PRESETS
-from dvd.inference.video import StreamOptions, model_disparity, resize_back
-from dvd.io.atomic import atomic_directory, prepare_output_folder
+from dvd.inference.stitch import STITCH_PRESETS
+from dvd.inference.video import VideoSettings
+from dvd.io.atomic import prepare_output_folder
 from dvd.io.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from dvd.io.readers import DEFAULT_IMAGE_FPS, Source, open_sources
-from dvd.io.writers import DEFAULT_FORMATS, WRITER_FORMATS, DisparityRange, open_writers
+from dvd.io.readers import DEFAULT_IMAGE_FPS, open_sources
+from dvd.io.writers import DEFAULT_FORMATS, WRITER_FORMATS
 
-RANGED_FORMATS = {"png16", "mp4", "sbs"}  # 8/16-bit outputs that need a DisparityRange
+VIDEO = VideoSettings()  # the defaults of the flags that set it
+VIDEO_FIELDS = [field.name for field in fields(VideoSettings)]
 
 DESCRIPTION = """\
 Estimate depth for each INPUT and write it under OUT/<name>/, where <name> is the input's file name without
@@ -86,8 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights",
         default=None,
         metavar="SOURCE",
-        help="a folder with the official DVD files or a `dvd convert` output, a checkpoint file, or a "
-        "Hub repository id (default: the official release from the Hugging Face Hub)",
+        help="a folder with the official DVD files, a `dvd convert` or save_pretrained folder, a checkpoint or "
+        "single-file model, `proof` (the tiny model of `dvd demo`), or a Hub repository id (default: the "
+        "official release from the Hugging Face Hub)",
     )
     model.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available, then mps, then cpu)"
@@ -103,11 +100,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--height",
         type=int,
-        default=480,
+        default=VIDEO.height,
         help="minimum model height: frames are scaled, keeping their aspect ratio, until they cover "
-        "HEIGHT x WIDTH, then each side is rounded up to a multiple of 16 (default 480; 1080p -> 480x864)",
+        f"HEIGHT x WIDTH, then each side is rounded up to a multiple of 16 (default {VIDEO.height}; 1080p -> 480x864)",
     )
-    size.add_argument("--width", type=int, default=640, help="minimum model width (default 640), see --height")
+    size.add_argument(
+        "--width", type=int, default=VIDEO.width, help=f"minimum model width (default {VIDEO.width}), see --height"
+    )
     size.add_argument(
         "--keep-model-size",
         action="store_true",
@@ -118,16 +117,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     windows.add_argument(
         "--window",
         type=int,
-        default=81,
-        help="frames per model window (default 81, as the official open-world script; the model was "
+        default=VIDEO.window,
+        help=f"frames per model window (default {VIDEO.window}, as the official open-world script; the model was "
         "trained on 45; much longer windows can ghost)",
     )
     windows.add_argument(
-        "--overlap", type=int, default=21, help="frames shared by consecutive windows, used to align them (default 21)"
+        "--overlap",
+        type=int,
+        default=VIDEO.overlap,
+        help=f"frames shared by consecutive windows, used to align them (default {VIDEO.overlap})",
     )
     windows.add_argument(
         "--stitch",
-        default="openworld",
+        default=VIDEO.stitch,
         choices=list(STITCH_PRESETS),
         help="openworld (default): official script, last window shifted back to full length, scale "
         "clipped to [0.7, 1.5]. benchmark: official evaluation, fixed overlap, short last window, no "
@@ -137,15 +139,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     windows.add_argument(
         "--anchor-frames",
         type=int,
-        default=DEFAULT_ANCHOR_FRAMES,
+        default=VIDEO.anchor_frames,
         metavar="K",
-        help=f"anchored only: anchor frames per window, 1, 5, 9, ... (default {DEFAULT_ANCHOR_FRAMES}); "
+        help=f"anchored only: anchor frames per window, 1, 5, 9, ... (default {VIDEO.anchor_frames}); "
         "they count towards --window",
     )
     windows.add_argument(
         "--batch-windows",
         type=int,
-        default=1,
+        default=VIDEO.batch_windows,
         metavar="N",
         help="windows per model call (default 1); more can be faster on a large GPU and uses more "
         "memory; the result is the same up to float rounding (~1e-6)",
@@ -187,34 +189,73 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    options = StreamOptions(
-        min_height=args.height,
-        min_width=args.width,
-        window=args.window,
-        overlap=args.overlap,
-        stitch=args.stitch,
-        batch_windows=args.batch_windows,
-        anchor_frames=args.anchor_frames,
+@dataclass(frozen=True)
+class PredictSettings:
+    """Everything `dvd predict` was asked to do, typed; `run` needs nothing else."""
+
+    inputs: tuple[str, ...]
+    output: Path
+    video: VideoSettings
+    outputs: OutputSettings
+    weights: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    fps: str = str(DEFAULT_IMAGE_FPS)
+    overwrite: bool = False
+    quiet: bool = False
+
+
+def settings_from_args(args: argparse.Namespace) -> PredictSettings:
+    # The flags are named after the settings' fields, so the video settings carry over one to one.
+    video = VideoSettings(**{name: getattr(args, name) for name in VIDEO_FIELDS})
+    outputs = OutputSettings(
+        formats=tuple(parse_formats(args.save)),
+        colormap=args.colormap,
+        keep_model_size=args.keep_model_size,
+        max_frames=args.max_frames,
+        stride=args.stride,
     )
-    options.validate()
-    formats = parse_formats(args.save)
-    sources = open_sources(args.inputs, image_fps=args.fps)
+    return PredictSettings(
+        inputs=tuple(args.inputs),
+        output=args.output,
+        video=video,
+        outputs=outputs,
+        weights=args.weights,
+        device=args.device,
+        dtype=args.dtype,
+        fps=args.fps,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    return predict(settings_from_args(args))
+
+
+def predict(settings: PredictSettings) -> int:
+    """Check everything, load the model once, write each input's folder; prints a summary line."""
+    settings.video.validate()
+    sources = open_sources(settings.inputs, image_fps=settings.fps)
     for source in sources:
-        source.frame_count(args.max_frames, args.stride)  # checks --max-frames and --stride
-    output = prepare_output_folder(args.output)
+        source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames and --stride
+    output = prepare_output_folder(settings.output)
     targets = [output / source.name for source in sources]
     existing = [str(target) for target in targets if target.exists()]
-    if existing and not args.overwrite:
+    if existing and not settings.overwrite:
         raise DVDError(f"{', '.join(existing)} already exist(s): pass --overwrite to replace, or choose another -o")
 
-    jobs, device = share_of_inputs(list(zip(sources, targets)), args.device)
+    jobs, device = share_of_inputs(list(zip(sources, targets)), settings.device)
     started = time.perf_counter()
-    pipe = DVDPipeline.from_pretrained(args.weights, device=device, dtype=args.dtype)
-    warn_if_slow(pipe, args.quiet)
+    pipe = DVDPipeline.from_pretrained(settings.weights, device=device, dtype=settings.dtype)
+    warn_if_slow(pipe, settings.quiet)
     total = 0
     for source, target in jobs:
-        total += predict_source(pipe, source, target, options, formats, args)
+        frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
+        with tqdm(total=frames, desc=source.name, unit="frame", disable=settings.quiet, dynamic_ncols=True) as bar:
+            total += predict_to_folder(
+                pipe, source, target, settings.video, settings.outputs, progress=lambda _: bar.update(1)
+            )
     elapsed = time.perf_counter() - started
     paths = ", ".join(str(target) for _, target in jobs)
     print(
@@ -258,102 +299,3 @@ def parse_formats(text: str) -> list[str]:
     if unknown:
         raise DVDError(f"unknown --save format(s) {', '.join(unknown)}: choose among {','.join(WRITER_FORMATS)}")
     return list(dict.fromkeys(["npy", *names]))
-
-
-def predict_source(
-    pipe: DVDPipeline,
-    source: Source,
-    target: Path,
-    options: StreamOptions,
-    formats: list[str],
-    args: argparse.Namespace,
-) -> int:
-    """Write all outputs of one source into a temporary folder next to `target`, then rename it; returns frames."""
-    with atomic_directory(target) as staging:
-        started = time.perf_counter()
-        with tqdm(
-            total=source.frame_count(args.max_frames, args.stride),
-            desc=source.name,
-            unit="frame",
-            disable=args.quiet,
-            dynamic_ncols=True,
-        ) as bar:
-            count, outputs = write_outputs(pipe, source, staging, options, formats, args, bar)
-        meta = describe(pipe, source, options, args, count, outputs, time.perf_counter() - started)
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return count
-
-
-def write_outputs(
-    pipe: DVDPipeline,
-    source: Source,
-    directory: Path,
-    options: StreamOptions,
-    formats: list[str],
-    args: argparse.Namespace,
-    bar: tqdm,
-) -> tuple[int, dict]:
-    """Stream the source through the model into the writers; returns (frames written, writers' meta)."""
-    disparity = model_disparity(source.frames(args.max_frames, args.stride), pipe.predict_windows, source.size, options)
-    out_size = model_size(*source.size, options.min_height, options.min_width) if args.keep_model_size else source.size
-    # The 8/16-bit range is fixed from the first window before anything is written; those frames wait at model
-    # size, which bounds the extra memory to one window whatever the source resolution.
-    first = list(itertools.islice(disparity, options.window))
-    if not first:
-        raise DVDError(f"no frames could be decoded from {source.path}: check the file")
-    value_range = DisparityRange.fit(np.stack(first)) if RANGED_FORMATS & set(formats) else None
-    writers = open_writers(
-        directory, formats, fps=source.output_rate(args.stride), value_range=value_range, colormap=args.colormap
-    )
-    # Side by side needs each RGB frame beside its depth: a second decoder in lockstep costs no buffer.
-    rgb = source.frames(args.max_frames, args.stride) if writers.needs_rgb else None
-    count = 0
-    try:
-        for frame in itertools.chain(first, disparity):
-            writers.write(frame if args.keep_model_size else resize_back(frame, out_size), _next_rgb(rgb, out_size))
-            count += 1
-            bar.update(1)
-    finally:
-        writers.close()
-    return count, writers.meta()
-
-
-def _next_rgb(rgb: Iterator[np.ndarray] | None, size: tuple[int, int]) -> np.ndarray | None:
-    if rgb is None:
-        return None
-    frame = next(rgb)
-    return frame if frame.shape[:2] == tuple(size) else resize_frames(frame[None], size)[0]
-
-
-def describe(
-    pipe: DVDPipeline,
-    source: Source,
-    options: StreamOptions,
-    args: argparse.Namespace,
-    count: int,
-    outputs: dict,
-    seconds: float,
-) -> dict:
-    """meta.json: what was computed, from what, and how to read every output."""
-    rate = source.output_rate(args.stride)
-    model_hw = model_size(*source.size, options.min_height, options.min_width)
-    return {
-        "kind": "disparity",
-        "values": "affine-invariant disparity: larger = nearer; scale and shift unknown",
-        "num_frames": count,
-        "fps": float(rate),
-        "fps_fraction": f"{rate.numerator}/{rate.denominator}",
-        "source_size": list(source.size),
-        "model_size": list(model_hw),
-        "output_size": list(model_hw if args.keep_model_size else source.size),
-        "max_frames": args.max_frames,
-        "stride": args.stride,
-        **options.as_meta(),
-        "weights": pipe.weights_id,
-        "device": str(pipe.model.device),
-        "dtype": str(pipe.model.dtype).removeprefix("torch."),
-        "input": source.describe(),
-        "outputs": outputs,
-        "seconds": round(seconds, 3),
-        "dvd_version": __version__,
-    }

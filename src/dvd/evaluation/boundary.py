@@ -1,6 +1,6 @@
 """Boundary metrics under three distinct names, so numbers from different definitions are never mixed up.
 
-- :func:`boundary_f1` — Depth Pro's scale-invariant boundary F1 (field-notes.md §4.4). Occluding contours are read
+- :func:`boundary_f1` — Depth Pro's scale-invariant boundary F1 (the Depth Pro paper and its eval code). Occluding contours are read
   from depth ratios of neighbouring pixels in both the prediction and the GT depth, per orientation, with exact
   pixel correspondence; F1 is averaged over ratio thresholds ``linspace(1.05, 1.25, 10)`` weighted by the
   threshold. Needs no RGB.

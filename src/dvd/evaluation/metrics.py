@@ -1,4 +1,4 @@
-"""Depth-accuracy metrics of one sequence, averaged as the official DVD evaluation does (reference §6.1).
+"""Depth-accuracy metrics of one sequence, averaged as the official DVD evaluation does (per frame, then over frames).
 
 With ``p`` the aligned predicted depth and ``g`` the GT depth (metres) over the ``n`` valid pixels of a frame:
 

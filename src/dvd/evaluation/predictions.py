@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.benchmarks.base import SkipSequence
 from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import SkipSequence
 
 
 def prediction_file(root: Path, sequence: str) -> Path | None:

@@ -128,10 +128,7 @@ def paper_table(runs: list[dict]) -> str:
 def metrics_table(run: dict) -> str:
     """Markdown of every metric, one row per partition of one run."""
     present = [name for name in ALL_METRICS if name in run["mean"]]
-    arrows = {
-        name: "↑" if name in HIGHER_IS_BETTER or name.endswith("f1") or name.endswith("recall") else "↓"
-        for name in present
-    }
+    arrows = {name: "↑" if name in HIGHER_IS_BETTER or name.endswith(("f1", "recall")) else "↓" for name in present}
     lines = [
         "| scope | " + " | ".join(f"{name}{arrows[name]}" for name in present) + " |",
         "|---|" + "---|" * len(present),

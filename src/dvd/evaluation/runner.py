@@ -14,15 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dvd.data.raster import resize_frames
+from dvd.data.benchmarks.base import DatasetReader, Sequence, SkipSequence
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader, Sequence, SkipSequence
 from dvd.evaluation.predictions import load_prediction
 from dvd.evaluation.report import summarise
 from dvd.evaluation.scoring import score_sequence
-from dvd.inference.resize import model_size
-from dvd.inference.stream import stream_disparity
-from dvd.inference.video import unit_float
+from dvd.inference.inputs import frame_as_unit_float
+from dvd.inference.stream import WindowReport
+from dvd.inference.video import VideoEngine, VideoSettings
 
 Predictor = Callable[[Sequence], tuple[np.ndarray, dict]]
 """Disparity [T, H, W] at the GT size for a sequence, plus fields to add to its record."""
@@ -45,7 +44,7 @@ class SavedPredictions:
 
 
 class ModelPredictions:
-    """DVD run on the sequence's RGB frames through the streaming engine (sliding windows + stitching).
+    """DVD run on the sequence's RGB frames through the video engine (sliding windows + stitching).
 
     The model sees the frames at the data set's own resolution, each side rounded up to a multiple of 16 when
     needed (bilinear), and its output is resized back to the GT size, as the official evaluation does.
@@ -56,34 +55,28 @@ class ModelPredictions:
         self.window, self.overlap, self.stitch, self.batch_windows = window, overlap, stitch, batch_windows
         self.settings = {"weights": pipeline.weights_id, "window": window, "overlap": overlap, "stitch": stitch}
 
-    def _frames(self, rgb: np.ndarray, size: tuple[int, int]):
-        for frame in rgb:
-            # One frame at a time, so no float copy of the whole clip is made.
-            yield resize_frames(unit_float(frame)[None], size)[0]
-
     def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
         if sequence.rgb is None:
             raise DVDError(
                 f"sequence {sequence.name} has no RGB frames, so the model cannot run on it: "
                 "score saved predictions with --predictions instead"
             )
-        height, width = sequence.depth.shape[1:]
-        size = model_size(height, width, height, width)
+        size = sequence.depth.shape[1:]
+        # The minimum model size is the frames' own: the model runs at the data set's resolution.
+        video = VideoSettings(*size, self.window, self.overlap, self.stitch, batch_windows=self.batch_windows)
+        overlap_errors: list[float] = []
+
+        def record_seam(report: WindowReport) -> None:
+            if report.overlap_mae is not None:
+                overlap_errors.append(report.overlap_mae)
+
+        engine = VideoEngine(self.pipeline.predict_windows, video, on_window=record_seam)
         started = time.perf_counter()
         pred = np.empty(sequence.depth.shape, dtype=np.float32)
-        overlap_errors: list[float] = []
-        stream = stream_disparity(
-            self._frames(sequence.rgb, size),
-            self.pipeline.predict_windows,
-            window=self.window,
-            overlap=self.overlap,
-            stitch=self.stitch,
-            batch_windows=self.batch_windows,
-            overlap_errors=overlap_errors,
-        )
-        for index, disparity in enumerate(stream):
-            pred[index] = resize_frames(disparity[None], (height, width))[0]
-        info = {"model_size": list(size), "seconds": round(time.perf_counter() - started, 3)}
+        frames = (frame_as_unit_float(frame) for frame in sequence.rgb)  # one at a time: no float copy of the clip
+        for index, disparity in enumerate(engine.run(frames, size)):
+            pred[index] = disparity
+        info = {"model_size": list(video.model_size(size)), "seconds": round(time.perf_counter() - started, 3)}
         if overlap_errors:  # model-space disparity error at the seams after alignment, as the official eval logs
             info["overlap_mae"] = float(np.mean(overlap_errors))
         return pred, info

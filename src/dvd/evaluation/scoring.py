@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from dvd.data.benchmarks.base import DatasetReader, Sequence, SkipSequence
 from dvd.evaluation.alignment import align_to_depth
 from dvd.evaluation.boundary import boundary_f1, boundary_recall, rgb_boundary_f1
-from dvd.evaluation.datasets.base import DatasetReader, Sequence, SkipSequence
 from dvd.evaluation.metrics import DEPTH_METRICS, depth_metrics
 from dvd.evaluation.temporal import relative_temporal_diff, temporal_alignment_error
 

@@ -1,6 +1,6 @@
 """Temporal-consistency metrics of aligned depth videos.
 
-- :func:`temporal_alignment_error` — TAE as Video Depth Anything defines it (field-notes.md §4.2): each frame's
+- :func:`temporal_alignment_error` — TAE as Video Depth Anything defines it (its benchmark/eval/eval_tae.py): each frame's
   aligned depth is re-projected into the next frame with the GT camera poses and intrinsics, and compared with the
   prediction there (an AbsRel against the *predicted* next frame), forwards and backwards, ×100.
 - :func:`relative_temporal_diff` — the official DVD evaluation's RMSE between the predicted and the GT relative

@@ -1,23 +1,33 @@
-"""`DVDPipeline`: the public entry point — load weights once, predict windows of frames as disparity."""
+"""`DVDPipeline`: video depth with DVD as a diffusers `DiffusionPipeline` (components `transformer` and `vae`).
+
+    >>> from dvd import DVDPipeline
+    >>> pipe = DVDPipeline.from_pretrained("weights/dvd")            # or "proof", a Hub id, official files
+    >>> out = pipe("clip.mp4")                                        # DVDPipelineOutput
+    >>> out.prediction                                                # float32 [T, H, W] disparity, source size
+
+What `save_pretrained` writes is the standard diffusers layout (`model_index.json`, `transformer/`, `vae/`), so
+once it is imported also `DiffusionPipeline.from_pretrained(folder, dtype=torch.bfloat16)` returns a `DVDPipeline`.
+`.to(device)`, `enable_model_cpu_offload()` and `pipe.vae.enable_tiling()` work as for any diffusers pipeline.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import torch
+from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel
+from diffusers.utils import BaseOutput
 
 from dvd.errors import DVDError
-from dvd.inference.video import (
-    StreamOptions,
-    VideoDisparity,
-    VideoInput,
-    iter_video_disparity,
-    predict_video,
-    unit_float,
-)
-from dvd.model.dvd_model import DVDModel
+from dvd.inference.inputs import Frames, VideoInput, check_inputs, frame_as_unit_float
+from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES
+from dvd.inference.video import VideoEngine, VideoSettings
+from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
+from dvd.model.frames import pad_to_vae_frame_count
 from dvd.weights import load_weights
 
 DTYPES = {
@@ -57,83 +67,169 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return DTYPES[dtype]
 
 
-def pad_to_4n_plus_1(frames: torch.Tensor) -> torch.Tensor:
-    """Repeat the last frame until T = 4n+1, the frame counts the causal Wan VAE accepts. frames: [B,3,T,H,W]."""
-    extra = (1 - frames.shape[2]) % 4
-    if extra == 0:
-        return frames
-    return torch.cat([frames, frames[:, :, -1:].expand(-1, -1, extra, -1, -1)], dim=2)
+@dataclass
+class DVDPipelineOutput(BaseOutput):
+    """What `DVDPipeline.__call__` returns.
 
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """[T,H,W,3] uint8/uint16/float in [0,1] -> float32 [3,T,H,W] in [0,1]."""
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise DVDError(f"frames must be [T,H,W,3] RGB, got shape {tuple(frames.shape)}")
-    if frames.shape[0] < 1:
-        raise DVDError("a window needs at least one frame")
-    height, width = frames.shape[1:3]
-    if height % 16 or width % 16:
-        raise DVDError(f"frame size {height}x{width} is not a multiple of 16; resize first (dvd.inference.resize)")
-    return torch.from_numpy(np.ascontiguousarray(unit_float(frames))).permute(3, 0, 1, 2)
-
-
-class DVDPipeline:
-    """Video depth with DVD. Outputs are affine-invariant disparity (larger = nearer), float32.
-
-    >>> pipe = DVDPipeline.from_pretrained("path/to/weights")        # or None for the official Hub release
-    >>> disparity = pipe.predict_window(frames)                      # [T,H,W,3] -> [T,H,W]
+    prediction: affine-invariant disparity (larger = nearer; unknown scale and shift), float32 [T, H, W] at the
+        source size (or the model size with ``keep_model_size``); numpy, or torch with ``output_type="pt"``.
+    fps: frames per second of the prediction (the source's, divided by ``stride``), when the input has one.
+    model_size: (H, W) the model ran at.
     """
 
-    def __init__(self, model: DVDModel, weights_id: str = "in-memory model") -> None:
-        self.model = model.eval()
-        self.weights_id = weights_id
+    prediction: np.ndarray | torch.Tensor
+    fps: float | None
+    model_size: tuple[int, int]
+
+
+class DVDPipeline(DiffusionPipeline):
+    """Video depth with DVD: one deterministic DiT pass per window at t = 1000·tau, stitched over the video."""
+
+    model_cpu_offload_seq = "transformer->vae"
+
+    def __init__(self, transformer: WanTransformer3DModel, vae: AutoencoderKLWan, tau: float = DEFAULT_TAU) -> None:
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae)
+        self.register_to_config(tau=float(tau))
+        self.model = DVDModel(transformer, vae, tau=float(tau)).eval()
+        self.weights_id = "in-memory model"
 
     @classmethod
     def from_pretrained(
         cls,
-        weights: str | Path | None = None,
+        pretrained_model_name_or_path: str | Path | None = None,
+        *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         tau: float | None = None,
-    ) -> "DVDPipeline":
-        """Load weights (see `dvd.weights.load`) onto `device` in `dtype`; `tau` overrides the checkpoint's."""
+    ) -> DVDPipeline:
+        """Load any weights `dvd` reads (official files, `save_pretrained` folders, single files, "proof", Hub ids;
+        None = the official release) onto `device` (default: cuda, mps, cpu) in `dtype` (default: bf16 on CUDA,
+        float32 elsewhere); `tau` overrides the checkpoint's."""
         target = resolve_device(device)
         precision = resolve_dtype(dtype, target)
-        loaded = load_weights(weights)
-        if tau is not None:
-            loaded.model.tau = float(tau)
-        loaded.model.to_precision(precision).to(target)
-        return cls(loaded.model, loaded.weights_id)
+        loaded = load_weights(pretrained_model_name_or_path)
+        model = loaded.model.to_precision(precision).to(target)
+        pipe = cls(model.transformer, model.vae, tau=loaded.model.tau if tau is None else tau)
+        pipe.weights_id = loaded.weights_id
+        return pipe
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        self.model.save_pretrained(directory)
+    @classmethod
+    def from_model(cls, model: DVDModel) -> DVDPipeline:
+        """A pipeline around an existing `DVDModel` (sharing its modules), e.g. to `save_pretrained` it."""
+        return cls(model.transformer, model.vae, tau=model.tau)
 
     @torch.inference_mode()
     def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Several windows of equal shape in one batch; each [T,H,W,3] -> disparity [T,H,W] float32."""
+        """Several windows of equal shape in one batch; each [T, H, W, 3] -> disparity [T, H, W] float32."""
         if not windows:
             return []
-        pixels = [frames_to_tensor(w) for w in windows]
+        pixels = [_window_tensor(w) for w in windows]
         if len({p.shape for p in pixels}) != 1:
-            raise DVDError("windows in one batch must share their shape; predict them separately")
+            raise ValueError("windows in one batch must share their shape; predict them separately")
         length = pixels[0].shape[1]
-        batch = pad_to_4n_plus_1(torch.stack(pixels))
+        batch = pad_to_vae_frame_count(torch.stack(pixels)).to(self._execution_device)
         disparity = self.model(batch)[:, :length].float().cpu().numpy()
         return list(disparity)
 
-    def predict_window(self, frames: np.ndarray) -> np.ndarray:
-        """One window [T,H,W,3] (uint8, or float in [0,1]; any T >= 1; H, W multiples of 16) -> disparity [T,H,W]."""
+    def predict_window(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
+        """One window of frames ([T, H, W, 3] or [T, 3, H, W]; uint8, uint16 or float in [0, 1]; any T >= 1; H and W
+        multiples of 16) -> disparity [T, H, W] float32."""
         return self.predict_windows([frames])[0]
 
-    def __call__(self, source: VideoInput, options: StreamOptions | None = None, **kwargs) -> VideoDisparity:
-        """A whole video (path, image folder, image, array [T,H,W,3] or iterable of frames) -> `VideoDisparity`.
+    def __call__(
+        self,
+        video: VideoInput,
+        *,
+        height: int = 480,
+        width: int = 640,
+        window: int = 81,
+        overlap: int = 21,
+        stitch: str = "openworld",
+        anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
+        batch_windows: int = 1,
+        max_frames: int | None = None,
+        stride: int = 1,
+        keep_model_size: bool = False,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ) -> DVDPipelineOutput | tuple:
+        """Disparity for a whole video, held in memory (use `stream` for long videos).
 
-        Windows, stitching and resizing follow `options` (defaults: the official open-world settings); keyword
-        arguments `keep_model_size`, `max_frames`, `stride` as in `dvd predict`. Holds the result in memory: use
-        `stream` for long videos.
+        video: a path (video file, image folder, image), an array or tensor [T, H, W, 3] or [T, 3, H, W] (uint8,
+            uint16 or float in [0, 1]), a list of PIL images, or an iterable of frames.
+        height, width: minimum model size; frames are scaled to cover it, sides rounded up to multiples of 16.
+        window, overlap, stitch, anchor_frames, batch_windows: as the `dvd predict` flags (`dvd predict --help`).
+        max_frames, stride: take every `stride`-th frame, at most `max_frames` of them.
+        keep_model_size: return the prediction at the model size instead of the source size.
+        output_type: "np" (numpy) or "pt" (torch tensor on the CPU).
         """
-        return predict_video(self, source, options or StreamOptions(), **kwargs)
+        if output_type not in ("np", "pt"):
+            raise ValueError(f'`output_type` must be "np" or "pt", got {output_type!r}')
+        engine, video_frames, out_hw = self._prepare(
+            video,
+            height=height,
+            width=width,
+            window=window,
+            overlap=overlap,
+            stitch=stitch,
+            anchor_frames=anchor_frames,
+            batch_windows=batch_windows,
+            max_frames=max_frames,
+            stride=stride,
+            keep_model_size=keep_model_size,
+        )
+        frames = list(engine.run(video_frames.frames, video_frames.size, out_hw))
+        prediction = np.stack(frames) if frames else np.empty((0, *out_hw), np.float32)
+        if output_type == "pt":
+            prediction = torch.from_numpy(prediction)
+        if not return_dict:
+            return (prediction,)
+        fps = None if video_frames.rate is None else float(video_frames.rate)
+        return DVDPipelineOutput(
+            prediction=prediction, fps=fps, model_size=engine.settings.model_size(video_frames.size)
+        )
 
-    def stream(self, source: VideoInput, options: StreamOptions | None = None, **kwargs) -> Iterator[np.ndarray]:
-        """Like `__call__`, but yields each stitched frame [H,W] as soon as it is final, in bounded memory."""
-        return iter_video_disparity(self, source, options or StreamOptions(), **kwargs)
+    def stream(self, video: VideoInput, **settings) -> Iterator[np.ndarray]:
+        """Like `__call__` (same keyword arguments but `output_type` and `return_dict`), but yields each frame's
+        disparity [H, W] float32 as soon as it is final, in bounded memory however long the video is."""
+        engine, video_frames, out_hw = self._prepare(video, **settings)
+        return engine.run(video_frames.frames, video_frames.size, out_hw)
+
+    def _prepare(
+        self,
+        video: VideoInput,
+        max_frames: int | None = None,
+        stride: int = 1,
+        keep_model_size: bool = False,
+        **video_settings,
+    ) -> tuple[VideoEngine, Frames, tuple[int, int]]:
+        """The engine for these settings, the checked input, and the output size."""
+        settings = VideoSettings(**video_settings)
+        try:
+            settings.validate()
+        except DVDError as error:
+            raise ValueError(str(error)) from None
+        video_frames = check_inputs(video, max_frames, stride)
+        out_hw = settings.model_size(video_frames.size) if keep_model_size else video_frames.size
+        return VideoEngine(self.predict_windows, settings), video_frames, out_hw
+
+
+def _window_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """[T, H, W, 3] or [T, 3, H, W] frames -> float32 [3, T, H, W] in [0, 1]; ValueError for other shapes."""
+    if np.ndim(frames) != 4 or len(frames) < 1:
+        raise ValueError(
+            f"`frames` must be a non-empty [T, H, W, 3] or [T, 3, H, W] array, got shape {np.shape(frames)}"
+        )
+    unit = np.stack([frame_as_unit_float(frame, "frames") for frame in frames])
+    height, width = unit.shape[1:3]
+    if height % 16 or width % 16:
+        raise ValueError(f"`frames` are {height}x{width}, not multiples of 16: resize first (dvd.data.raster)")
+    return torch.from_numpy(unit).permute(3, 0, 1, 2)
+
+
+# `DiffusionPipeline.from_pretrained` resolves the class name in model_index.json among diffusers' own attributes;
+# a pipeline from another package is otherwise only reachable as remote code (a .py file in the saved folder and
+# `trust_remote_code=True`). Registering the name makes a saved folder load with plain diffusers once dvd's
+# pipeline is imported (`from dvd import DVDPipeline`).
+setattr(diffusers, DVDPipeline.__name__, DVDPipeline)

@@ -27,6 +27,7 @@ import numpy as np
 from dvd.errors import DVDError
 from dvd.inference.scale_shift import fit_blocks
 from dvd.inference.windows import Window
+from dvd.model.frames import is_vae_frame_count
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def validate_anchor_frames(anchor_frames: int, window: int, overlap: int) -> Non
     """Raise DVDError unless ``anchor_frames`` anchors fit in a window next to more than ``overlap`` video frames."""
     # 1 + 4m anchors fill whole latent frames of the causal VAE (the first latent holds one frame, each later one
     # four), so no latent mixes an anchor with a video frame.
-    if anchor_frames < 1 or anchor_frames % 4 != 1:
+    if not is_vae_frame_count(anchor_frames):
         raise DVDError(f"--anchor-frames must be 1, 5, 9, ... (1 + a multiple of 4), got {anchor_frames}")
     if window - anchor_frames <= overlap:
         raise DVDError(
@@ -102,9 +103,7 @@ class Stitcher:
         self._anchor_ref: np.ndarray | None = None
         self.windows_added = 0
         self.last_fit: tuple[float, float] | None = None  # (scale, shift) applied to the latest window, for diagnostics
-        self.last_overlap_mae: float | None = (
-            None  # mean |aligned - stitched| over the latest overlap (eval reports it)
-        )
+        self.last_overlap_mae: float | None = None  # mean |aligned - stitched| over the latest overlap
 
     @property
     def end(self) -> int:
@@ -132,7 +131,7 @@ class Stitcher:
         ref = np.stack(self._frames[len(self._frames) - overlap :]) if overlap > 0 else None
         scale, shift = self._fit(pred, ref, anchors)
         aligned = apply_scale_shift(pred, scale, shift)
-        self.windows_added, self.last_fit = self.windows_added + 1, (scale, shift)
+        self.windows_added, self.last_fit, self.last_overlap_mae = self.windows_added + 1, (scale, shift), None
         if overlap > 0:
             self.last_overlap_mae = float(np.mean(np.abs(aligned[:overlap] - ref), dtype=np.float64))
             del self._frames[len(self._frames) - overlap :]

@@ -9,6 +9,7 @@ anchors are held, so memory does not depend on the video length, which need not 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +26,20 @@ from dvd.inference.windows import Window, WindowScheduler, validate_window
 
 WindowPredictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 """Predicts disparity for several windows at once: list of [L, H, W, 3] frames -> list of [L, H, W]."""
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """One window, just stitched: which frames, the scale and shift it got, and how well its overlap agreed."""
+
+    index: int  # 0 for the first window
+    window: Window
+    scale: float
+    shift: float
+    overlap_mae: float | None  # mean |aligned - stitched| over the overlap (the official eval's "overlap MAE")
+
+
+WindowCallback = Callable[[WindowReport], None]
 
 
 def validate_stream_settings(
@@ -50,12 +65,12 @@ def stream_disparity(
     stitch: str = "openworld",
     batch_windows: int = 1,
     anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
-    overlap_errors: list[float] | None = None,
+    on_window: WindowCallback | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the stitched disparity of each input frame ([H, W] float32), in order, as soon as it is final.
 
-    When ``overlap_errors`` is a list, the mean |aligned − stitched| over each seam's overlap is appended to it
-    (the official evaluation's "overlap MAE"), one value per window after the first.
+    ``on_window`` is called with a `WindowReport` after each window is stitched (progress, seam diagnostics); an
+    exception it raises stops the stream between windows.
 
     ``window`` counts every frame the model sees; with ``stitch="anchored"`` that includes the ``anchor_frames``
     anchors, so each window holds ``window - anchor_frames`` video frames. ``predict_windows`` receives at most
@@ -84,8 +99,10 @@ def stream_disparity(
                     stitcher.add(w, out)
                 else:
                     stitcher.add(w, out[anchor_frames:], anchors=out[:anchor_frames])
-                if overlap_errors is not None and stitcher.windows_added > 1:
-                    overlap_errors.append(stitcher.last_overlap_mae)
+                if on_window is not None:
+                    scale, shift = stitcher.last_fit
+                    overlap_mae = stitcher.last_overlap_mae if stitcher.windows_added > 1 else None
+                    on_window(WindowReport(stitcher.windows_added - 1, w, scale, shift, overlap_mae))
         pending.clear()
 
     def decide(frames_seen: int, finished: bool) -> Iterator[np.ndarray]:

@@ -1,6 +1,6 @@
 """Sliding-window schedules over a video, shared by inference, evaluation and streaming.
 
-Two presets reproduce the two official behaviours (reference-behaviour.md §1.3):
+Two presets reproduce the two official behaviours:
 
 - ``"openworld"`` (the official single-video script): windows of ``window`` frames advancing by
   ``window - overlap``; the last window is shifted back so that it is full length and ends at the last frame,

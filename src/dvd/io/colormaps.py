@@ -1,8 +1,8 @@
 """Colour maps for depth visualisation, built the way the official DVD code builds its Spectral_r table.
 
-A map is a 256-entry uint8 RGB table; values in [0, 1] index it by truncation, `uint8(clip(v * 255, 0, 255))`
-(reference §1.7). The tables come from matplotlib, sampled at `linspace(0, 1, 256)` and truncated to uint8, so they
-equal the official visualisation's table exactly. "gray" is the identity ramp, which is what the official
+A map is a 256-entry uint8 RGB table; values in [0, 1] index it by truncation, `uint8(clip(v * 255, 0, 255))`, as
+the official demo does. The tables come from matplotlib, sampled at `linspace(0, 1, 256)` and truncated to uint8, so
+they equal the official visualisation's table exactly. "gray" is the identity ramp, which is what the official
 `--grayscale` output writes.
 """
 

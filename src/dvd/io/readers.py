@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +19,7 @@ import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dvd.data.naming import natural_key
 from dvd.errors import DVDError
 
 VIDEO_EXTENSIONS = (
@@ -40,12 +40,6 @@ def frame_rate(value: float | str | Fraction) -> Fraction:
     if rate <= 0:
         raise DVDError(f"invalid frame rate {value!r}: give a positive number such as 24, 29.97 or 30000/1001")
     return rate
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders digit runs by value: "f2" < "f10". Ties (f01 vs f1) fall back to the plain name."""
-    parts = re.split(r"(\d+)", name)
-    return tuple(int(part) if index % 2 else part.lower() for index, part in enumerate(parts)), name
 
 
 def source_name(path: Path) -> str:

@@ -32,7 +32,7 @@ from dvd.io.colormaps import DEFAULT_COLORMAP, colorize, colormap_table
 from dvd.io.readers import frame_rate
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 WRITER_FORMATS: tuple[str, ...] = ("npy", "png16", "exr", "mp4", "sbs")
 DEFAULT_FORMATS: tuple[str, ...] = ("npy", "mp4")

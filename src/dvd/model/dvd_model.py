@@ -9,10 +9,6 @@ The output is affine-invariant disparity: larger is nearer, with unknown scale a
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Callable
-
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
@@ -20,7 +16,6 @@ from torch import nn
 from dvd.errors import DVDError
 from dvd.model.timestep import install_float64_timestep_embedding
 
-DVD_CONFIG_NAME = "dvd_config.json"
 DEFAULT_TAU = 0.5
 # The official code feeds 512 zero text tokens: the T5 encoder is never run.
 TEXT_TOKENS = 512
@@ -53,11 +48,11 @@ class DVDModel(nn.Module):
         self.transformer = transformer
         self.vae = vae
         self.tau = float(tau)
-        # The reference keeps 1/std, not std, and divides by it when decoding; we follow it to the last bit.
-        mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
-        self.register_buffer("latents_mean", mean, persistent=False)
-        self.register_buffer("latents_inv_std", inv_std, persistent=False)
+        # The reference keeps 1/std, not std, and divides by it when decoding; we follow it to the last bit. Plain
+        # tensors, not buffers: they follow the latents' device at use, so a pipeline that moves or offloads only
+        # the DiT and the VAE (diffusers' `.to`, `enable_model_cpu_offload`) needs nothing else moved.
+        self.latents_mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
+        self.latents_inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
         self._own_storage()
 
     def _own_storage(self) -> None:
@@ -84,11 +79,11 @@ class DVDModel(nn.Module):
         return 1000.0 * self.tau
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B,3,T,H,W] in [0,1] -> normalised latents [B,C,(T-1)//4+1,H/8,W/8]."""
+        """[B,3,T,H,W] in [0,1], on the device the VAE runs on -> normalised latents [B,C,(T-1)//4+1,H/8,W/8]."""
         # Cast before the affine map, as the reference does (it rounds to bf16 first).
-        x = pixels.to(device=self.device, dtype=self.vae.dtype) * 2 - 1
+        x = pixels.to(dtype=self.vae.dtype) * 2 - 1
         mu = self.vae.encode(x).latent_dist.mode()
-        return (mu - self.latents_mean.to(mu.dtype)) * self.latents_inv_std.to(mu.dtype)
+        return (mu - self.latents_mean.to(mu)) * self.latents_inv_std.to(mu)
 
     def regress(self, latents: torch.Tensor) -> torch.Tensor:
         """One DiT pass at the fixed timestep with an all-zero text context; the output is the depth latent."""
@@ -97,19 +92,15 @@ class DVDModel(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> [B,3,T,H,W] in [0,1]."""
         z = latents.to(self.vae.dtype)
-        z = z / self.latents_inv_std.to(z.dtype) + self.latents_mean.to(z.dtype)
+        z = z / self.latents_inv_std.to(z) + self.latents_mean.to(z)
         video = self.vae.decode(z).sample  # clamped to [-1, 1] by the VAE
         return ((video.float() + 1) / 2).clamp(0, 1)
 
-    def forward(
-        self, pixels: torch.Tensor, regress: Callable[[torch.Tensor], torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32).
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32)."""
+        return self.decode(self.regress(self.encode(pixels))).mean(dim=1)
 
-        `regress` stands in for `self.regress`: training validates through its DDP/FSDP/DeepSpeed-wrapped DiT."""
-        return self.decode((regress or self.regress)(self.encode(pixels))).mean(dim=1)
-
-    def to_precision(self, dtype: torch.dtype) -> "DVDModel":
+    def to_precision(self, dtype: torch.dtype) -> DVDModel:
         """Cast to `dtype`, keeping the modules diffusers marks as fp32-sensitive (RoPE tables, norms) in float32."""
         self.to(dtype)
         if dtype != torch.float32:
@@ -118,20 +109,3 @@ class DVDModel(nn.Module):
                 if keep.intersection(name.split(".")):
                     tensor.data = tensor.data.float()
         return self
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write our format: diffusers sub-folders `transformer/` and `vae/` plus a small `dvd_config.json`."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.transformer.save_pretrained(directory / "transformer")
-        self.vae.save_pretrained(directory / "vae")
-        (directory / DVD_CONFIG_NAME).write_text(json.dumps({"format": "dvd", "version": 1, "tau": self.tau}, indent=2))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "DVDModel":
-        """Read what `save_pretrained` wrote (float32 on CPU; cast and move afterwards)."""
-        directory = Path(directory)
-        config = json.loads((directory / DVD_CONFIG_NAME).read_text())
-        transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", torch_dtype=torch.float32)
-        vae = AutoencoderKLWan.from_pretrained(directory / "vae", torch_dtype=torch.float32)
-        return cls(transformer, vae, tau=config.get("tau", DEFAULT_TAU))

@@ -18,18 +18,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from dvd.errors import DVDError
-from dvd.training.config import DataSection, SourceSection, source_is_clip
-from dvd.training.datasets import (
+from dvd.data.train import (
     DepthDataset,
-    FolderDataset,
     HypersimDataset,
     SourceSampler,
     SyntheticDataset,
     TartanAirDataset,
+    TrainingFolder,
     VKittiImageDataset,
     VKittiVideoDataset,
 )
+from dvd.errors import DVDError
+from dvd.training.config import DataSection, SourceSection, source_is_clip
 
 
 def build_dataset(source: SourceSection, data: DataSection, flip: bool) -> DepthDataset:
@@ -52,7 +52,7 @@ def build_dataset(source: SourceSection, data: DataSection, flip: bool) -> Depth
     elif source.kind == "tartanair":
         dataset = TartanAirDataset(source.path, num_frames=frames, flip=flip, **sized)
     else:
-        dataset = FolderDataset(
+        dataset = TrainingFolder(
             source.path,
             num_frames=frames,
             flip=flip,

@@ -1,6 +1,6 @@
 """The training configuration: one YAML (or TOML) file, validated before anything is built.
 
-Every section is a dataclass; the file may omit any key (defaults are the official DVD recipe, reference §5) but
+Every section is a dataclass; the file may omit any key (defaults are the official DVD training recipe) but
 may not add one: an unknown key or a value of the wrong type is a `DVDError` naming the key, what was expected and,
 for typos, the closest valid key.
 """
@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 import yaml
 
-from dvd.data.synthetic import SPLITS
+from dvd.data.procedural import Split
 from dvd.errors import DVDError
 from dvd.io.atomic import atomic_write_text
-from dvd.training.losses import LOSS_KINDS
+from dvd.model.frames import is_vae_frame_count
+from dvd.training.losses import LossKind
 
-SOURCE_KINDS = ("synthetic", "hypersim", "vkitti", "tartanair", "folder")
+SourceKind = Literal["synthetic", "hypersim", "vkitti", "tartanair", "folder"]
+SOURCE_KINDS: tuple[str, ...] = typing.get_args(SourceKind)
 # Kinds that yield clips unless a source says `clips: false`; the others yield single images unless `clips: true`.
 VIDEO_SOURCES = {"synthetic", "tartanair", "folder"}
 
@@ -49,7 +51,7 @@ class FinetuneSection:
 
 @dataclass
 class LossSection:
-    kind: Literal[LOSS_KINDS] = "lmr"
+    kind: LossKind = "lmr"
     lambda_sp: float = 0.5
     lambda_temp: float = 0.5
     lambda_reg: float = 0.5  # weight of the edge-aware / multi-scale regulariser
@@ -60,7 +62,7 @@ class LossSection:
 class SourceSection:
     """One training or validation data source."""
 
-    kind: Literal[SOURCE_KINDS] = "synthetic"
+    kind: SourceKind = "synthetic"
     path: str | None = None  # root of the on-disk layout; not used by `synthetic`
     weight: float = 1.0  # relative draw probability among the active sources
     clips: bool | None = None  # True: clips of `clip_frames`; False: single images; None: the kind's default
@@ -68,7 +70,7 @@ class SourceSection:
     width: int | None = None  # VKITTI 352x1216); a folder source keeps its frames' size; multiples of 16
     depth_scale: float = 0.001  # folder: metres per unit of 16-bit depth PNGs
     depth_range: list[float] = field(default_factory=lambda: [0.0, 1.0e9])  # folder: valid depth (metres), exclusive
-    split: Literal[SPLITS] = "train"  # synthetic: which seed split ("train", "val", "test" never share a scene)
+    split: Split = "train"  # synthetic: which seed split ("train", "val", "test" never share a scene)
     samples: int = 1000  # synthetic: number of distinct scenes
 
 
@@ -205,7 +207,7 @@ def _build(cls: type, mapping: Any, where: str) -> Any:
 def _check(config: TrainConfig) -> None:
     """Cross-field rules that types cannot express."""
     data, optim, train, finetune = config.data, config.optim, config.train, config.finetune
-    if data.clip_frames < 1 or data.clip_frames % 4 != 1:
+    if not is_vae_frame_count(data.clip_frames):
         raise DVDError(f"data.clip_frames is {data.clip_frames}: it must be 4n+1 (e.g. 45, 21, 9, 5)")
     for name, value in [
         (f"data source {i} {side}", getattr(s, side))

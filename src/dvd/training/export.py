@@ -1,6 +1,6 @@
 """Turning a trained model into weights that `dvd predict --weights DIR` loads.
 
-- ``merged``: our `save_pretrained` format (`dvd_config.json`, `transformer/`, `vae/`), LoRA folded into the base
+- ``merged``: `DVDPipeline.save_pretrained`'s diffusers layout (`model_index.json`, `transformer/`, `vae/`), LoRA folded into the base
   weights: the fastest to load and run.
 - ``official``: the official DVD layout: `model.safetensors` with the whole DiT under `pipe.dit.` in original Wan
   names, LoRA tensors kept beside the frozen `base_layer` weights (as the official trainer saves them),
@@ -20,6 +20,7 @@ import yaml
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
+from dvd.inference.pipeline import DVDPipeline
 from dvd.io.atomic import atomic_directory
 from dvd.model.dvd_model import DVDModel
 from dvd.training.trainable import fold_learned_timestep
@@ -47,7 +48,7 @@ def merged_model(model: DVDModel, lora_alpha: float | None) -> DVDModel:
 
 def export_merged(model: DVDModel, directory: Path, lora_alpha: float | None) -> Path:
     with atomic_directory(directory) as tmp:
-        merged_model(model, lora_alpha).save_pretrained(tmp)
+        DVDPipeline.from_model(merged_model(model, lora_alpha)).save_pretrained(tmp)
     return directory
 
 

@@ -23,13 +23,16 @@ Definitions used:
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-LOSS_KINDS = ("lmr", "l2", "edge_aware", "multiscale_gradient")
+LossKind = Literal["lmr", "l2", "edge_aware", "multiscale_gradient"]
+LOSS_KINDS: tuple[str, ...] = typing.get_args(LossKind)
 
 _FRAME_AXIS, _HEIGHT_AXIS, _WIDTH_AXIS = 2, 3, 4
 

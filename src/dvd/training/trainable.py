@@ -33,7 +33,7 @@ def sinusoid_at(model: DVDModel, timestep: float) -> Tensor:
     """The DiT's own (fixed) sinusoidal embedding of one timestep, [freq_dim] float32."""
     proj = model.transformer.condition_embedder.timesteps_proj
     if isinstance(proj, LearnedTimestepEmbedding):
-        raise ValueError("the model already has a learned timestep embedding")
+        raise TypeError("the model already has a learned timestep embedding")
     return proj(torch.tensor([timestep], dtype=torch.float32, device=model.device))[0].float()
 
 

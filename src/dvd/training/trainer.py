@@ -1,13 +1,13 @@
 """The DVD training loop on accelerate (one process, or many through `accelerate launch`: DDP, FSDP2, DeepSpeed).
 
-Per micro-step: RGB pixels and the normalised-disparity target (3 equal channels) go through the frozen VAE under
-no_grad; the DiT regresses the depth latent from the clean RGB latent at t = 1000·τ with a zero text context
-(x-prediction); the loss (`dvd.training.losses`) compares the two latents. Gradients are accumulated over
-`grad_accum` micro-steps, clipped, and AdamW steps the trainable parameters (`dvd.training.trainable`). What the
-parallel strategies do differently (sharded weights and optimizer state) is kept in `dvd.training.distributed`.
-
-Everything that can be wrong with the input — config, data layout, logger backends, precision, a resume checkpoint
-of another architecture — is checked before the first step.
+`Trainer` is one run. Setting it up checks everything that can be wrong with the input — config, data layout,
+logger backends, precision, a resume checkpoint of another architecture — before the first step. `step` is one
+optimiser step of the DVD objective: RGB pixels and the normalised-disparity target (3 equal channels) go through
+the frozen VAE under no_grad, the DiT regresses the depth latent from the clean RGB latent at t = 1000·τ with a zero
+text context (x-prediction), and the loss (`dvd.training.losses`) compares the two latents; gradients are
+accumulated over `grad_accum` micro-steps, clipped, and AdamW steps the trainable parameters
+(`dvd.training.trainable`). What the parallel strategies do differently (sharded weights and optimizer state) is
+kept in `dvd.training.distributed`.
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, init_empty_weights
 from accelerate.utils import set_seed
-from safetensors.torch import load_file
-from torch import Tensor, nn
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from dvd.errors import DVDError
-from dvd.model.dvd_model import DVDModel, regress_depth_latent
-from dvd.model.tiny import build_tiny_model
+from dvd.model.dvd_model import DVDModel
 from dvd.training.batches import SlotBatches, SlotSampler, build_dataset
 from dvd.training.checkpoint import (
-    WEIGHTS_FILE,
     check_compatible,
     list_checkpoints,
     load_checkpoint,
@@ -51,31 +51,15 @@ from dvd.training.distributed import (
     save_deepspeed_state,
 )
 from dvd.training.export import export_model
-from dvd.training.losses import make_loss
+from dvd.training.losses import LossTerms, make_loss
 from dvd.training.metrics_log import MetricsLog, check_backends
-from dvd.training.single_file import load_single_file, proof_model_path
+from dvd.training.regression import DepthRegression
 from dvd.training.trainable import architecture_signature, make_trainable
 from dvd.training.validation import evaluate
 from dvd.weights import load_weights
+from dvd.weights.tiny import build_tiny_model
 
-
-class DepthRegression(nn.Module):
-    """What the optimiser differentiates, and what DDP, FSDP or DeepSpeed wrap: one DiT pass from the RGB latent to
-    the depth latent. The frozen VAE stays outside, so no strategy shards or gathers it: each process encodes alone
-    (ZeRO-3 would otherwise gather VAE weights per call, and clips and images call it a different number of times)."""
-
-    # FSDP's default wrap policy reads this: each DiT block becomes one sharding unit.
-    _no_split_modules = ["WanTransformerBlock"]
-
-    def __init__(self, model: DVDModel) -> None:
-        super().__init__()
-        self.transformer = model.transformer  # the same module object: the DVDModel sees what training changes
-        self.timestep = model.timestep
-
-    def forward(self, rgb_latents: Tensor) -> Tensor:
-        # The DiT returns a view (of its unpatchify reshape); FSDP2 warns that an in-place op on a view would skip its
-        # backward hook. A copy of the small latent costs nothing and leaves no such trap.
-        return regress_depth_latent(self.transformer, rgb_latents, self.timestep).clone()
+Batch = dict[str, Tensor]
 
 
 @dataclass
@@ -88,14 +72,9 @@ class TrainResult:
 
 
 def load_base_model(section: ModelSection) -> DVDModel:
-    """The model training starts from (float32, CPU): "tiny" (random tiny test model), "proof" (the tiny model
-    shipped for `dvd demo`), or any `--weights` source."""
-    if section.weights == "tiny":
-        model = build_tiny_model(section.tiny_seed)
-    elif section.weights == "proof":
-        model = load_single_file(proof_model_path())
-    else:
-        model = load_weights(section.weights).model
+    """The model training starts from (float32, CPU): "tiny" (random tiny test model) or any `--weights` source,
+    "proof" (the tiny model shipped for `dvd demo`) and single-file models included."""
+    model = build_tiny_model(section.tiny_seed) if section.weights == "tiny" else load_weights(section.weights).model
     model.tau = section.tau
     return model
 
@@ -119,27 +98,6 @@ def find_resume_checkpoint(output_dir: Path, resume: str | None) -> Path | None:
     return path
 
 
-def model_from_checkpoint(config: TrainConfig, checkpoint: Path) -> DVDModel:
-    """The base model with the trained tensors of `checkpoint` in place (float32, CPU): what a run exports."""
-    model = load_base_model(config.model)
-    make_trainable(model, config.finetune, config.model.learned_tau, gradient_checkpointing=False)
-    copy_trained(model, load_file(Path(checkpoint) / WEIGHTS_FILE))
-    return model
-
-
-def copy_trained(model: DVDModel, trained: dict[str, Tensor]) -> None:
-    with torch.no_grad():
-        named = dict(model.named_parameters())
-        for name, tensor in trained.items():
-            named[name].copy_(tensor)
-
-
-def _check_environment(config: TrainConfig, accelerator: Accelerator) -> None:
-    check_strategy(accelerator, config.optim.grad_accum, config.optim.grad_clip)
-    if config.train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
-        raise DVDError("train.mixed_precision fp16 needs a GPU; use bf16 or no on CPU")
-
-
 def frozen_autocast(accelerator: Accelerator, mixed_precision: str) -> contextlib.AbstractContextManager:
     """Autocast for what runs outside the wrapped DiT (VAE encodes, validation), in `train.mixed_precision` under
     every strategy: accelerate's own autocast is off under DeepSpeed, which casts only the module it wraps."""
@@ -156,170 +114,240 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, schedule: str) -> torch.op
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
-    """Run (or continue) the training described by `config`; returns where it ended and what it exported."""
-    train_cfg, data = config.train, config.data
-    output_dir = Path(train_cfg.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=train_cfg.mixed_precision, gradient_accumulation_steps=config.optim.grad_accum
-    )
-    _check_environment(config, accelerator)
-    check_backends(train_cfg.loggers)
-    checkpoint = find_resume_checkpoint(output_dir, resume)
+class _Window:
+    """Per-step values summed since the last log line."""
 
-    datasets = [build_dataset(source, data, flip=data.flip) for source in data.sources]
-    validation_sets = [build_dataset(source, data, flip=False) for source in data.validation]
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.started = time.perf_counter()
 
-    set_seed(train_cfg.seed)
-    model = load_base_model(config.model)
-    make_trainable(model, config.finetune, config.model.learned_tau, train_cfg.gradient_checkpointing)
-    model.vae.eval()
-    signature = architecture_signature(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.optim.lr,
-        betas=tuple(config.optim.betas),
-        eps=config.optim.eps,
-        weight_decay=config.optim.weight_decay,
-    )
-    scheduler = _make_scheduler(optimizer, config.optim.schedule)
+    def add(self, values: dict[str, float]) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.steps += 1
 
-    start_step, restored = 0, None
-    if checkpoint is not None:
+
+class Trainer:
+    """One training run: the constructor sets it up (and, when resuming, restores the checkpoint); `fit` then runs
+    `step`, `validate` and `save` on schedule and ends with `export`."""
+
+    def __init__(self, config: TrainConfig, resume: str | None = None) -> None:
+        self.config = config
+        train, data, optim = config.train, config.data, config.optim
+        self.output_dir = Path(train.output_dir)
+        self.accelerator = accelerator = Accelerator(
+            mixed_precision=train.mixed_precision, gradient_accumulation_steps=optim.grad_accum
+        )
+        check_strategy(accelerator, optim.grad_accum, optim.grad_clip)
+        if train.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+            raise DVDError("train.mixed_precision fp16 needs a GPU; use bf16 or no on CPU")
+        check_backends(train.loggers)
+        self.resumed_from = find_resume_checkpoint(self.output_dir, resume)
+        datasets = [build_dataset(source, data, flip=data.flip) for source in data.sources]
+        self.validation_sets = [build_dataset(source, data, flip=False) for source in data.validation]
+        self._validation_samples: list[Batch] | None = None
+
+        set_seed(train.seed)
+        self.model = load_base_model(config.model)
+        make_trainable(self.model, config.finetune, config.model.learned_tau, train.gradient_checkpointing)
+        self.model.vae.eval()
+        self.signature = architecture_signature(self.model)
+        # The main process keeps the frozen tensors as loaded for `export`: the wrapped DiT may shard (FSDP2, ZeRO-3)
+        # or cast (DeepSpeed bf16) them. They are references, not copies; the trained tensors come from each save.
+        self.frozen = self._frozen_tensors() if accelerator.is_main_process else {}
+        self.trained: dict[str, Tensor] = {}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=optim.lr, betas=tuple(optim.betas), eps=optim.eps, weight_decay=optim.weight_decay
+        )
+        scheduler = _make_scheduler(optimizer, optim.schedule)
+        self.step_done = 0
+        restored = self._load_trained(self.resumed_from, scheduler) if self.resumed_from else None
+
+        self.model.to(accelerator.device)
+        self.module, self.optimizer, self.scheduler = accelerator.prepare(
+            DepthRegression(self.model), optimizer, scheduler
+        )
+        self.loss_fn = make_loss(
+            config.loss.kind, config.loss.lambda_sp, config.loss.lambda_temp, config.loss.lambda_reg, config.loss.scales
+        )
+        self.log = None
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            dump_config(config, self.output_dir / "config.yaml")
+            self.log = MetricsLog(self.output_dir, train.loggers, resume_step=self.step_done if restored else None)
+        batches = SlotBatches(datasets, data.sources, data, train.seed, accelerator.num_processes, optim.grad_accum)
+        sampler = SlotSampler(batches, accelerator.process_index, self.step_done, train.max_steps)
+        self.loader = DataLoader(batches, sampler=sampler, batch_size=None, num_workers=data.workers)
+        if restored is not None:
+            self.restore(restored)
+
+    def _frozen_tensors(self) -> dict[str, Tensor]:
+        trained = set(self.signature)
+        return {name: tensor for name, tensor in self.model.state_dict().items() if name not in trained}
+
+    def _load_trained(self, checkpoint: Path, scheduler: torch.optim.lr_scheduler.LRScheduler) -> dict[str, Any]:
+        """Put a checkpoint's trained tensors and scheduler state into the unwrapped model (before `prepare`, which
+        may shard them); returns the rest for `restore`."""
         state = read_state(checkpoint)
-        check_compatible(checkpoint, state, signature)
-        restored = load_checkpoint(checkpoint, accelerator.process_index, optimizer=not is_deepspeed(accelerator))
-        copy_trained(model, restored["weights"])
+        check_compatible(checkpoint, state, self.signature)
+        restored = load_checkpoint(
+            checkpoint, self.accelerator.process_index, optimizer=not is_deepspeed(self.accelerator)
+        )
+        with torch.no_grad():
+            named = dict(self.model.named_parameters())
+            for name, tensor in restored["weights"].items():
+                named[name].copy_(tensor)
         scheduler.load_state_dict(restored["scheduler"])
-        start_step = int(state["step"])
+        self.step_done = int(state["step"])
+        self.trained = restored["weights"] if self.accelerator.is_main_process else {}
+        return {**restored, "checkpoint": checkpoint, "world_size": int(state["world_size"])}
 
-    model.to(accelerator.device)
-    module, optimizer, scheduler = accelerator.prepare(DepthRegression(model), optimizer, scheduler)
-    if restored is not None:
-        if is_deepspeed(accelerator):
-            load_deepspeed_state(accelerator, module, checkpoint, int(state["world_size"]))
+    def restore(self, restored: dict[str, Any]) -> None:
+        """Continue a checkpoint after `prepare`: the optimizer state (name-keyed in full, or DeepSpeed's partitions)
+        and, last, every process's RNG states, so the following steps draw what the saved run drew."""
+        if is_deepspeed(self.accelerator):
+            load_deepspeed_state(self.accelerator, self.module, restored["checkpoint"], restored["world_size"])
         else:
-            restore_optimizer(accelerator, module, optimizer, restored["optimizer"])
-    loss_fn = make_loss(
-        config.loss.kind, config.loss.lambda_sp, config.loss.lambda_temp, config.loss.lambda_reg, config.loss.scales
-    )
-    log = None
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, output_dir / "config.yaml")
-        log = MetricsLog(output_dir, train_cfg.loggers, resume_step=start_step if checkpoint else None)
+            restore_optimizer(self.accelerator, self.module, self.optimizer, restored["optimizer"])
+        set_rng_states(restored["rng"])
 
-    batches = SlotBatches(
-        datasets, data.sources, data, train_cfg.seed, accelerator.num_processes, config.optim.grad_accum
-    )
-    loader = DataLoader(
-        batches,
-        sampler=SlotSampler(batches, accelerator.process_index, start_step, train_cfg.max_steps),
-        batch_size=None,
-        num_workers=data.workers,
-    )
-    validation_samples = None
+    def loss(self, batch: Batch) -> LossTerms:
+        """The DVD objective on one micro-batch: loss(DiT(E(rgb), t = 1000·τ), E(depth)), E the frozen VAE encoder."""
+        device = self.accelerator.device
+        with torch.no_grad(), frozen_autocast(self.accelerator, self.config.train.mixed_precision):
+            rgb_latent = self.model.encode(batch["rgb"].to(device))
+            depth_latent = self.model.encode(batch["depth_target"].to(device))
+        return self.loss_fn(self.module(rgb_latent), depth_latent, rgb_latent)
 
-    def validate(step: int) -> dict[str, float]:
-        nonlocal validation_samples
-        if not validation_sets:
+    def step(self, batches: Iterator[Batch]) -> dict[str, float]:
+        """One optimiser step over `grad_accum` micro-batches; returns the mean loss terms and the gradient norm."""
+        grad_accum = self.config.optim.grad_accum
+        totals: dict[str, float] = {}
+        for _ in range(grad_accum):
+            # accelerate syncs gradients (and DeepSpeed steps) on the last micro-step and divides the loss.
+            with self.accelerator.accumulate(self.module):
+                terms = self.loss(next(batches))
+                self.accelerator.backward(terms.total)
+            for name, value in terms.as_floats().items():
+                totals[name] = totals.get(name, 0.0) + value / grad_accum
+        grad_norm = self.accelerator.clip_grad_norm_(self.module.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_done += 1
+        if not math.isfinite(totals["loss"]):
+            raise DVDError(
+                f"the loss became {totals['loss']} at step {self.step_done}; "
+                "lower optim.lr or use mixed_precision bf16/no"
+            )
+        return {**totals, "grad_norm": float(grad_norm)}
+
+    def validate(self, step: int) -> dict[str, float]:
+        """AbsRel and δ1 on the validation sources (every process predicts the same samples, through the wrapped
+        DiT, whose forward gathers sharded weights); logged under `val/`."""
+        if not self.validation_sets:
             return {}
-        if validation_samples is None:
-            validation_samples = [ds[i] for ds in validation_sets for i in range(min(data.validation_samples, len(ds)))]
-        # Every process predicts the same samples: the wrapped DiT gathers sharded weights in its forward.
-        with frozen_autocast(accelerator, train_cfg.mixed_precision):
-            metrics = evaluate(model, validation_samples, regress=module)
-        if log is not None:
-            log.log(step, metrics, prefix="val")
+        if self._validation_samples is None:
+            count = self.config.data.validation_samples
+            self._validation_samples = [ds[i] for ds in self.validation_sets for i in range(min(count, len(ds)))]
+        with frozen_autocast(self.accelerator, self.config.train.mixed_precision):
+            metrics = evaluate(self.model, self._validation_samples, regress=self.module)
+        if self.log is not None:
+            self.log.log(step, metrics, prefix="val")
         return metrics
 
-    def write_checkpoint(step: int, folder: Path) -> None:
-        if is_deepspeed(accelerator):
-            save_deepspeed_state(module, folder)
-            accelerator.wait_for_everyone()
-            weights = deepspeed_master_weights(folder) if accelerator.is_main_process else {}
-            optimizer_full = None
-        else:
-            weights = gather_trained(accelerator, module)
-            optimizer_full = optimizer_state(module, optimizer)
-        if accelerator.is_main_process:
-            state = {
-                "step": step,
-                "signature": signature,
-                "config": config.to_dict(),
-                "world_size": accelerator.num_processes,
-            }
-            write_checkpoint_files(folder, weights, optimizer_full, scheduler.state_dict(), state)
-
-    def checkpoint_now(step: int) -> None:
-        save_checkpoint(
-            output_dir,
+    def save(self, step: int) -> Path:
+        """Checkpoint `step` (collective: every process calls it)."""
+        accelerator = self.accelerator
+        return save_checkpoint(
+            self.output_dir,
             step,
             accelerator.process_index,
             accelerator.is_main_process,
             accelerator.wait_for_everyone,
-            lambda folder: write_checkpoint(step, folder),
-            train_cfg.keep_checkpoints,
+            lambda folder: self._write_checkpoint(step, folder),
+            self.config.train.keep_checkpoints,
         )
 
-    if restored is not None:
-        set_rng_states(restored["rng"])
-    result = TrainResult(step=start_step, output_dir=output_dir)
-    if checkpoint is None and train_cfg.validate_at_start:
-        result.validation = validate(0)
+    def _write_checkpoint(self, step: int, folder: Path) -> None:
+        accelerator = self.accelerator
+        if is_deepspeed(accelerator):
+            save_deepspeed_state(self.module, folder)
+            accelerator.wait_for_everyone()
+            weights = deepspeed_master_weights(folder) if accelerator.is_main_process else {}
+            optimizer_full = None
+        else:
+            weights = gather_trained(accelerator, self.module)
+            optimizer_full = optimizer_state(self.module, self.optimizer)
+        if accelerator.is_main_process:
+            self.trained = weights
+            state = {"step": step, "signature": self.signature, "config": self.config.to_dict()}
+            state["world_size"] = accelerator.num_processes
+            write_checkpoint_files(folder, weights, optimizer_full, self.scheduler.state_dict(), state)
 
-    module.train()
-    micro_batches = iter(loader)
-    window: dict[str, float] = {}
-    window_steps, window_start = 0, time.perf_counter()
-    for step in range(start_step + 1, train_cfg.max_steps + 1):
-        totals: dict[str, float] = {}
-        for _ in range(config.optim.grad_accum):
-            batch = next(micro_batches)
-            with torch.no_grad(), frozen_autocast(accelerator, train_cfg.mixed_precision):
-                rgb_latents = model.encode(batch["rgb"].to(accelerator.device))
-                target = model.encode(batch["depth_target"].to(accelerator.device))
-            # accelerate syncs gradients (and DeepSpeed steps) on the last micro-step and divides the loss.
-            with accelerator.accumulate(module):
-                terms = loss_fn(module(rgb_latents), target, rgb_latents)
-                accelerator.backward(terms.total)
-            for name, value in terms.as_floats().items():
-                totals[name] = totals.get(name, 0.0) + value / config.optim.grad_accum
-        grad_norm = accelerator.clip_grad_norm_(module.parameters(), config.optim.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(totals["loss"]):
-            raise DVDError(
-                f"the loss became {totals['loss']} at step {step}; lower optim.lr or use mixed_precision bf16/no"
-            )
-        result.losses.append(totals["loss"])
-        totals["grad_norm"] = float(grad_norm)
-        for name, value in totals.items():
-            window[name] = window.get(name, 0.0) + value
-        window_steps += 1
-        result.step = step
+    def trained_model(self) -> DVDModel:
+        """The model as last saved, float32 on the CPU, from the tensors in memory (main process only): the frozen
+        ones as loaded and the trained ones of the last save or restore."""
+        with init_empty_weights():
+            transformer = WanTransformer3DModel.from_config(self.model.transformer.config)
+            vae = AutoencoderKLWan.from_config(self.model.vae.config)
+            model = DVDModel(transformer, vae, tau=self.model.tau)
+            make_trainable(model, self.config.finetune, self.config.model.learned_tau, gradient_checkpointing=False)
+        model.load_state_dict({**self.frozen, **self.trained}, strict=True, assign=True)
+        return model.float().cpu()
 
-        if step % train_cfg.log_every == 0 or step == train_cfg.max_steps:
-            means = torch.tensor([window[k] / window_steps for k in sorted(window)], device=accelerator.device)
-            means = accelerator.reduce(means, reduction="mean")
-            values = dict(zip(sorted(window), means.tolist()))
-            values["lr"] = scheduler.get_last_lr()[0]
-            values["s_per_step"] = (time.perf_counter() - window_start) / window_steps
-            if log is not None:
-                log.log(step, values)
-            window, window_steps, window_start = {}, 0, time.perf_counter()
-        if step % train_cfg.validate_every == 0 or step == train_cfg.max_steps:
-            result.validation = validate(step)
-        if step % train_cfg.checkpoint_every == 0 or step == train_cfg.max_steps:
-            checkpoint_now(step)
+    def export(self) -> list[Path]:
+        """Write the model in `train.export`'s formats under `<output_dir>/export` (main process; others: [])."""
+        if not self.accelerator.is_main_process:
+            return []
+        kind = self.config.train.export
+        formats = ["merged", "official"] if kind == "both" else [kind]
+        return export_model(self.trained_model(), self.output_dir / "export", formats, self.config.finetune.lora_alpha)
 
-    if accelerator.is_main_process:
-        formats = ["merged", "official"] if train_cfg.export == "both" else [train_cfg.export]
-        trained = model_from_checkpoint(config, list_checkpoints(output_dir)[-1])
-        result.exports = export_model(trained, output_dir / "export", formats, config.finetune.lora_alpha)
-        log.close()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return result
+    def _log_window(self, window: _Window) -> None:
+        names = sorted(window.sums)
+        means = torch.tensor([window.sums[k] / window.steps for k in names], device=self.accelerator.device)
+        values = dict(zip(names, self.accelerator.reduce(means, reduction="mean").tolist()))
+        values["lr"] = self.scheduler.get_last_lr()[0]
+        values["s_per_step"] = (time.perf_counter() - window.started) / window.steps
+        if self.log is not None:
+            self.log.log(self.step_done, values)
+
+    def fit(self) -> TrainResult:
+        """Train to `train.max_steps` (validating, logging and checkpointing on schedule), export, and close."""
+        train = self.config.train
+        result = TrainResult(step=self.step_done, output_dir=self.output_dir)
+        if self.resumed_from is None and train.validate_at_start:
+            result.validation = self.validate(0)
+        self.module.train()
+        batches = iter(self.loader)
+        window = _Window()
+        while self.step_done < train.max_steps:
+            values = self.step(batches)
+            step = result.step = self.step_done
+            result.losses.append(values["loss"])
+            window.add(values)
+            last = step == train.max_steps
+            if step % train.log_every == 0 or last:
+                self._log_window(window)
+                window = _Window()
+            if step % train.validate_every == 0 or last:
+                result.validation = self.validate(step)
+            if step % train.checkpoint_every == 0 or last:
+                self.save(step)
+        result.exports = self.export()
+        self.close()
+        return result
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
+
+def train(config: TrainConfig, resume: str | None = None) -> TrainResult:
+    """Run (or continue) the training described by `config`; returns where it ended and what it exported."""
+    return Trainer(config, resume).fit()

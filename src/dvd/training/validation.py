@@ -7,7 +7,7 @@ clipped to the sample's own valid ground-truth depth range (the data sets used h
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -30,8 +30,12 @@ def score_disparity(disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray)
 
 @torch.no_grad()
 def predict_disparity(model: DVDModel, rgb: torch.Tensor, regress: Regress | None = None) -> np.ndarray:
-    """[B,3,F,H,W] pixels in [0,1] -> disparity [B,F,H,W] float32 numpy (the model's full decode path)."""
-    return model(rgb.to(model.device), regress).float().cpu().numpy()
+    """[B,3,F,H,W] pixels in [0,1] -> disparity [B,F,H,W] float32 numpy: encode, DiT pass, decode, channel mean.
+
+    `regress` is the DiT pass (default: the model's own). The trainer passes its DDP/FSDP/DeepSpeed-wrapped DiT,
+    whose forward gathers sharded weights (FSDP2, ZeRO-3) the way training does."""
+    latents = model.encode(rgb.to(model.device))
+    return model.decode((regress or model.regress)(latents)).mean(dim=1).float().cpu().numpy()
 
 
 def evaluate(
@@ -39,8 +43,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean AbsRel and δ1 over `samples` (reader sample dicts: rgb [F,3,H,W], depth [F,H,W], valid [F,H,W]).
 
-    `regress` replaces the model's DiT pass: the trainer passes its wrapped DiT, whose forward gathers sharded
-    weights (FSDP, ZeRO-3) the way training does, so every process must evaluate the same samples."""
+    With a wrapped DiT as `regress` (see `predict_disparity`), every process must evaluate the same samples."""
     was_training = model.training
     model.eval()
     scores = []

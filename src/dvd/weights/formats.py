@@ -51,7 +51,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"{path} needs arbitrary code execution to unpickle, which dvd refuses; "
             "use the official Wan2.1_VAE.pth or a .safetensors file"
         ) from None
-    except Exception as error:  # torch raises many types for non-checkpoint files
+    except Exception as error:  # noqa: BLE001 - torch raises many types for non-checkpoint files
         raise DVDError(f"{path} is not a torch checkpoint ({type(error).__name__}); re-download it") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -127,20 +127,20 @@ def dit_config_from_shapes(state: dict[str, torch.Tensor], config_json: Path | N
         heads = int(json.loads(config_json.read_text()).get("num_heads", heads))
     if heads < 1 or dim % heads:
         raise DVDError(f"cannot split the DiT width {dim} into heads; add a config.json with 'num_heads'")
-    return dict(
-        patch_size=tuple(patch),
-        num_attention_heads=heads,
-        attention_head_dim=dim // heads,
-        in_channels=in_channels,
-        out_channels=state["head.head.weight"].shape[0] // int(torch.tensor(patch).prod()),
-        text_dim=state["text_embedding.0.weight"].shape[1],
-        freq_dim=state["time_embedding.0.weight"].shape[1],
-        ffn_dim=state[ffn_key].shape[0],
-        num_layers=max(layers) + 1,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-    )
+    return {
+        "patch_size": tuple(patch),
+        "num_attention_heads": heads,
+        "attention_head_dim": dim // heads,
+        "in_channels": in_channels,
+        "out_channels": state["head.head.weight"].shape[0] // int(torch.tensor(patch).prod()),
+        "text_dim": state["text_embedding.0.weight"].shape[1],
+        "freq_dim": state["time_embedding.0.weight"].shape[1],
+        "ffn_dim": state[ffn_key].shape[0],
+        "num_layers": max(layers) + 1,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": 1e-6,
+    }
 
 
 # diffusers -> original Wan names: the inverse of diffusers' converter, for messages and for writing official files.

@@ -1,28 +1,32 @@
 """Finding weights — a local folder or file, or Hub ids through huggingface_hub's cache — and building a DVDModel.
 
 What a `--weights` source may be:
-- our format (a folder with `dvd_config.json`, `transformer/`, `vae/`), written by `dvd convert` / `save_pretrained`;
+- our format, the diffusers pipeline layout written by `DVDPipeline.save_pretrained` and `dvd convert`
+  (`model_index.json`, `transformer/`, `vae/`), and its predecessor (`dvd_config.json` instead of `model_index.json`);
 - the official DVD release: a folder or file with `dvd_1.1.safetensors` or `model.safetensors` (optional
   `model_config.yaml`), with the Wan2.1 VAE beside it (`Wan2.1_VAE.pth` or a diffusers `vae/` folder) or else taken
   from the Wan2.1 Hub repository;
 - the Wan2.1-T2V-1.3B base model, original layout (`diffusion_pytorch_model*.safetensors` + `Wan2.1_VAE.pth`) or
   diffusers layout (`transformer/` + `vae/`): the starting point for training, not a depth model;
-- a Hub repository id holding any of the above.
+- a single-file model (`dvd.weights.single_file`), or the name `proof`: the tiny one shipped for `dvd demo`;
+- a Hub repository id holding any of the official or Wan2.1 layouts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from huggingface_hub import constants, hf_hub_download, list_repo_files, snapshot_download, try_to_load_from_cache
 
 from dvd.errors import DVDError
-from dvd.model.dvd_model import DEFAULT_TAU, DVD_CONFIG_NAME, DVDModel
+from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
 from dvd.weights.formats import (
     lora_rank,
     merge_lora,
@@ -33,6 +37,7 @@ from dvd.weights.formats import (
     transformer_with_lora,
     vae_from_original,
 )
+from dvd.weights.single_file import PROOF_MODEL, is_single_file, load_single_file, proof_model_path
 
 DEFAULT_DVD_REPO = "FayeHongfeiZhang/DVD"
 DEFAULT_WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
@@ -43,13 +48,16 @@ BASE_SHARDS = "diffusion_pytorch_model*.safetensors"
 # What to fetch of a Wan2.1 base repository: DiT shards (+ index), its config and the VAE, not the 11 GB T5.
 WAN_BASE_PATTERNS = [BASE_SHARDS, "diffusion_pytorch_model*.safetensors.index.json", "config.json", VAE_FILE]
 EMBEDDED_VAE_PREFIX = "pipe.vae."
+PROOF = "proof"  # the name of the proof model shipped in the package
+PIPELINE_INDEX = "model_index.json"  # diffusers' pipeline layout, what DVDPipeline.save_pretrained writes
+LEGACY_CONFIG = "dvd_config.json"  # the same folders as written before dvd's pipeline became a diffusers one
 
 
 @dataclass
 class LoadedWeights:
     model: DVDModel
     weights_id: str  # what was loaded, for meta.json and logs
-    kind: str  # "dvd" | "official-dvd" | "wan-base"
+    kind: str  # "dvd" | "official-dvd" | "wan-base" | "single-file"
 
 
 def hub_help() -> str:
@@ -78,7 +86,7 @@ def hub_file(repo_id: str, candidates: tuple[str, ...]) -> Path:
         raise NotInRepository(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hub_help()}")
     try:
         files = set(list_repo_files(repo_id))
-    except Exception as error:  # network, auth and Hub errors all end the same way for the user
+    except Exception as error:  # noqa: BLE001 - network, auth and Hub errors all end the same way for the user
         raise DVDError(f"could not fetch {repo_id} from the Hub ({type(error).__name__}); {hub_help()}") from None
     name = next((n for n in candidates if n in files), None)
     if name is None:
@@ -90,7 +98,7 @@ def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
     """A local folder with the repo's files matching `patterns` (cache first; offline uses the cache only)."""
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=hub_offline()))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - as in hub_file
         where = "is not in the Hugging Face cache (HF_HUB_OFFLINE is set)" if hub_offline() else "could not be fetched"
         raise DVDError(f"{repo_id} {where} ({type(error).__name__}); {hub_help()}") from None
 
@@ -157,27 +165,41 @@ def load_wan_base(directory: Path) -> LoadedWeights:
     return LoadedWeights(DVDModel(transformer, vae), f"{directory} (Wan2.1 base) + {vae_id}", "wan-base")
 
 
-def load_local(path: Path, merge_lora: bool = True) -> LoadedWeights:
+def load_pipeline_folder(directory: Path, config_file: Path) -> DVDModel:
+    """A `save_pretrained` folder: diffusers `transformer/` and `vae/`, tau from its config file (float32)."""
+    try:
+        tau = float(json.loads(config_file.read_text(encoding="utf-8")).get("tau", DEFAULT_TAU))
+    except (ValueError, AttributeError) as error:
+        raise DVDError(f"{config_file} is not a valid pipeline config ({error}): re-save the model") from None
+    transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", torch_dtype=torch.float32)
+    vae = AutoencoderKLWan.from_pretrained(directory / "vae", torch_dtype=torch.float32)
+    return DVDModel(transformer, vae, tau=tau)
+
+
+def load_local(path: Path, merge: bool = True) -> LoadedWeights:
     if path.is_file():
         if path.suffix != ".safetensors":
             raise DVDError(
                 f"{path} is not a DVD checkpoint; pass the folder holding {' or '.join(DVD_CHECKPOINT_NAMES)}"
             )
-        return load_official_dvd(path, merge_lora)
-    if (path / DVD_CONFIG_NAME).is_file():
-        return LoadedWeights(DVDModel.from_pretrained(path), str(path), "dvd")
+        if is_single_file(path):
+            return LoadedWeights(load_single_file(path), str(path), "single-file")
+        return load_official_dvd(path, merge)
+    for config_name in (PIPELINE_INDEX, LEGACY_CONFIG):
+        if (path / config_name).is_file():
+            return LoadedWeights(load_pipeline_folder(path, path / config_name), str(path), "dvd")
     checkpoint = find_dvd_checkpoint(path)
     if checkpoint is not None:
-        return load_official_dvd(checkpoint, merge_lora, vae_dir=path)
+        return load_official_dvd(checkpoint, merge, vae_dir=path)
     if any(path.glob(BASE_SHARDS)) or (path / "transformer" / "config.json").is_file():
         return load_wan_base(path)
     raise DVDError(
         f"no weights found in {path}: expected {' or '.join(DVD_CHECKPOINT_NAMES)} (official DVD), "
-        f"{DVD_CONFIG_NAME} (dvd convert output) or {BASE_SHARDS} (Wan2.1 base); {hub_help()}"
+        f"{PIPELINE_INDEX} (DVDPipeline.save_pretrained or dvd convert output) or {BASE_SHARDS} (Wan2.1 base); {hub_help()}"
     )
 
 
-def load_from_hub(repo_id: str, merge_lora: bool = True) -> LoadedWeights:
+def load_from_hub(repo_id: str, merge: bool = True) -> LoadedWeights:
     """A Hub repository holding the official DVD checkpoint, or else the Wan2.1 base model (original layout)."""
     try:
         checkpoint = hub_file(repo_id, DVD_CHECKPOINT_NAMES)
@@ -188,16 +210,22 @@ def load_from_hub(repo_id: str, merge_lora: bool = True) -> LoadedWeights:
         return load_wan_base(base)
     with contextlib.suppress(DVDError):  # optional; it lands beside the checkpoint in the cache snapshot
         hub_file(repo_id, (MODEL_CONFIG,))
-    return load_official_dvd(checkpoint, merge_lora)
+    return load_official_dvd(checkpoint, merge)
 
 
-def load_weights(source: str | Path | None = None, merge_lora: bool = True) -> LoadedWeights:
-    """Build the DVD model (float32, CPU) from a local path or a Hub id; None means the official release."""
+def load_weights(source: str | Path | None = None, merge: bool = True) -> LoadedWeights:
+    """Build the DVD model (float32, CPU) from a local path, a Hub id or `proof`; None means the official release.
+
+    `merge` folds an official checkpoint's LoRA into the DiT; False keeps it as separate peft layers.
+    `proof` names the shipped proof model even where a local `proof` exists (pass `./proof` for that).
+    """
     if source is None:
-        return load_from_hub(DEFAULT_DVD_REPO, merge_lora)
+        return load_from_hub(DEFAULT_DVD_REPO, merge)
+    if str(source) == PROOF:
+        return LoadedWeights(load_single_file(proof_model_path()), f"dvd/assets/{PROOF_MODEL}", "single-file")
     path = Path(source).expanduser()
     if path.exists():
-        return load_local(path, merge_lora)
+        return load_local(path, merge)
     if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
-        return load_from_hub(str(source), merge_lora)
+        return load_from_hub(str(source), merge)
     raise DVDError(f"weights not found: {source} is neither a local path nor a Hub repository id")

@@ -1,10 +1,11 @@
-"""What every training reader shares: the sample format, the skip rule, the target, the flip and clip windows.
+"""What every training reader shares: the sample format, the skip rule, the target, the flip, clip windows and the
+resize rule.
 
 A reader lists its items at construction (so a wrong layout fails before any training step) and loads one item as
 `Frames`; `DepthDataset.__getitem__` turns that into the sample dict the trainer consumes:
 
 - ``rgb``          float32 [F,3,H,W] in [0, 1]
-- ``depth_target`` float32 [F,3,H,W] in [0, 1]: truncated disparity (`dvd.training.depth_target`), 3 equal channels
+- ``depth_target`` float32 [F,3,H,W] in [0, 1]: truncated disparity (`dvd.data.train.target`), 3 equal channels
 - ``depth``        float32 [F,H,W], metres as read (only meaningful where ``valid``), for validation metrics
 - ``valid``        bool    [F,H,W]
 
@@ -22,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dvd.data.raster import resize_frames, resize_nearest
+from dvd.data.train.target import truncated_disparity, usable_pixels
 from dvd.errors import DVDError
-from dvd.training.depth_target import truncated_disparity, usable_pixels
+from dvd.model.frames import is_vae_frame_count
 
-logger = logging.getLogger("dvd.training.datasets")
+logger = logging.getLogger("dvd.data.train")
 
 FLIP_PROBABILITY = 0.5
 
@@ -42,9 +45,28 @@ class Frames:
 
 def check_num_frames(num_frames: int) -> int:
     """Clip lengths must be 4n+1 (1, 5, 9, ..., 45) because the VAE compresses time by 4 after the first frame."""
-    if num_frames < 1 or num_frames % 4 != 1:
+    if not is_vae_frame_count(num_frames):
         raise DVDError(f"num_frames must be 4n+1 (1, 5, 9, ..., 45), got {num_frames}")
     return num_frames
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of depth [F,H,W]: values stay real depths, never blend across an edge. The pixels
+    picked are those of torch's "nearest" on float32 maps, which the training recipe uses."""
+    return resize_nearest(depth, size, index_dtype=np.float32)
+
+
+def resize_sample(
+    rgb: np.ndarray, depth: np.ndarray, size: tuple[int, int], antialias: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize rgb [F,H,W,3] bilinearly (clamped to [0, 1]) and depth [F,H,W] by nearest neighbour to `size`.
+
+    `antialias` matches PIL's bilinear downscaling, which the reference uses for Hypersim; its video readers use
+    plain F.interpolate (no antialias). RGB already at `size` is returned as it is.
+    """
+    if rgb.shape[1:3] != tuple(size):
+        rgb = resize_frames(rgb, size, antialias=antialias).clip(0.0, 1.0)
+    return rgb, resize_depth(depth, size)
 
 
 def clip_windows(lengths: list[int], num_frames: int, stride: int) -> list[tuple[int, int]]:
@@ -147,3 +169,29 @@ class DepthDataset(torch.utils.data.Dataset, ABC):
             "depth": torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32)),
             "valid": torch.from_numpy(np.ascontiguousarray(usable_pixels(depth, valid))),
         }
+
+
+class ClipDataset(DepthDataset):
+    """A reader whose items are windows of `num_frames` consecutive frames of its sequences (`clip_windows`).
+
+    Subclasses call `__init__` first (so a wrong clip length fails before any file is listed), then
+    `set_sequences` with their frame paths, and load `self.window(item)`.
+    """
+
+    def __init__(self, scope: str, flip: bool, num_frames: int) -> None:
+        super().__init__(scope, flip)
+        self.num_frames = check_num_frames(num_frames)
+        self.sequences: list[list[Path]] = []
+
+    def set_sequences(self, sequences: list[list[Path]], stride: int) -> None:
+        self.sequences = sequences
+        self.items = clip_windows([len(s) for s in sequences], self.num_frames, stride)
+
+    def window(self, item: tuple[int, int]) -> list[Path]:
+        """The frame paths of item (sequence index, first frame)."""
+        sequence, start = item
+        return self.sequences[sequence][start : start + self.num_frames]
+
+    def describe(self, item: tuple[int, int]) -> str:
+        sequence, start = item
+        return f"{self.num_frames} frame(s) from {self.sequences[sequence][start]}"

@@ -15,12 +15,26 @@ from pathlib import Path
 
 import numpy as np
 
-from dvd.data.raster import resize_frames
+from dvd.data.benchmarks.base import DatasetReader, Frame
+from dvd.data.raster import read_rgb, require_file, resize_frames, resize_nearest, unit_float
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader, Frame
-from dvd.evaluation.datasets.raster import read_rgb, read_sintel_depth, resize_nearest
 
 EVAL_SIZE = (480, 640)
+SINTEL_TAG = 202021.25
+
+
+def read_sintel_depth(path: Path) -> np.ndarray:
+    """MPI Sintel ``.dpt``: float32 tag 202021.25, int32 width, int32 height, then row-major float32 depth."""
+    with open(require_file(path), "rb") as handle:
+        tag = np.fromfile(handle, dtype="<f4", count=1)
+        size = np.fromfile(handle, dtype="<i4", count=2)
+        if tag.size != 1 or tag[0] != SINTEL_TAG or size.size != 2:
+            raise DVDError(f"{path} is not a Sintel .dpt depth file (wrong tag or truncated header)")
+        width, height = int(size[0]), int(size[1])
+        depth = np.fromfile(handle, dtype="<f4", count=width * height)
+    if depth.size != width * height:
+        raise DVDError(f"{path} is truncated: expected {width}x{height} depth values, found {depth.size}")
+    return depth.reshape(height, width)
 
 
 class Sintel(DatasetReader):
@@ -46,6 +60,6 @@ class Sintel(DatasetReader):
 
     def read_frame(self, sequence: str, frame_id: str) -> Frame:
         final, depth = self._folders(sequence)
-        rgb = resize_frames(read_rgb(final / f"{frame_id}.png")[None] / np.float32(255), EVAL_SIZE)[0]
+        rgb = resize_frames(unit_float(read_rgb(final / f"{frame_id}.png")[None]), EVAL_SIZE)[0]
         gt = resize_nearest(read_sintel_depth(depth / f"{frame_id}.dpt"), EVAL_SIZE, exact=False)
         return Frame(depth=gt, rgb=rgb)

@@ -11,8 +11,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from dvd.data.benchmarks.splits import read_split
+from dvd.data.raster import existing_dir
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.splits import read_split
 
 
 class SkipSequence(Exception):
@@ -92,7 +93,7 @@ class DatasetReader(ABC):
     Protocol attributes: ``min_depth`` / ``max_depth`` (metres; GT outside is not evaluated and predictions are
     clipped to it), ``range_in_mask`` (False: the range only clips predictions, as DIODE), ``kind`` ("video": one
     alignment per sequence; "image": each entry is a 1-frame sequence), ``default_split`` (a pinned list under
-    ``dvd/evaluation/splits``), ``eval_crop`` (rows/cols cut from predictions and GT before scoring, as
+    ``dvd/data/benchmarks/splits``), ``eval_crop`` (rows/cols cut from predictions and GT before scoring, as
     (top, bottom, left, right)), ``start`` / ``frames`` (the default frame selection).
     """
 
@@ -111,9 +112,7 @@ class DatasetReader(ABC):
         if self.needs_root:
             if root is None:
                 raise DVDError(f"--dataset {self.name} needs --root: the folder holding the data set")
-            root = Path(root)
-            if not root.is_dir():
-                raise DVDError(f"data set root {root} does not exist or is not a folder")
+            root = existing_dir(root, "data set")
         self.root = root
         self.split = split or self.default_split
         self.entries = self.list_entries()

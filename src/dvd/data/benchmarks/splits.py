@@ -1,4 +1,4 @@
-"""Pinned sequence lists: ``dvd/evaluation/splits/<name>.txt``, or any text file the user names.
+"""Pinned sequence lists: ``dvd/data/benchmarks/splits/<name>.txt``, or any text file the user names.
 
 One entry a line, fields separated by white space; blank lines and lines starting with ``#`` are ignored. The
 order of a file is kept (the pinned files are sorted), so results never depend on file-system order.
@@ -14,7 +14,7 @@ from dvd.errors import DVDError
 
 def pinned_splits() -> list[str]:
     """Names of the lists shipped with dvd."""
-    folder = resources.files("dvd.evaluation") / "splits"
+    folder = resources.files("dvd.data.benchmarks") / "splits"
     return sorted(entry.name[: -len(".txt")] for entry in folder.iterdir() if entry.name.endswith(".txt"))
 
 
@@ -24,7 +24,7 @@ def read_split(name_or_path: str) -> list[list[str]]:
     if path.is_file():
         text = path.read_text()
     else:
-        resource = resources.files("dvd.evaluation") / "splits" / f"{name_or_path}.txt"
+        resource = resources.files("dvd.data.benchmarks") / "splits" / f"{name_or_path}.txt"
         if not resource.is_file():
             raise DVDError(f"no split file {name_or_path!r}: pass a file path or one of {', '.join(pinned_splits())}")
         text = resource.read_text()

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.benchmarks.base import DatasetReader, Frame
+from dvd.data.raster import read_png_depth, read_rgb
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader, Frame
-from dvd.evaluation.datasets.raster import read_png_depth, read_rgb
 
 MAX_TIME_DIFFERENCE = 0.02
 DEPTH_UNITS_PER_METRE = 5000.0

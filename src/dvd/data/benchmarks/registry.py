@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dvd.data.benchmarks.base import DatasetReader
+from dvd.data.benchmarks.bonn import Bonn
+from dvd.data.benchmarks.folder import BenchmarkFolder
+from dvd.data.benchmarks.image_sets import ETH3D, Diode, NYUv2
+from dvd.data.benchmarks.kitti import KittiEigen, KittiVideo
+from dvd.data.benchmarks.scannet import ScanNet, ScanNetTAE
+from dvd.data.benchmarks.sintel import Sintel
+from dvd.data.benchmarks.synthetic import Synthetic
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader
-from dvd.evaluation.datasets.bonn import Bonn
-from dvd.evaluation.datasets.folder import FolderDataset
-from dvd.evaluation.datasets.image_sets import ETH3D, Diode, NYUv2
-from dvd.evaluation.datasets.kitti import KittiEigen, KittiVideo
-from dvd.evaluation.datasets.scannet import ScanNet, ScanNetTAE
-from dvd.evaluation.datasets.sintel import Sintel
-from dvd.evaluation.datasets.synthetic import Synthetic
 
 READERS: dict[str, type[DatasetReader]] = {
     reader.name: reader
     for reader in (KittiVideo, KittiEigen, ScanNet, ScanNetTAE, Bonn, Sintel, NYUv2, Diode, ETH3D, Synthetic)
 }
-DATASET_NAMES: tuple[str, ...] = tuple(READERS) + (FolderDataset.name,)
+DATASET_NAMES: tuple[str, ...] = tuple(READERS) + (BenchmarkFolder.name,)
 
 
 def open_dataset(
@@ -30,10 +30,10 @@ def open_dataset(
 ) -> DatasetReader:
     """The reader of benchmark ``name`` over ``root``; ``min_depth`` / ``max_depth`` override the protocol's range
     (and are required for the generic ``folder`` layout)."""
-    if name == FolderDataset.name:
+    if name == BenchmarkFolder.name:
         if min_depth is None or max_depth is None:
             raise DVDError("the generic folder layout needs --min-depth and --max-depth (metres)")
-        reader: DatasetReader = FolderDataset(root, split, min_depth, max_depth)
+        reader: DatasetReader = BenchmarkFolder(root, split, min_depth, max_depth)
     elif name in READERS:
         reader = READERS[name](root, split)
         if min_depth is not None:

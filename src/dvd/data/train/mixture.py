@@ -1,9 +1,8 @@
-"""Image-video joint training: each step draws its data source by weight.
+"""Image-video joint training: every micro-step of every process (a *slot*) draws its data source by weight.
 
-The recipe draws per micro-step with weights Hypersim 9 : VKITTI-image 1 : TartanAir 40 : VKITTI-video 10
-(15 % / 1.7 % / 66.7 % / 16.7 %). Here the draw of step k is a pure function of (seed, k): a resumed run draws
-exactly what an uninterrupted one would have, with no sampler state to checkpoint, and every process of a
-distributed run that asks for the same k gets the same source.
+The official recipe's weights are Hypersim 9 : VKITTI-image 1 : TartanAir 40 : VKITTI-video 10 (15 % / 1.7 % /
+66.7 % / 16.7 %; `configs/dvd-paper.yaml`). The draw of slot k is a pure function of (seed, k): a resumed run draws
+exactly what an uninterrupted one would have, with no sampler state to checkpoint.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ import numpy as np
 
 from dvd.errors import DVDError
 
-DEFAULT_SOURCE_WEIGHTS = {"hypersim": 9.0, "vkitti_image": 1.0, "tartanair": 40.0, "vkitti_video": 10.0}
-
 
 class SourceSampler:
     """Draws source names with probability weight / sum(weights); a zero weight is never drawn."""
 
-    def __init__(self, weights: Mapping[str, float] = DEFAULT_SOURCE_WEIGHTS, seed: int = 42) -> None:
+    def __init__(self, weights: Mapping[str, float], seed: int = 42) -> None:
         values = list(weights.values())
         if not values or not all(math.isfinite(w) and w >= 0 for w in values) or sum(values) <= 0:
             raise DVDError(
@@ -37,7 +34,7 @@ class SourceSampler:
         return dict(zip(self.names, shares.tolist(), strict=True))
 
     def draw(self, step: int) -> str:
-        """The source of `step` (a micro-step or slot number >= 0)."""
+        """The source of slot number `step` (>= 0)."""
         u = np.random.default_rng((self.seed, step)).random() * self._cumulative[-1]
         # Source i owns [cumulative[i-1], cumulative[i]); a zero-width interval can never contain u.
         return self.names[int(np.searchsorted(self._cumulative, u, side="right"))]

@@ -6,14 +6,27 @@ alignment). The model sees the image at the resolution given here (the official 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from dvd.evaluation.datasets.base import Frame, ImageListReader
-from dvd.evaluation.datasets.raster import read_npy, read_png_depth, read_raw_float_depth, read_rgb, resize_nearest
+from dvd.data.benchmarks.base import Frame, ImageListReader
+from dvd.data.raster import read_npy, read_npy_depth, read_png_depth, read_rgb, require_file, resize_nearest
+from dvd.errors import DVDError
 
 NYU_EIGEN_CROP = (45, 471, 41, 601)
 ETH3D_RAW_SIZE = (4032, 6048)
 ETH3D_EVAL_SIZE = (480, 720)
+
+
+def read_raw_float_depth(path: Path, height: int, width: int) -> np.ndarray:
+    """Headerless little-endian float32 depth of a known size (ETH3D); inf becomes 0 (invalid)."""
+    depth = np.fromfile(require_file(path), dtype="<f4")
+    if depth.size != height * width:
+        raise DVDError(f"{path} holds {depth.size} floats, expected {height}x{width}: not an ETH3D depth file")
+    depth = depth.reshape(height, width).copy()
+    depth[np.isinf(depth)] = 0.0
+    return depth
 
 
 class NYUv2(ImageListReader):
@@ -52,7 +65,7 @@ class Diode(ImageListReader):
     def read_frame(self, sequence: str, frame_id: str) -> Frame:
         rgb, depth, mask = self.paths(sequence)[:3]
         valid = read_npy(mask).astype(bool)
-        gt = read_npy(depth).astype(np.float32).reshape(valid.shape)  # stored as [H, W, 1]
+        gt = read_npy_depth(depth).reshape(valid.shape)  # stored as [H, W, 1]
         return Frame(depth=gt, rgb=read_rgb(rgb), mask=valid)
 
 

@@ -11,22 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.benchmarks.base import DatasetReader, Frame, ImageListReader
+from dvd.data.raster import kb_crop, read_png_depth, read_rgb
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader, Frame, ImageListReader
-from dvd.evaluation.datasets.raster import read_png_depth, read_rgb
 
-KB_HEIGHT, KB_WIDTH = 352, 1216
 EIGEN_CROP = (0.3324324, 0.91351351, 0.0359477, 0.96405229)
 DEPTH_UNITS_PER_METRE = 256.0
-
-
-def kb_crop(image: np.ndarray) -> np.ndarray:
-    """The KITTI-benchmark crop of an [H, W, ...] image: bottom 352 rows, centred 1216 columns."""
-    height, width = image.shape[:2]
-    if height < KB_HEIGHT or width < KB_WIDTH:
-        raise DVDError(f"KITTI frame of {height}x{width} is smaller than the {KB_HEIGHT}x{KB_WIDTH} benchmark crop")
-    top, left = height - KB_HEIGHT, (width - KB_WIDTH) // 2
-    return image[top : top + KB_HEIGHT, left : left + KB_WIDTH]
 
 
 def eigen_mask(height: int, width: int) -> np.ndarray:
@@ -38,8 +28,8 @@ def eigen_mask(height: int, width: int) -> np.ndarray:
 
 
 def _kitti_frame(rgb_path: Path, depth_path: Path) -> Frame:
-    depth = kb_crop(read_png_depth(depth_path, DEPTH_UNITS_PER_METRE))
-    return Frame(depth=depth, rgb=kb_crop(read_rgb(rgb_path)), mask=eigen_mask(*depth.shape))
+    depth = kb_crop(read_png_depth(depth_path, DEPTH_UNITS_PER_METRE)[None])[0]
+    return Frame(depth=depth, rgb=kb_crop(read_rgb(rgb_path)[None])[0], mask=eigen_mask(*depth.shape))
 
 
 class KittiVideo(DatasetReader):

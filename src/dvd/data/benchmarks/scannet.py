@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dvd.data.benchmarks.base import DatasetReader, Frame
+from dvd.data.naming import natural_key
+from dvd.data.raster import read_png_depth, read_rgb, require_file
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader, Frame
-from dvd.evaluation.datasets.raster import read_png_depth, require_file
-from dvd.io.readers import natural_key
 
 DEPTH_UNITS_PER_METRE = 1000.0
 
@@ -62,9 +62,8 @@ class ScanNet(DatasetReader):
     def read_frame(self, sequence: str, frame_id: str) -> Frame:
         folder = self._scene(sequence)
         depth = self._depth(folder, frame_id)
-        with Image.open(require_file(folder / "color" / f"{frame_id}.jpg")) as image:
-            size = (depth.shape[1], depth.shape[0])
-            rgb = np.asarray(image.convert("RGB").resize(size, Image.Resampling.LANCZOS))
+        colour = Image.fromarray(read_rgb(folder / "color" / f"{frame_id}.jpg"))
+        rgb = np.asarray(colour.resize((depth.shape[1], depth.shape[0]), Image.Resampling.LANCZOS))
         return Frame(depth=depth, rgb=rgb)
 
 

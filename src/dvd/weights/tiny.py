@@ -19,20 +19,20 @@ from safetensors.torch import save_file
 from dvd.model.dvd_model import DVDModel
 from dvd.weights.formats import LORA_A, LORA_B, original_dit_state, original_vae_state
 
-TINY_DIT = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=128,
-    in_channels=16,
-    out_channels=16,
-    text_dim=64,
-    freq_dim=256,
-    ffn_dim=512,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-)
+TINY_DIT = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 128,
+    "in_channels": 16,
+    "out_channels": 16,
+    "text_dim": 64,
+    "freq_dim": 256,
+    "ffn_dim": 512,
+    "num_layers": 2,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+}
 TINY_VAE_BASE_DIM = 8
 # Original-layout Linear layers that DVD's LoRA wraps.
 LORA_LAYER = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02])$")

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.benchmarks.base import DatasetReader, Frame, Sequence
+from dvd.data.naming import natural_key
+from dvd.data.raster import read_mask_png, read_matte_png, read_npy, read_npy_depth, read_rgb
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader, Frame, Sequence
-from dvd.evaluation.datasets.raster import read_mask_png, read_matte_png, read_npy, read_rgb
-from dvd.io.readers import natural_key
 
 
-class FolderDataset(DatasetReader):
+class BenchmarkFolder(DatasetReader):
     name = "folder"
 
     def __init__(self, root: Path | None, split: str | None, min_depth: float, max_depth: float) -> None:
@@ -66,13 +66,11 @@ class FolderDataset(DatasetReader):
 
     def read_frame(self, sequence: str, frame_id: str) -> Frame:
         folder = self.root / sequence
-        depth = read_npy(folder / "depth" / f"{frame_id}.npy")
-        if depth.ndim != 2:
-            raise DVDError(f"{folder / 'depth' / frame_id}.npy has shape {depth.shape}: expected [H, W] metres")
+        depth = read_npy_depth(folder / "depth" / f"{frame_id}.npy")
         optional = {name: folder / name / f"{frame_id}.png" for name in ("rgb", "mask", "matte")}
         present = {name: path for name, path in optional.items() if path.parent.is_dir()}
         return Frame(
-            depth=depth.astype(np.float32),
+            depth=depth,
             rgb=read_rgb(present["rgb"]) if "rgb" in present else None,
             mask=read_mask_png(present["mask"]) if "mask" in present else None,
             matte=read_matte_png(present["matte"]) if "matte" in present else None,

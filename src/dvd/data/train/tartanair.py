@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dvd.training.datasets_base import DepthDataset, Frames, check_num_frames, clip_windows, keep_paired
-from dvd.training.datasets_io import existing_dir, read_npy, read_rgb, resize
+from dvd.data.raster import existing_dir, read_npy_depth, read_rgb, unit_float
+from dvd.data.train.base import ClipDataset, Frames, keep_paired, resize_sample
 
 TARTANAIR_SIZE = (480, 640)
 MAX_DEPTH = 50.0
@@ -44,7 +44,7 @@ def tartanair_sequences(root: Path) -> list[list[Path]]:
     return sequences
 
 
-class TartanAirDataset(DepthDataset):
+class TartanAirDataset(ClipDataset):
     """Clips of `num_frames` consecutive frames, every start `stride` apart, at `size`."""
 
     name = "tartanair"
@@ -57,23 +57,16 @@ class TartanAirDataset(DepthDataset):
         flip: bool = True,
         stride: int = 1,
     ) -> None:
-        super().__init__("clip", flip)
+        super().__init__("clip", flip, num_frames)
         self.root = existing_dir(root, "TartanAir")
         self.size = tuple(size)
-        self.num_frames = check_num_frames(num_frames)
-        self.sequences = tartanair_sequences(self.root)
-        self.items = clip_windows([len(s) for s in self.sequences], self.num_frames, stride)
+        self.set_sequences(tartanair_sequences(self.root), stride)
         self.require_items(f"{LAYOUT} under {self.root}, with at least {num_frames} frames per sequence")
 
     def load(self, item: tuple[int, int]) -> Frames:
-        sequence, start = item
-        paths = self.sequences[sequence][start : start + self.num_frames]
-        rgb = np.stack([read_rgb(p) for p in paths])
+        paths = self.window(item)
+        rgb = unit_float(np.stack([read_rgb(p) for p in paths]))
         # Clamping first, as the reference does, turns infinite sky into 50 m; NaN survives and skips the clip.
-        depth = np.clip(np.stack([read_npy(tartanair_depth_path(p)) for p in paths]), 0.0, MAX_DEPTH)
-        rgb, depth = resize(rgb, depth, self.size, antialias=False)
+        depth = np.clip(np.stack([read_npy_depth(tartanair_depth_path(p)) for p in paths]), 0.0, MAX_DEPTH)
+        rgb, depth = resize_sample(rgb, depth, self.size, antialias=False)
         return Frames(rgb=rgb, depth=depth, valid=np.ones(depth.shape, bool))
-
-    def describe(self, item: tuple[int, int]) -> str:
-        sequence, start = item
-        return f"{self.num_frames} frames from {self.sequences[sequence][start]}"

@@ -1,4 +1,4 @@
-"""The built-in synthetic benchmark: clips of the procedural world of ``dvd.data.synthetic`` with exact depth,
+"""The built-in synthetic benchmark: clips of the procedural world of ``dvd.data.procedural`` with exact depth,
 intrinsics and camera poses, rendered on demand (no download, no root).
 
 Default split ``synthetic_test``: clips 0-3 of the synthetic "test" split, 61 frames each at 96x128, range
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from dvd.data.synthetic import generate, intrinsics_for, render_views, split_seed
+from dvd.data.benchmarks.base import DatasetReader, Frame, Sequence
+from dvd.data.procedural import render_frames, split_seed
 from dvd.errors import DVDError
-from dvd.evaluation.datasets.base import DatasetReader, Frame, Sequence
 
 CLIP_FRAMES = 61
 HEIGHT, WIDTH = 96, 128
@@ -40,14 +40,15 @@ class Synthetic(DatasetReader):
         return Frame(loaded.depth[0], loaded.rgb[0], intrinsics=loaded.intrinsics[0], pose=loaded.poses[0])
 
     def load_frames(self, sequence: str, ids: list[str]) -> Sequence:
-        scene, trajectory = generate(_seed(sequence))
-        index = [int(fid) for fid in ids]
-        poses = trajectory.poses(max(index) + 1)[index]
-        intrinsics = intrinsics_for(trajectory.hfov, HEIGHT, WIDTH)
-        rgb, depth = render_views(scene, intrinsics, poses, HEIGHT, WIDTH)
+        clip = render_frames(_seed(sequence), [int(fid) for fid in ids], HEIGHT, WIDTH)
         # The renderer puts pixel (i, j) at image coordinates (j + 0.5, i + 0.5); the metrics use (j, i).
-        shifted = intrinsics.copy()
+        shifted = clip.intrinsics.copy()
         shifted[:2, 2] -= 0.5
         return Sequence(
-            sequence, list(ids), depth, rgb, intrinsics=np.broadcast_to(shifted, (len(ids), 3, 3)), poses=poses
+            sequence,
+            list(ids),
+            clip.depth,
+            clip.rgb,
+            intrinsics=np.broadcast_to(shifted, (len(ids), 3, 3)),
+            poses=clip.poses,
         )

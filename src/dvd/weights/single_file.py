@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from dvd.errors import DVDError
 from dvd.io.atomic import atomic_file
@@ -32,6 +32,19 @@ def proof_model_path() -> Path:
             "benchmarks/train_proof.py --ship from a source checkout"
         )
     return path
+
+
+def _header(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
+def is_single_file(path: Path) -> bool:
+    """Whether `path` is a .safetensors file written by `save_single_file` (it reads the header only)."""
+    try:
+        return _header(path).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False
 
 
 def _config(module: torch.nn.Module) -> str:
@@ -60,11 +73,10 @@ def load_single_file(path: Path) -> DVDModel:
     path = Path(path)
     if not path.is_file():
         raise DVDError(f"model file not found: {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != FORMAT:
-            raise DVDError(f"{path} is not a single-file DVD model (no '{FORMAT}' header)")
-        tensors = {key: handle.get_tensor(key).float() for key in handle.keys()}
+    metadata = _header(path)
+    if metadata.get("format") != FORMAT:
+        raise DVDError(f"{path} is not a single-file DVD model (no '{FORMAT}' header)")
+    tensors = {key: tensor.float() for key, tensor in load_file(path).items()}
     transformer = WanTransformer3DModel(**json.loads(metadata["transformer"]))
     vae = AutoencoderKLWan(**json.loads(metadata["vae"]))
     transformer.load_state_dict(

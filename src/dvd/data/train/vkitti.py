@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dvd.training.datasets_base import DepthDataset, Frames, check_num_frames, clip_windows, keep_paired
-from dvd.training.datasets_io import existing_dir, kb_crop, read_png16, read_rgb, resize
+from dvd.data.raster import existing_dir, kb_crop, read_png16, read_rgb, unit_float
+from dvd.data.train.base import ClipDataset, DepthDataset, Frames, keep_paired, resize_sample
 
 RECIPE_SCENES = ("Scene02", "Scene06", "Scene18", "Scene20")
 VKITTI_SIZE = (352, 1216)
@@ -52,9 +52,19 @@ def vkitti_sequences(root: Path, scenes: tuple[str, ...]) -> list[list[Path]]:
 
 
 def load_vkitti(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    rgb = np.stack([read_rgb(p) for p in paths])
+    rgb = unit_float(np.stack([read_rgb(p) for p in paths]))
     depth = np.stack([read_png16(vkitti_depth_path(p)) for p in paths]) / DEPTH_UNITS_PER_METRE
     return rgb, depth.astype(np.float32)
+
+
+def cover(rgb: np.ndarray, depth: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Frames smaller than `size` scaled up (keeping their aspect) just enough to cover it, so the KITTI-benchmark
+    crop always fits; larger frames are returned as they are."""
+    height, width = rgb.shape[1:3]
+    scale = max(size[0] / height, size[1] / width)
+    if scale <= 1:
+        return rgb, depth
+    return resize_sample(rgb, depth, (int(np.ceil(height * scale)), int(np.ceil(width * scale))), antialias=False)
 
 
 def vkitti_valid(depth: np.ndarray) -> np.ndarray:
@@ -80,14 +90,14 @@ class VKittiImageDataset(DepthDataset):
         self.require_items(f"{LAYOUT} under {self.root} for scenes {', '.join(scenes)}")
 
     def load(self, item: Path) -> Frames:
-        rgb, depth = kb_crop(*load_vkitti([item]), self.size)
+        rgb, depth = (kb_crop(frames, self.size) for frames in cover(*load_vkitti([item]), self.size))
         return Frames(rgb=rgb, depth=depth, valid=vkitti_valid(depth))
 
     def describe(self, item: Path) -> str:
         return str(item)
 
 
-class VKittiVideoDataset(DepthDataset):
+class VKittiVideoDataset(ClipDataset):
     """Clips of `num_frames` consecutive frames (45 in the recipe), every start `stride` apart, resized to `size`."""
 
     name = "vkitti_video"
@@ -101,22 +111,15 @@ class VKittiVideoDataset(DepthDataset):
         scenes: tuple[str, ...] = RECIPE_SCENES,
         stride: int = 1,
     ) -> None:
-        super().__init__("clip", flip)
+        super().__init__("clip", flip, num_frames)
         self.root = existing_dir(root, "Virtual KITTI 2")
         self.size = tuple(size)
-        self.num_frames = check_num_frames(num_frames)
-        self.sequences = vkitti_sequences(self.root, tuple(scenes))
-        self.items = clip_windows([len(s) for s in self.sequences], self.num_frames, stride)
+        self.set_sequences(vkitti_sequences(self.root, tuple(scenes)), stride)
         self.require_items(
             f"{LAYOUT} under {self.root} for scenes {', '.join(scenes)}, with at least {num_frames} frames per camera"
         )
 
     def load(self, item: tuple[int, int]) -> Frames:
-        sequence, start = item
-        rgb, depth = load_vkitti(self.sequences[sequence][start : start + self.num_frames])
-        rgb, depth = resize(rgb, depth, self.size, antialias=False)
+        rgb, depth = load_vkitti(self.window(item))
+        rgb, depth = resize_sample(rgb, depth, self.size, antialias=False)
         return Frames(rgb=rgb, depth=depth, valid=vkitti_valid(depth))
-
-    def describe(self, item: tuple[int, int]) -> str:
-        sequence, start = item
-        return f"{self.num_frames} frames from {self.sequences[sequence][start]}"

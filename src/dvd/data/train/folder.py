@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dvd.data.raster import RGB_SUFFIXES, existing_dir, read_npy_depth, read_png16, read_rgb, unit_float
+from dvd.data.train.base import ClipDataset, Frames, keep_paired, resize_depth, resize_sample
 from dvd.errors import DVDError
-from dvd.training.datasets_base import DepthDataset, Frames, check_num_frames, clip_windows, keep_paired
-from dvd.training.datasets_io import RGB_SUFFIXES, existing_dir, read_npy, read_png16, read_rgb, resize, resize_depth
 
 LAYOUT = "ROOT/<sequence>/rgb/<frame>.png|.jpg with depth in ROOT/<sequence>/depth/<frame>.npy|.png (16-bit)"
 
@@ -49,7 +49,7 @@ def folder_sequences(root: Path) -> list[list[Path]]:
     return sequences
 
 
-class FolderDataset(DepthDataset):
+class TrainingFolder(ClipDataset):
     """Images (`num_frames=1`) or clips (4n+1 consecutive frames, starts `stride` apart) from the folder layout above,
     resized to `size` when given (bilinear RGB, nearest depth)."""
 
@@ -66,31 +66,24 @@ class FolderDataset(DepthDataset):
         scope: str | None = None,
         stride: int = 1,
     ) -> None:
-        super().__init__(scope or ("image" if num_frames == 1 else "clip"), flip)
+        super().__init__(scope or ("image" if num_frames == 1 else "clip"), flip, num_frames)
         self.root = existing_dir(root, "depth folder")
         self.size = None if size is None else tuple(size)
-        self.num_frames = check_num_frames(num_frames)
         self.depth_scale = depth_scale
         self.depth_range = depth_range
-        self.sequences = folder_sequences(self.root)
-        self.items = clip_windows([len(s) for s in self.sequences], self.num_frames, stride)
+        self.set_sequences(folder_sequences(self.root), stride)
         self.require_items(f"{LAYOUT} under {self.root}, with at least {num_frames} frames per sequence")
 
     def read_depth(self, rgb_path: Path) -> np.ndarray:
         path = folder_depth_path(rgb_path)
-        return read_npy(path) if path.suffix == ".npy" else read_png16(path) * np.float32(self.depth_scale)
+        return read_npy_depth(path) if path.suffix == ".npy" else read_png16(path) * np.float32(self.depth_scale)
 
     def load(self, item: tuple[int, int]) -> Frames:
-        sequence, start = item
-        paths = self.sequences[sequence][start : start + self.num_frames]
-        rgb = np.stack([read_rgb(p) for p in paths])
+        paths = self.window(item)
+        rgb = unit_float(np.stack([read_rgb(p) for p in paths]))
         size = self.size or rgb.shape[1:3]
         depth = np.concatenate([resize_depth(self.read_depth(p)[None], rgb.shape[1:3]) for p in paths])
-        rgb, depth = resize(rgb, depth, size, antialias=True)
+        rgb, depth = resize_sample(rgb, depth, size, antialias=True)
         with np.errstate(invalid="ignore"):
             valid = (depth > self.depth_range[0]) & (depth < self.depth_range[1])
         return Frames(rgb=rgb, depth=depth, valid=valid)
-
-    def describe(self, item: tuple[int, int]) -> str:
-        sequence, start = item
-        return f"{self.num_frames} frame(s) from {self.sequences[sequence][start]}"

@@ -16,13 +16,17 @@ The world is static; only the camera moves, so two frames of a clip are related 
 from __future__ import annotations
 
 import math
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from dvd.errors import DVDError
 
-SPLITS = ("train", "val", "test")
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[str, ...] = typing.get_args(Split)
 TEXTURE_KINDS = ("checker", "stripes", "waves")
 
 
@@ -315,12 +319,23 @@ def render_views(
     return rgb, depth
 
 
-def render_clip(seed: int, num_frames: int, height: int, width: int) -> SyntheticClip:
-    """Render `num_frames` frames of the world of `seed` at `height` x `width`, with exact depth and cameras."""
-    if num_frames < 1 or height < 1 or width < 1:
-        raise DVDError(f"synthetic clip needs num_frames, height and width >= 1, got {num_frames}, {height}, {width}")
+def render_frames(seed: int, frames: Sequence[int], height: int, width: int) -> SyntheticClip:
+    """Render frames `frames` (positions along the camera path, in the order given) of the world of `seed` at
+    `height` x `width`, with exact depth and cameras; only the frames asked for are ray-cast."""
+    if not frames or min(frames) < 0 or height < 1 or width < 1:
+        raise DVDError(
+            f"synthetic clip needs frames >= 0 and height and width >= 1, got frames {list(frames)[:5]}, "
+            f"{height}, {width}"
+        )
     scene, trajectory = generate(seed)
     intrinsics = intrinsics_for(trajectory.hfov, height, width)
-    poses = trajectory.poses(num_frames)
+    poses = trajectory.poses(max(frames) + 1)[list(frames)]
     rgb, depth = render_views(scene, intrinsics, poses, height, width)
     return SyntheticClip(rgb=rgb, depth=depth, intrinsics=intrinsics, poses=poses)
+
+
+def render_clip(seed: int, num_frames: int, height: int, width: int) -> SyntheticClip:
+    """Render the first `num_frames` frames of the world of `seed` at `height` x `width`."""
+    if num_frames < 1:
+        raise DVDError(f"synthetic clip needs num_frames >= 1, got {num_frames}")
+    return render_frames(seed, range(num_frames), height, width)

@@ -1,10 +1,11 @@
-"""Training samples rendered on the fly from the procedural synthetic world (`dvd.data.synthetic`); no files."""
+"""Training samples rendered on the fly from the procedural world (`dvd.data.procedural`); no files."""
 
 from __future__ import annotations
 
-from dvd.data.synthetic import render_clip, split_seed
+from dvd.data.procedural import render_clip, split_seed
+from dvd.data.raster import unit_float
+from dvd.data.train.base import DepthDataset, Frames, check_num_frames
 from dvd.errors import DVDError
-from dvd.training.datasets_base import DepthDataset, Frames, check_num_frames
 
 
 class SyntheticDataset(DepthDataset):
@@ -34,7 +35,7 @@ class SyntheticDataset(DepthDataset):
 
     def load(self, item: int) -> Frames:
         clip = render_clip(item, self.num_frames, *self.size)
-        return Frames(rgb=clip.rgb.astype("float32") / 255.0, depth=clip.depth, valid=clip.depth > 0)
+        return Frames(rgb=unit_float(clip.rgb), depth=clip.depth, valid=clip.depth > 0)
 
     def describe(self, item: int) -> str:
         return f"synthetic seed {item}"

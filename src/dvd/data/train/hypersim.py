@@ -6,21 +6,21 @@ Layout (Apple's download, unchanged; ROOT may be the whole set or a split folder
     ROOT/ai_001_001/images/scene_cam_00_geometry_hdf5/frame.0000.depth_meters.hdf5   (dataset "dataset")
 
 Every `*.tonemap.jpg` under ROOT (searched recursively) is a sample; frames without a depth file are left out with
-a warning. Hypersim stores the
-distance along the ray, so it is turned into planar depth with the focal length 886.81 px of its 1024-wide grid:
-depth = distance / ||(x, y, f)|| * f at pixel centres. RGB is resized to 480x640 with antialiased bilinear, depth
-with nearest. The target's quantiles use all pixels of the image; samples with any NaN/inf are skipped.
+a warning. Hypersim stores the distance along the ray, so it is turned into planar depth with the focal length
+886.81 px of its 1024-wide grid: depth = distance / ||(x, y, f)|| * f at pixel centres. RGB is resized to 480x640
+with antialiased bilinear, depth with nearest. The target's quantiles use all pixels of the image; samples with any
+NaN/inf are skipped.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from dvd.errors import DVDError
-from dvd.training.datasets_base import DepthDataset, Frames, keep_paired
-from dvd.training.datasets_io import existing_dir, read_rgb, resize
+from dvd.data.raster import existing_dir, read_rgb, unit_float
+from dvd.data.train.base import DepthDataset, Frames, keep_paired, resize_sample
 
 HYPERSIM_FOCAL = 886.81
 HYPERSIM_WIDTH = 1024
@@ -47,10 +47,6 @@ def planar_from_distance(distance: np.ndarray) -> np.ndarray:
 
 
 def read_hypersim_distance(path: Path) -> np.ndarray:
-    try:
-        import h5py
-    except ImportError as error:
-        raise DVDError("reading Hypersim needs h5py: pip install h5py") from error
     with h5py.File(path, "r") as file:
         return np.asarray(file["dataset"], dtype=np.float32)
 
@@ -69,9 +65,9 @@ class HypersimDataset(DepthDataset):
         self.require_items(f"{LAYOUT} under {self.root}")
 
     def load(self, item: Path) -> Frames:
-        rgb = read_rgb(item)[None]
+        rgb = unit_float(read_rgb(item))[None]
         depth = planar_from_distance(read_hypersim_distance(hypersim_depth_path(item)))[None]
-        rgb, depth = resize(rgb, depth, self.size, antialias=True)
+        rgb, depth = resize_sample(rgb, depth, self.size, antialias=True)
         return Frames(rgb=rgb, depth=depth, valid=np.ones(depth.shape, bool))
 
     def describe(self, item: Path) -> str:

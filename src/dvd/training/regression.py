@@ -1,0 +1,29 @@
+"""The part of the DVD model that training differentiates and DDP, FSDP or DeepSpeed wrap: the DiT alone."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from dvd.model.dvd_model import DVDModel, regress_depth_latent
+
+
+class DepthRegression(nn.Module):
+    """One DiT pass from the RGB latent to the depth latent at the model's fixed timestep.
+
+    The frozen VAE stays outside, so no strategy shards or gathers it: each process encodes alone (ZeRO-3 would
+    otherwise gather VAE weights per call, and clips and images call it a different number of times)."""
+
+    # FSDP's default wrap policy reads this: each DiT block becomes one sharding unit.
+    _no_split_modules: ClassVar[list[str]] = ["WanTransformerBlock"]
+
+    def __init__(self, model: DVDModel) -> None:
+        super().__init__()
+        self.transformer = model.transformer  # the same module object: the DVDModel sees what training changes
+        self.timestep = model.timestep
+
+    def forward(self, rgb_latents: Tensor) -> Tensor:
+        # The DiT returns a view (of its unpatchify reshape); FSDP2 warns that an in-place op on a view would skip its
+        # backward hook. A copy of the small latent costs nothing and leaves no such trap.
+        return regress_depth_latent(self.transformer, rgb_latents, self.timestep).clone()
