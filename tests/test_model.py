@@ -61,6 +61,14 @@ def test_regress_uses_fixed_timestep_and_zero_context(pipe: DVDPipeline, monkeyp
     out = pipe.model.regress(latents)
     assert out.shape == latents.shape
     assert seen["timestep"].tolist() == [250.0, 250.0]
+    # The pipeline folds the cross-attention by default: one context token stands for the 512 identical ones.
+    assert seen["context"].shape == (2, 1, pipe.model.transformer.config.text_dim)
+    assert not seen["context"].any()
+    pipe.unfold_constants()
+    try:
+        pipe.model.regress(latents)
+    finally:
+        pipe.fold_constants()
     assert seen["context"].shape == (2, 512, pipe.model.transformer.config.text_dim)
     assert not seen["context"].any()
 

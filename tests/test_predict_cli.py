@@ -19,6 +19,7 @@ from PIL import Image
 from dvd import cli
 from dvd.commands import predict
 from dvd.inference.inputs import check_inputs
+from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.video import VideoEngine, VideoSettings
 
 SMALL = ["--height", "32", "--width", "48"]  # 160x90 (the `clip` fixture) -> model size 32x64
@@ -54,7 +55,7 @@ class FakePipe:
 @pytest.fixture
 def fake_pipe(monkeypatch):
     pipe = FakePipe()
-    monkeypatch.setattr(predict.DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
     return pipe
 
 
@@ -185,22 +186,24 @@ def test_keep_model_size_and_side_by_side(clip, dvd, fake_pipe, tmp_path):
 
 def test_overwrite_replaces_and_its_absence_refuses(clip, dvd, fake_pipe, tmp_path, capsys):
     out = tmp_path / "out"
-    (out / "clip").mkdir(parents=True)
-    (out / "clip" / "old.txt").write_text("keep me")
-    args = (clip, "-o", out, "--max-frames", 2, *SMALL, "--save", "npy", "--quiet")
+    args = (clip, "-o", out, "--max-frames", 2, *SMALL, "--save", "npy,mp4", "--quiet")
+    assert dvd(*args) == 0
+    calls = fake_pipe.calls
     assert dvd(*args) == 2
     error = capsys.readouterr().err.strip()
     assert "already exist" in error and "--overwrite" in error and len(error.splitlines()) == 1
-    assert (out / "clip" / "old.txt").read_text() == "keep me"
-    assert fake_pipe.calls == 0  # refused before any model work
-    assert dvd(*args, "--overwrite") == 0
+    assert fake_pipe.calls == calls  # refused before any model work
+    assert dvd(clip, "-o", out, "--max-frames", 2, *SMALL, "--save", "npy", "--quiet", "--overwrite") == 0
     assert sorted(p.name for p in (out / "clip").iterdir()) == ["disparity.npy", "meta.json"]
     assert leftovers(out) == []
+    (out / "clip" / "old.txt").write_text("keep me")  # a file of the user's: the folder is no longer dvd's alone
+    assert dvd(*args, "--overwrite") == 2
+    assert "old.txt" in capsys.readouterr().err and (out / "clip" / "old.txt").read_text() == "keep me"
 
 
 def test_ctrl_c_leaves_nothing_behind(clip, dvd, monkeypatch, tmp_path, capsys):
     pipe = FakePipe(interrupt_after=1)
-    monkeypatch.setattr(predict.DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
     out = tmp_path / "out"
     assert dvd(clip, "-o", out, "--max-frames", 20, *SMALL, "--window", 5, "--overlap", 1, "--quiet") == 130
     assert "interrupted" in capsys.readouterr().err

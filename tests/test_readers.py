@@ -277,3 +277,81 @@ def test_corrupt_image(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png at all")
     assert_one_line_error(bad, "cannot read image")
+
+
+# --- damage, time stamps and flag names in messages --------------------------------------------------------------
+
+
+def faststart_noise(path: Path, count: int = 20) -> Path:
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(count):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def halve(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_truncated_video_fails_up_front_or_keeps_what_decodes(tmp_path):
+    path = halve(faststart_noise(tmp_path / "cut.mp4"))
+    with pytest.raises(DVDError, match="cut.mp4 is truncated.*--allow-damaged"):
+        open_source(path)
+    source = open_source(path, allow_damaged=True)
+    kept = len(list(source.frames()))
+    assert 0 < kept < source.num_frames == 20
+    assert any(f"only {kept} decode" in problem for problem in source.damage), source.damage
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".exr"])
+def test_truncated_image_names_the_file(tmp_path, suffix):
+    path = tmp_path / f"half{suffix}"
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    if suffix == ".exr":
+        from dvd.io.writers import ExrWriter
+
+        with ExrWriter(tmp_path) as writer:
+            writer.write(pixels[..., 0].astype(np.float32))
+        (tmp_path / "depth_exr" / "000000.exr").rename(path)
+    else:
+        Image.fromarray(pixels).save(path)
+    halve(path)
+    with pytest.raises(DVDError, match=f"half{suffix}"):
+        list(open_source(path).frames())
+
+
+def test_truncated_jpeg_kept_when_allowed(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    source = open_source(halve(tmp_path / "a.jpg"), allow_damaged=True)
+    assert len(list(source.frames())) == 1 and "a.jpg" in source.damage[0]
+
+
+def test_variable_frame_rate_times_are_kept(tmp_path):
+    times_ms = [0, 100, 150, 400, 500, 1500]
+    path = tmp_path / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for index, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(flat_frames(len(times_ms))[index], format="rgb24")
+            frame.pts = ms
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    source = open_source(path)
+    assert [float(t) for t, _ in source.timed_frames()] == pytest.approx([ms / 1000 for ms in times_ms])
+    assert [float(t) for t, _ in source.timed_frames(stride=2)] == pytest.approx([0, 0.15, 0.5])
+
+
+def test_flag_names_in_messages(tmp_path):
+    source = open_source(write_png8(tmp_path / "a.png", 1))
+    with pytest.raises(DVDError, match="--max-frames"):
+        source.frame_count(max_frames=0)
+    with pytest.raises(DVDError, match="--stride"):
+        source.frame_count(stride=0)

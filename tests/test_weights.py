@@ -22,6 +22,7 @@ from dvd.weights.formats import (
     original_vae_state,
     strip_dit_prefix,
 )
+from dvd.weights.load import looks_like_hub_id
 from dvd.weights.single_file import load_single_file, proof_model_path, save_single_file
 from dvd.weights.tiny import TINY_DIT, build_tiny_model, tiny_transformer, write_tiny_official_weights
 
@@ -246,3 +247,36 @@ def test_predict_command_runs_the_proof_model(clip: Path, tmp_path: Path):
     argv = ["predict", clip, "-o", out, "--weights", "proof", "--max-frames", 5, "--height", 32, "--width", 48]
     assert main([str(a) for a in argv]) == 0
     assert any(out.iterdir())
+
+
+def test_non_finite_or_out_of_range_single_files_are_refused(tmp_path: Path):
+    model = build_tiny_model(3)
+    model.tau = 2.0
+    save_single_file(model, tmp_path / "tau.safetensors", dtype=torch.float32)
+    with pytest.raises(DVDError, match=r"'tau' header .* is '2\.0': tau must be a number in \(0, 1\]"):
+        load_weights(tmp_path / "tau.safetensors")
+    model.tau = 0.5
+    with torch.no_grad():
+        model.vae.encoder.conv_in.weight[0, 0, 0, 0, 0] = float("inf")
+    save_single_file(model, tmp_path / "inf.safetensors", dtype=torch.float32)
+    with pytest.raises(DVDError, match=r"tensor 'vae\.encoder\.conv_in\.weight' in .*inf\.safetensors holds 1 NaN/inf"):
+        load_weights(tmp_path / "inf.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("source", "hub"),
+    [
+        ("owner/name", True),
+        ("Owner-1/dvd_1.1", True),
+        ("owner/name.safetensors", False),
+        ("a/b/c", False),
+        ("./a", False),
+        ("../a/b", False),
+        ("~/a", False),
+        ("/a/b", False),
+        ("a", False),
+        ("a/", False),
+    ],
+)
+def test_what_may_be_a_hub_id(source: str, hub: bool):
+    assert looks_like_hub_id(source) is hub

@@ -192,3 +192,36 @@ def test_open_writers_group(tmp_path):
         open_writers(tmp_path / "x", ["mp4"], fps=24)
     with pytest.raises(ValueError, match="unknown output formats"):
         open_writers(tmp_path / "x", ["gif"], fps=24)
+
+
+# --- degenerate ranges, frame-rate limits and time stamps --------------------------------------------------------
+
+
+def test_range_of_all_nan_is_one_line_error():
+    with pytest.raises(DVDError, match="NaN"):
+        DisparityRange.fit(np.full((2, 4, 4), np.nan, dtype=np.float32))
+
+
+def test_range_ignores_nan_and_widens_degenerate_windows():
+    mixed = np.arange(101, dtype=np.float32)
+    mixed[::10] = np.nan
+    assert np.isfinite([DisparityRange.fit(mixed).lo, DisparityRange.fit(mixed).hi]).all()
+    huge = DisparityRange.fit(np.full((2, 3, 3), 1e20, dtype=np.float32))  # c +- 0.5 would collapse in float64
+    assert huge.lo < 1e20 < huge.hi
+    flat = DisparityRange.fit(0.3 + 1e-9 * np.arange(50, dtype=np.float64))
+    assert (flat.lo, flat.hi) == pytest.approx((-0.2, 0.8))
+
+
+@pytest.mark.parametrize("fps", ["1e9", "1e-9", 0])
+def test_video_writer_refuses_unplayable_rates(tmp_path, fps):
+    with pytest.raises(DVDError, match="between 1/1000 and 1000"):
+        VideoWriter(tmp_path, fps, DisparityRange(0.0, 1.0))
+
+
+def test_video_writer_keeps_given_times(tmp_path):
+    times = [Fraction(0), Fraction(1, 10), Fraction(15, 100), Fraction(1), Fraction(3, 2)]
+    with VideoWriter(tmp_path, 24, DisparityRange(0.0, 1.0), time_base=Fraction(1, 1000)) as writer:
+        writer.write(np.zeros((5, 8, 8), np.float32), times=times)
+    with av.open(str(tmp_path / "depth_vis.mp4")) as container:
+        decoded = [float(frame.time) for frame in container.decode(video=0)]
+    np.testing.assert_allclose(decoded, [float(t) for t in times], atol=1e-3)

@@ -1,19 +1,41 @@
-"""The `dvd` command line: one entry point, one module per subcommand under `dvd.commands`."""
+"""The `dvd` command line: one entry point, one module per subcommand under `dvd.commands`.
+
+Command modules import only light modules at their top (their parsers take names and defaults from
+`dvd.options`) and the heavy stack (torch, diffusers, av) inside `run`, so `dvd --help` and argument errors
+answer at once, and Ctrl-C or SIGTERM while torch loads ends like any other interruption.
+
+Exit codes: 0 success; 1 an internal error (a bug: one line, the traceback with DVD_DEBUG=1); 2 a problem with the
+input, the options or the disk, said in one line with the fix; 130 Ctrl-C; 143 SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from dvd.errors import DVDError
+from dvd.errors import DVDError, Terminated
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `run=<function(args) -> int>`.
 COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo"]
+DEBUG_VARIABLE = "DVD_DEBUG"  # set to 1 for the traceback of an internal error
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors in one line, like every other failure; the usage is one --help away."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="dvd",
         description="Video depth estimation with DVD (Deterministic Video Depth). "
         "Outputs are affine-invariant disparity: larger values are nearer.",
@@ -25,22 +47,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    prog = "dvd"
+    with sigterm_raises():
+        try:
+            args = build_parser().parse_args(argv)
+            prog = f"dvd {args.command}"
+            return int(args.run(args) or 0)
+        except DVDError as error:
+            return fail(prog, str(error), 2)
+        except OSError as error:  # disk full, permissions, a path that became a file: unfinished outputs are removed
+            where = f" ({error.filename})" if error.filename else ""
+            return fail(prog, f"{error.strerror or error}{where}; check the path, permissions and free space", 2)
+        except Terminated:
+            return fail(prog, "terminated (SIGTERM); unfinished outputs were removed", 143)
+        except KeyboardInterrupt:
+            return fail(prog, "interrupted; unfinished outputs were removed", 130)
+        except Exception as error:  # noqa: BLE001 - a bug: one line for the user, the traceback on request
+            if os.environ.get(DEBUG_VARIABLE):
+                traceback.print_exc()
+            return fail(
+                prog,
+                f"internal error ({type(error).__name__}: {error}); this is a bug: please report it with the "
+                f"output of the same command run with {DEBUG_VARIABLE}=1",
+                1,
+            )
+
+
+def fail(prog: str, message: str, code: int) -> int:
+    """Print `prog: error: message` as one line on stderr; returns `code`."""
+    print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` (a KeyboardInterrupt) while the command runs, so it cleans up like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread only
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return int(args.run(args) or 0)
-    except DVDError as error:
-        print(f"dvd {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # disk full, permissions, a path that became a file: unfinished outputs are removed
-        where = f" ({error.filename})" if error.filename else ""
-        print(
-            f"dvd {args.command}: error: {error.strerror or error}{where}; check the path, permissions and free space",
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt:
-        print(f"dvd {args.command}: interrupted; unfinished outputs were removed", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,6 @@ import argparse
 import time
 from pathlib import Path
 
-from dvd.errors import DVDError
-from dvd.inference.pipeline import DVDPipeline, resolve_dtype
-from dvd.io.atomic import atomic_directory, prepare_output_folder
-from dvd.weights import load_weights
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -32,19 +27,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=["float32", "bfloat16", "float16"],
         help="storage precision of the written weights (default: float32, exact)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output folder written by dvd convert (a DVDPipeline folder holding nothing "
+        "else); anything else is never replaced",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: torch and diffusers take seconds to load, and --help should not wait.
+    from dvd.inference.pipeline import DVDPipeline, pipeline_folder_problem, resolve_dtype
+    from dvd.io.atomic import atomic_directory, check_output, prepare_output_folder
+    from dvd.weights import load_weights
+    from dvd.weights.saving import write_errors
+
     output: Path = args.output
-    if output.exists() and not args.overwrite:
-        raise DVDError(f"{output} already exists; pass --overwrite to replace it")
+    check_output(output, args.overwrite, pipeline_folder_problem)
     prepare_output_folder(output.parent)
     started = time.perf_counter()
     loaded = load_weights(args.weights)
     loaded.model.to_precision(resolve_dtype(args.dtype, loaded.model.device))
-    with atomic_directory(output) as staging:
+    with write_errors(output), atomic_directory(output, args.overwrite, pipeline_folder_problem) as staging:
         DVDPipeline.from_model(loaded.model).save_pretrained(staging)
     print(f"converted {loaded.weights_id} -> {output} ({args.dtype}, {time.perf_counter() - started:.1f} s)")
     return 0

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
-import numpy as np
-
-from dvd.data.procedural import render_clip, split_seed
 from dvd.errors import DVDError
-from dvd.evaluation.alignment import fit_disparity
-from dvd.inference.pipeline import DVDPipeline
-from dvd.io.atomic import atomic_file
-from dvd.io.colormaps import colorize
-from dvd.training.validation import score_disparity
+
+if TYPE_CHECKING:  # the heavy stack is imported where it is used, so that `dvd --help` is instant
+    import numpy as np
 
 # The proof model was trained at this size on 5-frame clips (benchmarks/train_proof.py).
 TRAINED_SIZE = 64
@@ -35,10 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "RGB | prediction | truth mp4. Nothing is downloaded. " + LIMITS,
     )
     parser.add_argument("-o", "--output", type=Path, default=Path("dvd-demo.mp4"), help="video to write (.mp4)")
-    parser.add_argument("--scene", type=int, default=0, help="index of the held-out scene (split 'test')")
-    parser.add_argument("--frames", type=int, default=48, help="number of frames to render")
-    parser.add_argument("--window", type=int, default=5, help="window length in frames (the model saw 5)")
-    parser.add_argument("--overlap", type=int, default=2, help="frames shared by consecutive windows")
+    parser.add_argument(
+        "--scene", type=int, default=0, help="index of the held-out scene (split 'test'; default %(default)s)"
+    )
+    parser.add_argument("--frames", type=int, default=48, help="number of frames to render (default %(default)s)")
+    parser.add_argument(
+        "--window", type=int, default=5, help="window length in frames (default %(default)s: the model saw 5)"
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=2, help="frames shared by consecutive windows (default %(default)s)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -47,6 +48,14 @@ def run(args: argparse.Namespace) -> int:
         raise DVDError(f"--output must end in .mp4, got {args.output}")
     if args.frames < 1 or args.scene < 0:
         raise DVDError("--frames must be >= 1 and --scene >= 0")
+    import numpy as np
+
+    from dvd.data.procedural import render_clip, split_seed
+    from dvd.inference.pipeline import DVDPipeline
+    from dvd.inference.video import VideoSettings
+    from dvd.training.validation import score_disparity
+
+    VideoSettings(TRAINED_SIZE, TRAINED_SIZE, args.window, args.overlap).validate()  # before any model work
     pipe = DVDPipeline.from_pretrained("proof", device="cpu")
     clip = render_clip(split_seed("test", args.scene), args.frames, TRAINED_SIZE, TRAINED_SIZE)
     disparity = pipe(
@@ -69,6 +78,11 @@ def run(args: argparse.Namespace) -> int:
 
 def comparison_frames(rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """uint8 [T, H, 3W, 3]: RGB | prediction | truth, both depth panels on the truth's disparity colour scale."""
+    import numpy as np
+
+    from dvd.evaluation.alignment import fit_disparity
+    from dvd.io.colormaps import colorize
+
     truth = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
     scale, shift = fit_disparity(disparity, depth, valid)  # the prediction in the truth's units
     lo, hi = np.percentile(truth[valid], [1, 99])
@@ -77,6 +91,11 @@ def comparison_frames(rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray,
 
 
 def write_comparison(path: Path, rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> None:
+    import av
+    import numpy as np
+
+    from dvd.io.atomic import atomic_file
+
     frames = comparison_frames(rgb, disparity, depth, valid).repeat(SCALE_UP, axis=1).repeat(SCALE_UP, axis=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp, av.open(str(tmp), "w") as container:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dvd.data.benchmarks import DATASET_NAMES, open_dataset
 from dvd.errors import DVDError
-from dvd.evaluation.report import load_run, paper_table, run_markdown, write_report, write_run
-from dvd.evaluation.runner import FrameSelection, ModelPredictions, SavedPredictions, evaluate
-from dvd.inference.stitch import STITCH_PRESETS
+from dvd.options import DATASET_NAMES, STITCH_PRESETS
+
+if TYPE_CHECKING:
+    from dvd.io.atomic import Recogniser
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--max-depth", type=float, help="metres (see --min-depth)")
     parser.add_argument("--start", type=int, help="first frame evaluated (default 0; scannet_tae: 10)")
-    parser.add_argument("--stride", type=int, default=1, help="evaluate every STRIDE-th frame (default 1)")
+    parser.add_argument("--stride", type=int, default=1, help="evaluate every STRIDE-th frame (default %(default)s)")
     parser.add_argument(
         "--frames",
         type=int,
@@ -66,15 +67,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="saved predictions: PRED/<sequence>.npy|.npz or PRED/<sequence>/disparity.npy",
     )
     predictions.add_argument("--weights", help="run DVD: a local weights folder or a Hub id")
-    parser.add_argument("--window", type=int, default=45, help="frames per window (default 45, the paper's eval)")
-    parser.add_argument("--overlap", type=int, default=9, help="frames shared by consecutive windows (default 9)")
+    parser.add_argument(
+        "--window", type=int, default=45, help="frames per window (default %(default)s, the paper's eval)"
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=9, help="frames shared by consecutive windows (default %(default)s)"
+    )
     parser.add_argument(
         "--stitch",
         default="benchmark",
         choices=sorted(STITCH_PRESETS),
-        help="window stitching preset (default benchmark: the official evaluation's)",
+        help="window stitching preset (default %(default)s: the official evaluation's)",
     )
-    parser.add_argument("--batch-windows", type=int, default=1, help="windows per model call (default 1)")
+    parser.add_argument("--batch-windows", type=int, default=1, help="windows per model call (default %(default)s)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, else float32)")
     parser.add_argument("--label", help="name of this run in tables (default: the weights or predictions name)")
@@ -86,17 +91,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "summary.md and summary.csv (with --report: report.md and report.csv)",
     )
     parser.add_argument("--json", type=Path, help="also write the run (per sequence and averaged) to this file")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing -o folder or --json file written by dvd eval; anything else is never replaced",
+    )
     parser.add_argument("--strict", action="store_true", help="fail instead of skipping unscorable sequences")
     parser.set_defaults(run=run)
 
 
 def _report(args: argparse.Namespace) -> int:
+    from dvd.evaluation.report import load_run, paper_table, report_folder_problem, write_report
+
+    if args.output is not None:
+        _check_output(args.output, args.overwrite, report_folder_problem)
     runs = [load_run(path) for path in args.report]
     print(paper_table(runs), end="")
     if args.output is not None:
-        for path in write_report(runs, args.output):
+        for path in write_report(runs, args.output, args.overwrite):
             print(f"wrote {path}")
     return 0
+
+
+def _check_output(path: Path, overwrite: bool, recognise: Recogniser) -> None:
+    """Refuse a bad or taken output path before any data is read or any model is loaded."""
+    from dvd.io.atomic import check_output, prepare_output_folder
+
+    check_output(path, overwrite, recognise)
+    prepare_output_folder(path.parent)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
         return _report(args)
     if args.predictions is None and args.weights is None:
         raise DVDError("give --predictions PRED to score saved predictions, or --weights W to run the model")
+    # Imported here, not at the top: torch takes seconds to load, and --help should not wait.
+    from dvd.data.benchmarks import open_dataset
+    from dvd.evaluation.report import run_document_problem, run_markdown, write_run
+    from dvd.evaluation.runner import FrameSelection, ModelPredictions, SavedPredictions, evaluate
+
+    for path in (args.output, args.json):
+        if path is not None:
+            _check_output(path, args.overwrite, run_document_problem)
     if args.gt_folder is not None:
         reader = open_dataset("folder", args.gt_folder, args.split, args.min_depth, args.max_depth)
     else:
@@ -117,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
         label = args.label or args.predictions.resolve().name
     else:
         from dvd.inference.pipeline import DVDPipeline  # loads torch models; only needed when running DVD
+        from dvd.inference.video import VideoSettings
 
+        # The window flags are checked before the model loads (16x16 stands in for each sequence's own size).
+        VideoSettings(16, 16, args.window, args.overlap, args.stitch, batch_windows=args.batch_windows).validate()
         pipeline = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)
         predictor = ModelPredictions(pipeline, args.window, args.overlap, args.stitch, args.batch_windows)
         label = args.label or Path(str(args.weights)).name
@@ -126,6 +159,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(run_markdown(document), end="")
-    for path in write_run(document, args.output, args.json):
+    for path in write_run(document, args.output, args.json, args.overwrite):
         print(f"wrote {path}")
     return 0

@@ -7,23 +7,32 @@ import sys
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-
-import torch
-from accelerate import PartialState
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from dvd.errors import DVDError
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.stitch import STITCH_PRESETS
-from dvd.inference.video import VideoSettings
-from dvd.io.atomic import prepare_output_folder
-from dvd.io.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from dvd.io.readers import DEFAULT_IMAGE_FPS, open_sources
-from dvd.io.writers import DEFAULT_FORMATS, WRITER_FORMATS
+from dvd.options import (
+    COLORMAPS,
+    DEFAULT_ANCHOR_FRAMES,
+    DEFAULT_BATCH_WINDOWS,
+    DEFAULT_COLORMAP,
+    DEFAULT_FORMATS,
+    DEFAULT_IMAGE_FPS,
+    DEFAULT_MIN_HEIGHT,
+    DEFAULT_MIN_WIDTH,
+    DEFAULT_OVERLAP,
+    DEFAULT_STITCH,
+    DEFAULT_WINDOW,
+    MAX_FRAME_RATE,
+    MIN_FRAME_RATE,
+    STITCH_PRESETS,
+    WRITER_FORMATS,
+)
 
-VIDEO = VideoSettings()  # the defaults of the flags that set it
-VIDEO_FIELDS = [field.name for field in fields(VideoSettings)]
+if TYPE_CHECKING:  # the heavy stack (torch, diffusers, av) is imported in `predict`, so that --help is instant
+    from dvd.inference.outputs import OutputSettings
+    from dvd.inference.pipeline import DVDPipeline
+    from dvd.inference.video import VideoSettings
+    from dvd.io.readers import Source
 
 DESCRIPTION = """\
 Estimate depth for each INPUT and write it under OUT/<name>/, where <name> is the input's file name without
@@ -42,9 +51,9 @@ Outputs per input, in OUT/<name>/:
   depth_sbs.mp4   (--save sbs) RGB | colour-mapped depth, side by side
 
 Values are affine-invariant DISPARITY: larger = nearer, unknown scale and shift. The 8/16-bit outputs map
-disparity to [0, 1] with one range for the whole video, fixed from the first window: its 1st-99th percentiles
-widened by 10% on each side; values beyond are clipped. Long videos are processed in overlapping windows that are
-aligned by least squares and cross-faded; memory does not grow with the video length.
+disparity to [0, 1] with one range for the whole video, fixed from the first --window stitched frames: their
+1st-99th percentiles widened by 10% on each side; values beyond are clipped. Long videos are processed in
+overlapping windows that are aligned by least squares and cross-faded; memory does not grow with the video length.
 """
 
 EXAMPLES = """\
@@ -100,12 +109,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--height",
         type=int,
-        default=VIDEO.height,
+        default=DEFAULT_MIN_HEIGHT,
         help="minimum model height: frames are scaled, keeping their aspect ratio, until they cover "
-        f"HEIGHT x WIDTH, then each side is rounded up to a multiple of 16 (default {VIDEO.height}; 1080p -> 480x864)",
+        f"HEIGHT x WIDTH, then each side is rounded up to a multiple of 16 (default {DEFAULT_MIN_HEIGHT}; 1080p -> 480x864). "
+        f"The model size may not exceed {MAX_MODEL_SIDE} pixels on either side",
     )
     size.add_argument(
-        "--width", type=int, default=VIDEO.width, help=f"minimum model width (default {VIDEO.width}), see --height"
+        "--width",
+        type=int,
+        default=DEFAULT_MIN_WIDTH,
+        help=f"minimum model width (default {DEFAULT_MIN_WIDTH}; at most {MAX_MODEL_SIDE}), see --height",
     )
     size.add_argument(
         "--keep-model-size",
@@ -117,19 +130,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     windows.add_argument(
         "--window",
         type=int,
-        default=VIDEO.window,
-        help=f"frames per model window (default {VIDEO.window}, as the official open-world script; the model was "
+        default=DEFAULT_WINDOW,
+        help=f"frames per model window (default {DEFAULT_WINDOW}, as the official open-world script; the model was "
         "trained on 45; much longer windows can ghost)",
     )
     windows.add_argument(
         "--overlap",
         type=int,
-        default=VIDEO.overlap,
-        help=f"frames shared by consecutive windows, used to align them (default {VIDEO.overlap})",
+        default=DEFAULT_OVERLAP,
+        help=f"frames shared by consecutive windows, used to align them (default {DEFAULT_OVERLAP})",
     )
     windows.add_argument(
         "--stitch",
-        default=VIDEO.stitch,
+        default=DEFAULT_STITCH,
         choices=list(STITCH_PRESETS),
         help="openworld (default): official script, last window shifted back to full length, scale "
         "clipped to [0.7, 1.5]. benchmark: official evaluation, fixed overlap, short last window, no "
@@ -139,15 +152,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     windows.add_argument(
         "--anchor-frames",
         type=int,
-        default=VIDEO.anchor_frames,
+        default=DEFAULT_ANCHOR_FRAMES,
         metavar="K",
-        help=f"anchored only: anchor frames per window, 1, 5, 9, ... (default {VIDEO.anchor_frames}); "
+        help=f"anchored only: anchor frames per window, 1, 5, 9, ... (default {DEFAULT_ANCHOR_FRAMES}); "
         "they count towards --window",
     )
     windows.add_argument(
         "--batch-windows",
         type=int,
-        default=VIDEO.batch_windows,
+        default=DEFAULT_BATCH_WINDOWS,
         metavar="N",
         help="windows per model call (default 1); more can be faster on a large GPU and uses more "
         "memory; the result is the same up to float rounding (~1e-6)",
@@ -166,8 +179,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     frames.add_argument(
         "--fps",
-        default=str(DEFAULT_IMAGE_FPS),
-        help=f"frame rate recorded for image folders and images (default {DEFAULT_IMAGE_FPS}); videos keep their own",
+        default=None,
+        help=f"frame rate of image folders and images (default {DEFAULT_IMAGE_FPS}; {MIN_FRAME_RATE} to "
+        f"{MAX_FRAME_RATE}); refused for videos, which keep their own time stamps (variable frame rates too)",
+    )
+    frames.add_argument(
+        "--allow-damaged",
+        action="store_true",
+        help="keep going on a truncated or corrupt input: write the frames that decode, print one warning and "
+        "record the damage in meta.json (damaged, num_frames_expected, damage); without it such inputs fail",
     )
 
     outputs = parser.add_argument_group("outputs")
@@ -184,7 +204,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=list(COLORMAPS),
         help=f"colour map of mp4/sbs (default {DEFAULT_COLORMAP}: red near, blue far)",
     )
-    outputs.add_argument("--overwrite", action="store_true", help="replace existing OUT/<name>/ folders")
+    outputs.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing OUT/<name>/ folders written by dvd predict (recognised by their meta.json); "
+        "anything else is never replaced",
+    )
     outputs.add_argument("--quiet", action="store_true", help="no progress bars (the summary line is still printed)")
     parser.set_defaults(run=run)
 
@@ -200,14 +225,18 @@ class PredictSettings:
     weights: str | None = None
     device: str | None = None
     dtype: str | None = None
-    fps: str = str(DEFAULT_IMAGE_FPS)
+    fps: str | None = None  # None: DEFAULT_IMAGE_FPS for images; anything else is refused for videos
+    allow_damaged: bool = False
     overwrite: bool = False
     quiet: bool = False
 
 
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
+    from dvd.inference.outputs import OutputSettings
+    from dvd.inference.video import VideoSettings
+
     # The flags are named after the settings' fields, so the video settings carry over one to one.
-    video = VideoSettings(**{name: getattr(args, name) for name in VIDEO_FIELDS})
+    video = VideoSettings(**{field.name: getattr(args, field.name) for field in fields(VideoSettings)})
     outputs = OutputSettings(
         formats=tuple(parse_formats(args.save)),
         colormap=args.colormap,
@@ -224,6 +253,7 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         device=args.device,
         dtype=args.dtype,
         fps=args.fps,
+        allow_damaged=args.allow_damaged,
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
@@ -235,15 +265,24 @@ def run(args: argparse.Namespace) -> int:
 
 def predict(settings: PredictSettings) -> int:
     """Check everything, load the model once, write each input's folder; prints a summary line."""
+    from tqdm import tqdm
+
+    from dvd.inference.outputs import predict_to_folder, prediction_folder_problem
+    from dvd.inference.pipeline import DVDPipeline
+    from dvd.io.atomic import check_output, prepare_output_folder
+    from dvd.io.readers import open_sources
+
     settings.video.validate()
-    sources = open_sources(settings.inputs, image_fps=settings.fps)
+    check_model_sides(settings.video.height, settings.video.width)
+    image_fps = DEFAULT_IMAGE_FPS if settings.fps is None else settings.fps
+    sources = open_sources(settings.inputs, image_fps=image_fps, allow_damaged=settings.allow_damaged)
     for source in sources:
         source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames and --stride
+        check_source(source, settings)
     output = prepare_output_folder(settings.output)
     targets = [output / source.name for source in sources]
-    existing = [str(target) for target in targets if target.exists()]
-    if existing and not settings.overwrite:
-        raise DVDError(f"{', '.join(existing)} already exist(s): pass --overwrite to replace, or choose another -o")
+    for target in targets:  # refused before any model work; checked again as each folder is renamed into place
+        check_output(target, settings.overwrite, prediction_folder_problem)
 
     jobs, device = share_of_inputs(list(zip(sources, targets)), settings.device)
     started = time.perf_counter()
@@ -253,9 +292,17 @@ def predict(settings: PredictSettings) -> int:
     for source, target in jobs:
         frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
         with tqdm(total=frames, desc=source.name, unit="frame", disable=settings.quiet, dynamic_ncols=True) as bar:
-            total += predict_to_folder(
-                pipe, source, target, settings.video, settings.outputs, progress=lambda _: bar.update(1)
+            written = predict_to_folder(
+                pipe,
+                source,
+                target,
+                settings.video,
+                settings.outputs,
+                progress=lambda _: bar.update(1),
+                overwrite=settings.overwrite,
             )
+        total += written
+        warn_if_damaged(source, written, frames, target)
     elapsed = time.perf_counter() - started
     paths = ", ".join(str(target) for _, target in jobs)
     print(
@@ -271,10 +318,62 @@ def share_of_inputs(jobs: list, device: str | None) -> tuple[list, str | None]:
     Each process loads the model once and works through whole inputs, so N GPUs run N videos at a time; a single
     process gets everything and the device asked for.
     """
+    import torch
+    from accelerate import PartialState
+
     state = PartialState(cpu=str(device or "").startswith("cpu") or not torch.cuda.is_available())
     if state.num_processes == 1:
         return jobs, device
     return jobs[state.process_index :: state.num_processes], device or str(state.device)
+
+
+# The largest model size, per side: a 4096x4096 window already needs far more memory than any GPU has today, and
+# larger requests are typos (--height 100000) that would otherwise die out of memory with a traceback.
+MAX_MODEL_SIDE = 4096
+
+
+def check_model_sides(height: int, width: int) -> None:
+    if max(height, width) > MAX_MODEL_SIDE:
+        raise DVDError(
+            f"--height/--width {height}x{width} is too large: the model size may not exceed {MAX_MODEL_SIDE} pixels "
+            "on either side; the default 480x640 is what DVD was trained for"
+        )
+
+
+def check_source(source: Source, settings: PredictSettings) -> None:
+    """What the flags ask of one input that it cannot give, before the model loads."""
+    from dvd.io.readers import frame_rate
+
+    if settings.fps is not None and source.kind == "video":
+        raise DVDError(
+            f"--fps sets the frame rate of image inputs, but {source.path} is a video, which keeps its own time "
+            "stamps: drop --fps (run videos and image folders separately), or re-time the video with ffmpeg"
+        )
+    height, width = settings.video.model_size(source.size)
+    if max(height, width) > MAX_MODEL_SIDE:
+        raise DVDError(
+            f"{source.path} would run at {height}x{width} (its aspect ratio with --height/--width "
+            f"{settings.video.height}x{settings.video.width}), beyond {MAX_MODEL_SIDE} pixels per side: lower "
+            "--height/--width"
+        )
+    if {"mp4", "sbs"} & set(settings.outputs.formats):
+        try:
+            frame_rate(source.output_rate(settings.outputs.stride))
+        except DVDError as error:
+            raise DVDError(
+                f"the mp4/sbs outputs of {source.path} at --stride {settings.outputs.stride}: {error}"
+            ) from None
+
+
+def warn_if_damaged(source: Source, written: int, expected: int, target: Path) -> None:
+    """One line for an input kept with --allow-damaged; meta.json holds every problem."""
+    if source.damage:
+        more = f" (and {len(source.damage) - 1} more problem(s))" if len(source.damage) > 1 else ""
+        print(
+            f"dvd predict: warning: wrote {written} of {expected} frames of a damaged input: {source.damage[0]}{more}; "
+            f"see {target / 'meta.json'}",
+            file=sys.stderr,
+        )
 
 
 # Above this many DiT parameters a CPU run is a matter of minutes per window (the 1.3B model has 1.42e9).

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from dvd.training.config import load_config
-from dvd.training.trainer import train
-
 DESCRIPTION = (
     "Fine-tune the DVD depth regressor (LoRA or full) from a YAML/TOML config: frozen VAE, DiT at t = 1000*tau, "
     "L2 + latent manifold rectification loss, joint image/clip batches, atomic checkpoints, validation (AbsRel, "
@@ -45,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: torch and diffusers take seconds to load, and --help should not wait.
+    from dvd.training.config import load_config
+    from dvd.training.trainer import train
+
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume)
     if result.exports:

@@ -7,20 +7,22 @@ the first of these that exists is used:
 - ``PRED/S.npz`` — the same under the key ``disparity``, or as the archive's only array;
 - ``PRED/S/disparity.npy`` — as written by ``dvd predict -o PRED``.
 
-The array must hold either exactly the evaluated frames or every frame of the sequence (the evaluated ones are
-then picked out, e.g. to score the first 110 frames of a whole-video prediction). A prediction of another size is
-resized to the GT size with bilinear filtering (half-pixel centres, no antialias); the record says so.
+The array must be floating point and hold either exactly the evaluated frames or every frame of the sequence (the
+evaluated ones are then picked out, e.g. to score the first 110 frames of a whole-video prediction). Its frames must
+have the GT size or an integer multiple of it (the same aspect ratio); a multiple is resized to the GT size with
+bilinear filtering (half-pixel centres, no antialias), and the record says so. Any other size, a non-float array
+or a file numpy cannot read is a skip with the reason, never a silent reinterpretation.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from dvd.data.benchmarks.base import SkipSequence
 from dvd.data.raster import resize_frames
-from dvd.errors import DVDError
 
 
 def prediction_file(root: Path, sequence: str) -> Path | None:
@@ -30,6 +32,21 @@ def prediction_file(root: Path, sequence: str) -> Path | None:
 
 
 def _read(path: Path) -> np.ndarray:
+    """The array of a .npy/.npz file; SkipSequence naming the reason when numpy cannot read it (pickled objects,
+    a damaged header, a truncated file) or it is not floating point."""
+    try:
+        array = _load(path)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SkipSequence(f"prediction {path} cannot be read ({reason}); save it with numpy.save as float32") from None
+    if array.dtype.kind != "f":
+        raise SkipSequence(
+            f"prediction {path} has dtype {array.dtype}, not floating point disparity; save it as float32"
+        )
+    return array
+
+
+def _load(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         return np.load(path, mmap_mode="r", allow_pickle=False)
     with np.load(path, allow_pickle=False) as archive:
@@ -37,7 +54,23 @@ def _read(path: Path) -> np.ndarray:
             return archive["disparity"]
         if len(archive.files) == 1:
             return archive[archive.files[0]]
-        raise DVDError(f"{path} holds {', '.join(archive.files)}: store the prediction under the key 'disparity'")
+        raise SkipSequence(
+            f"prediction {path} holds {', '.join(archive.files)}: store the prediction under the key 'disparity'"
+        )
+
+
+def _check_size(path: Path, frame_size: tuple[int, int], size: tuple[int, int]) -> str | None:
+    """A note when the prediction is an integer multiple of the GT size (resized down to it); SkipSequence for any
+    other size, which would have to be stretched (a swapped aspect ratio, a crop, another resolution)."""
+    if frame_size == tuple(size):
+        return None
+    factor = frame_size[0] // size[0]
+    if factor < 1 or frame_size != (factor * size[0], factor * size[1]):
+        raise SkipSequence(
+            f"prediction {path} has {frame_size[0]}x{frame_size[1]} frames, but the GT is {size[0]}x{size[1]} "
+            "(nor an integer multiple of it): save predictions at the GT size, with rows first ([T, H, W])"
+        )
+    return f"prediction resized bilinearly from {frame_size[0]}x{frame_size[1]} to the GT size {size[0]}x{size[1]}"
 
 
 def load_prediction(
@@ -70,10 +103,8 @@ def load_prediction(
     bad = int(np.count_nonzero(~np.isfinite(selected)))
     if bad:
         raise SkipSequence(f"prediction {path} has {bad} NaN/inf values")
-    if selected.shape[1:] != tuple(size):
-        notes.append(
-            f"prediction resized bilinearly from {selected.shape[1]}x{selected.shape[2]} "
-            f"to the GT size {size[0]}x{size[1]}"
-        )
+    resized = _check_size(path, selected.shape[1:], size)
+    if resized is not None:
+        notes.append(resized)
         selected = resize_frames(selected, size)
     return selected, notes

@@ -22,10 +22,12 @@ import numpy as np
 from dvd.errors import DVDError
 from dvd.evaluation.metrics import HIGHER_IS_BETTER
 from dvd.evaluation.scoring import ALL_METRICS
-from dvd.io.atomic import atomic_write_text
+from dvd.io.atomic import Recogniser, atomic_directory, atomic_write_text, foreign_entries
 
 PAPER_COLUMNS = (("abs_rel", "AbsRel×100↓", 100.0, 2), ("delta1", "δ1↑", 1.0, 3))
 PARTITION_ORDER = ("all", "short", "long", "very_short", "image")
+RUN_FILES = ("summary.json", "per_sequence.jsonl", "summary.md", "summary.csv")  # a run folder (-o)
+REPORT_FILES = ("report.md", "report.csv")  # a report folder (--report ... -o)
 
 
 def mean_metrics(records: list[dict]) -> dict:
@@ -176,32 +178,48 @@ def _json(document: dict) -> str:
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
-def write_run(run: dict, out_dir: Path | None, json_path: Path | None) -> list[Path]:
-    """Write the run: under ``out_dir`` summary.json, per_sequence.jsonl, summary.md and summary.csv; and/or the
-    run document to ``json_path``. Each file is written under a temporary name and renamed into place."""
+def run_document_problem(path: Path) -> str | None:
+    """None if `path` is a run folder or run JSON file written by dvd eval, else why not: --overwrite replaces
+    only those."""
+    try:
+        load_run(path)
+    except DVDError:
+        return "it is not a dvd eval result"
+    return foreign_entries(path, RUN_FILES) if path.is_dir() else None
+
+
+def report_folder_problem(folder: Path) -> str | None:
+    """None if `folder` is a report folder written by `dvd eval --report -o`, else why not."""
+    if not (folder / REPORT_FILES[0]).is_file():
+        return f"it has no {REPORT_FILES[0]}"
+    return foreign_entries(folder, REPORT_FILES)
+
+
+def write_run(run: dict, out_dir: Path | None, json_path: Path | None, overwrite: bool = False) -> list[Path]:
+    """Write the run: the folder ``out_dir`` with summary.json, per_sequence.jsonl, summary.md and summary.csv;
+    and/or the run document to ``json_path``. Each appears complete or not at all; an existing one is an error,
+    unless ``overwrite`` is set and it is an earlier dvd eval result."""
     written = []
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files = {
-            "summary.json": _json(run),
-            "per_sequence.jsonl": "".join(json.dumps(r, allow_nan=False) + "\n" for r in run["sequences"]),
-            "summary.md": run_markdown(run),
-            "summary.csv": csv_table([run]),
-        }
-        for name, text in files.items():
-            atomic_write_text(out_dir / name, text)
-            written.append(out_dir / name)
+        texts = [_json(run), "".join(json.dumps(r, allow_nan=False) + "\n" for r in run["sequences"])]
+        texts += [run_markdown(run), csv_table([run])]
+        _write_folder(out_dir, dict(zip(RUN_FILES, texts, strict=True)), overwrite, run_document_problem)
+        written += [out_dir / name for name in RUN_FILES]
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(json_path, _json(run))
+        atomic_write_text(json_path, _json(run), overwrite, run_document_problem)
         written.append(json_path)
     return written
 
 
-def write_report(runs: list[dict], out_dir: Path) -> list[Path]:
-    """Side-by-side tables of several runs: report.md and report.csv under ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {"report.md": paper_table(runs), "report.csv": csv_table(runs)}
-    for name, text in files.items():
-        atomic_write_text(out_dir / name, text)
-    return [out_dir / name for name in files]
+def write_report(runs: list[dict], out_dir: Path, overwrite: bool = False) -> list[Path]:
+    """Side-by-side tables of several runs: the folder ``out_dir`` with report.md and report.csv."""
+    texts = [paper_table(runs), csv_table(runs)]
+    _write_folder(out_dir, dict(zip(REPORT_FILES, texts, strict=True)), overwrite, report_folder_problem)
+    return [out_dir / name for name in REPORT_FILES]
+
+
+def _write_folder(folder: Path, files: dict[str, str], overwrite: bool, recognise: Recogniser) -> None:
+    with atomic_directory(folder, overwrite, recognise) as staging:
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")

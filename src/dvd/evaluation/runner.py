@@ -1,7 +1,7 @@
 """Running a benchmark: every sequence of a split through a predictor (saved files or the model), then scored.
 
-Sequences that cannot be scored (too short for ``--frames``, no prediction file, a prediction with another frame
-count or NaN values, no valid GT) are skipped, counted and listed with the reason on stdout and in the results;
+Sequences that cannot be scored (too short for ``--frames``, no prediction file, an unreadable, non-float or
+wrongly sized prediction, one with another frame count or NaN values, no valid GT, a fitted scale <= 0) are skipped, counted and listed with the reason on stdout and in the results;
 ``strict`` turns any skip into an error. Means cover the scored sequences only, and say how many those are.
 """
 
@@ -102,9 +102,10 @@ def check_layout(reader: DatasetReader) -> None:
         except DVDError as error:
             problems.append(str(error))
     if problems:
+        of_split = f" of split {reader.split}" if reader.split else ""  # a generic folder has no split
         raise DVDError(
-            f"{len(problems)} of {len(names)} sequences of split {reader.split} cannot be read "
-            f"under {reader.root}; first: {problems[0]}"
+            f"{len(problems)} of {len(names)} sequences{of_split} cannot be read under {reader.root}; "
+            f"first: {problems[0]}"
         )
 
 

@@ -43,10 +43,24 @@ def valid_mask(depth: np.ndarray, mask: np.ndarray | None, reader: DatasetReader
     return valid
 
 
+def check_scale(scale: float) -> None:
+    """A fitted scale <= 0 means the prediction does not rank pixels by nearness: a negative scale would turn an
+    inverted prediction (depth, or negated disparity) into a perfect score, and a zero one scores a constant."""
+    if scale < 0:
+        raise SkipSequence(
+            f"the fitted scale is {scale:.4g}: the prediction is anti-correlated with the GT disparity (is it depth "
+            "rather than disparity?); dvd eval expects disparity, larger = nearer: save 1/depth instead"
+        )
+    if scale == 0:
+        raise SkipSequence(
+            "the fitted scale is 0: the prediction is constant over the valid pixels or carries no depth signal"
+        )
+
+
 def score_sequence(pred_disparity: np.ndarray, sequence: Sequence, reader: DatasetReader) -> dict:
     """All metrics of one sequence as a JSON-ready record. ``pred_disparity`` [T, H, W] at the GT size.
 
-    Raises SkipSequence when no pixel of any frame is valid.
+    Raises SkipSequence when no pixel of any frame is valid, or when the fitted scale is not positive.
     """
     if pred_disparity.shape != sequence.depth.shape:
         raise ValueError(f"prediction {pred_disparity.shape} and GT {sequence.depth.shape} differ in shape")
@@ -61,6 +75,7 @@ def score_sequence(pred_disparity: np.ndarray, sequence: Sequence, reader: Datas
         raise SkipSequence("no valid GT pixel in any frame (check the depth range and the GT files)")
     gt = np.where(valid, depth, 0.0).astype(np.float32)
     aligned, scale, shift = align_to_depth(pred, gt, valid, reader.min_depth, reader.max_depth)
+    check_scale(scale)
 
     record: dict = {
         "sequence": sequence.name,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from array import array
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,7 @@ from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
 from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.video import VideoEngine, VideoSettings, resize_back
-from dvd.io.atomic import atomic_directory
+from dvd.io.atomic import atomic_directory, foreign_entries
 from dvd.io.colormaps import DEFAULT_COLORMAP
 from dvd.io.readers import Source
 from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, open_writers
@@ -47,17 +50,34 @@ def predict_to_folder(
     video: VideoSettings,
     output: OutputSettings,
     progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Write every output of `source` into `target` (atomically); returns the number of frames written.
 
-    `progress` is called with the number of frames written so far, after each frame.
+    `progress` is called with the number of frames written so far, after each frame. An existing `target` is an
+    error (DVDError), unless `overwrite` is set and it is an earlier output of this function.
     """
-    with atomic_directory(target) as staging:
+    with atomic_directory(target, overwrite, prediction_folder_problem) as staging:
         started = time.perf_counter()
-        count, writers_meta = _write_outputs(pipe, source, staging, video, output, progress)
+        count, writers_meta, timing = _write_outputs(pipe, source, staging, video, output, progress)
         meta = _describe(pipe, source, video, output, count, writers_meta, time.perf_counter() - started)
+        meta["timing"] = timing
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return count
+
+
+def prediction_folder_problem(folder: Path) -> str | None:
+    """None if `folder` was written by `predict_to_folder` (meta.json of kind "disparity" with a dvd_version, and
+    only the outputs it lists), else why not: --overwrite replaces only such folders."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "it has no readable meta.json"
+    if not isinstance(meta, dict) or meta.get("kind") != "disparity" or "dvd_version" not in meta:
+        return "its meta.json is not one of dvd predict's"
+    listed = meta.get("outputs") if isinstance(meta.get("outputs"), dict) else {}
+    written = [entry.get("file") or entry.get("folder") for entry in listed.values() if isinstance(entry, dict)]
+    return foreign_entries(folder, ["meta.json", *written])
 
 
 def _write_outputs(
@@ -67,11 +87,13 @@ def _write_outputs(
     video: VideoSettings,
     output: OutputSettings,
     progress: Callable[[int], None] | None,
-) -> tuple[int, dict]:
+) -> tuple[int, dict, dict]:
     engine = VideoEngine(pipe.predict_windows, video)
-    disparity = engine.model_frames(source.frames(output.max_frames, output.stride), source.size)
+    timeline = Timeline(source.output_rate(output.stride))
+    disparity = engine.model_frames(timeline.track(source.timed_frames(output.max_frames, output.stride)), source.size)
     out_size = video.model_size(source.size) if output.keep_model_size else source.size
-    # The 8/16-bit range is fixed from the first window before anything is written; those frames wait at model
+    # The 8/16-bit range is fixed from the first `window` stitched frames before anything is written (the second
+    # window has been stitched by then, since the first one's overlap frames wait for it). They wait at model
     # size, which bounds the extra memory to one window whatever the source resolution.
     first = list(itertools.islice(disparity, video.window))
     if not first:
@@ -83,19 +105,60 @@ def _write_outputs(
         fps=source.output_rate(output.stride),
         value_range=value_range,
         colormap=output.colormap,
+        time_base=source.time_base,
     )
     # Side by side needs each RGB frame beside its depth: a second decoder in lockstep costs no buffer.
     rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
     count = 0
     try:
         for frame in itertools.chain(first, disparity):
-            writers.write(resize_back(frame, out_size), _next_rgb(rgb, out_size))
+            writers.write(resize_back(frame, out_size), _next_rgb(rgb, out_size), [timeline.pop()])
             count += 1
             if progress is not None:
                 progress(count)
     finally:
         writers.close()
-    return count, writers.meta()
+    return count, writers.meta(), timeline.save(directory)
+
+
+class Timeline:
+    """The presentation times of the frames on their way through the engine: each frame's time waits here until
+    its disparity is written (the videos keep the source's timeline), and all of them make meta.json's "timing"."""
+
+    VARIABLE = 0.25  # an interval this far (relative) from 1 / fps makes the source variable-frame-rate
+    FILE = "frame_times.txt"
+
+    def __init__(self, rate: Fraction) -> None:
+        self.rate = rate
+        self._pending: deque[Fraction] = deque()
+        self._seconds = array("d")  # 8 bytes a frame, for the summary and the times file
+
+    def track(self, timed: Iterator[tuple[Fraction, np.ndarray]]) -> Iterator[np.ndarray]:
+        for at, frame in timed:
+            self._pending.append(at)
+            self._seconds.append(float(at))
+            yield frame
+
+    def pop(self) -> Fraction:
+        """The time of the next frame to be written."""
+        return self._pending.popleft()
+
+    def save(self, directory: Path) -> dict:
+        """The timing summary for meta.json; a variable frame rate also writes every frame's time to FILE."""
+        seconds = np.frombuffer(self._seconds, dtype=np.float64)
+        nominal = 1 / float(self.rate)
+        variable = bool(np.any(np.abs(np.diff(seconds) - nominal) > self.VARIABLE * nominal))
+        span = float(seconds[-1] - seconds[0]) if len(seconds) > 1 else 0.0
+        timing = {
+            "variable_frame_rate": variable,
+            "average_fps": (len(seconds) - 1) / span if span > 0 else float(self.rate),
+            "last_frame_time": float(seconds[-1]) if len(seconds) else 0.0,
+        }
+        if variable:
+            lines = (f"{index} {value:.6f}\n" for index, value in enumerate(seconds))
+            (directory / self.FILE).write_text("# frame seconds\n" + "".join(lines), encoding="utf-8")
+            timing["frame_times"] = self.FILE
+        return timing
 
 
 def _next_rgb(rgb: Iterator[np.ndarray] | None, size: tuple[int, int]) -> np.ndarray | None:
@@ -117,10 +180,14 @@ def _describe(
     """meta.json: what was computed, from what, and how to read every output."""
     rate = source.output_rate(output.stride)
     model_hw = video.model_size(source.size)
+    damage = {"damage": source.damage} if source.damage else {}
     return {
         "kind": "disparity",
         "values": "affine-invariant disparity: larger = nearer; scale and shift unknown",
         "num_frames": count,
+        "num_frames_expected": source.frame_count(output.max_frames, output.stride),
+        "damaged": bool(source.damage),
+        **damage,
         "fps": float(rate),
         "fps_fraction": f"{rate.numerator}/{rate.denominator}",
         "source_size": list(source.size),

@@ -12,6 +12,7 @@ once it is imported also `DiffusionPipeline.from_pretrained(folder, dtype=torch.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,15 @@ from diffusers.utils import BaseOutput
 
 from dvd.errors import DVDError
 from dvd.inference.inputs import Frames, VideoInput, check_inputs, frame_as_unit_float
-from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES
 from dvd.inference.video import VideoEngine, VideoSettings
+from dvd.io.atomic import foreign_entries
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
+from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.frames import pad_to_vae_frame_count
+from dvd.options import DEFAULT_ANCHOR_FRAMES
 from dvd.weights import load_weights
+from dvd.weights.formats import check_tau
+from dvd.weights.load import LEGACY_CONFIG, PIPELINE_INDEX
 
 DTYPES = {
     "float32": torch.float32,
@@ -48,9 +53,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(device)
+    requested = str(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:  # torch's message lists every device type it knows, most of which dvd cannot run on
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise DVDError(f"unknown or unsupported --device {requested!r}: use cpu, cuda (or cuda:N) or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DVDError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+        raise DVDError(f"--device {requested} asked for, but torch sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DVDError(
+            f"--device {requested} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s); "
+            "use --device cuda:0"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DVDError("--device mps asked for, but this torch build has no MPS support; use --device cpu")
     return device
@@ -65,6 +81,20 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     if dtype not in DTYPES:
         raise DVDError(f"unknown dtype '{dtype}'; choose float32, bfloat16 or float16")
     return DTYPES[dtype]
+
+
+def check_finite_output(disparity: torch.Tensor, dtype: torch.dtype) -> None:
+    """Stop a run whose model output holds NaN/inf: stitching and the writers would pass it on as a wrong answer.
+    One reduction over the decoded disparity, small next to the model pass that made it."""
+    finite = torch.isfinite(disparity)
+    if bool(finite.all()):
+        return
+    share = "all" if not bool(finite.any()) else f"{int((~finite).sum())} of {finite.numel()}"
+    raise DVDError(
+        f"the model produced NaN/inf disparity ({share} values, running in {str(dtype).removeprefix('torch.')}): "
+        "the weights or the input produce NaN, e.g. a float16 overflow; pass --dtype float32 or bfloat16, "
+        "and check the weights"
+    )
 
 
 @dataclass
@@ -89,10 +119,21 @@ class DVDPipeline(DiffusionPipeline):
 
     def __init__(self, transformer: WanTransformer3DModel, vae: AutoencoderKLWan, tau: float = DEFAULT_TAU) -> None:
         super().__init__()
+        tau = check_tau(tau, "the pipeline's tau")
         self.register_modules(transformer=transformer, vae=vae)
-        self.register_to_config(tau=float(tau))
-        self.model = DVDModel(transformer, vae, tau=float(tau)).eval()
+        self.register_to_config(tau=tau)
+        self.model = DVDModel(transformer, vae, tau=tau).eval()
         self.weights_id = "in-memory model"
+        self.fold_constants()
+
+    def fold_constants(self) -> None:
+        """The exact fast path (on by default): the DiT's cross-attention over the all-zero text context is a
+        constant per block, computed from one context token (`dvd.model.folding`)."""
+        fold_cross_attention(self.transformer)
+
+    def unfold_constants(self) -> None:
+        """Back to the reference computation: 512 zero text tokens through diffusers' own cross-attention."""
+        unfold_cross_attention(self.transformer)
 
     @classmethod
     def from_pretrained(
@@ -108,6 +149,8 @@ class DVDPipeline(DiffusionPipeline):
         float32 elsewhere); `tau` overrides the checkpoint's."""
         target = resolve_device(device)
         precision = resolve_dtype(dtype, target)
+        if tau is not None:
+            check_tau(tau, "tau=")
         loaded = load_weights(pretrained_model_name_or_path)
         model = loaded.model.to_precision(precision).to(target)
         pipe = cls(model.transformer, model.vae, tau=loaded.model.tau if tau is None else tau)
@@ -129,8 +172,9 @@ class DVDPipeline(DiffusionPipeline):
             raise ValueError("windows in one batch must share their shape; predict them separately")
         length = pixels[0].shape[1]
         batch = pad_to_vae_frame_count(torch.stack(pixels)).to(self._execution_device)
-        disparity = self.model(batch)[:, :length].float().cpu().numpy()
-        return list(disparity)
+        disparity = self.model(batch)[:, :length]
+        check_finite_output(disparity, self.model.dtype)
+        return list(disparity.float().cpu().numpy())
 
     def predict_window(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
         """One window of frames ([T, H, W, 3] or [T, 3, H, W]; uint8, uint16 or float in [0, 1]; any T >= 1; H and W
@@ -233,3 +277,17 @@ def _window_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 # `trust_remote_code=True`). Registering the name makes a saved folder load with plain diffusers once dvd's
 # pipeline is imported (`from dvd import DVDPipeline`).
 setattr(diffusers, DVDPipeline.__name__, DVDPipeline)
+
+
+def pipeline_folder_problem(folder: Path) -> str | None:
+    """None if `folder` is a pipeline folder dvd wrote (`save_pretrained` of a DVDPipeline, or the legacy layout
+    with dvd_config.json) and holds nothing else, else why not: `dvd convert --overwrite` and training exports
+    replace only such folders."""
+    try:
+        index = json.loads((folder / PIPELINE_INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = None
+    ours = isinstance(index, dict) and index.get("_class_name") == DVDPipeline.__name__
+    if not ours and not (folder / LEGACY_CONFIG).is_file():
+        return f"it has no {PIPELINE_INDEX} of a DVDPipeline"
+    return foreign_entries(folder, [PIPELINE_INDEX, LEGACY_CONFIG, "transformer", "vae"])

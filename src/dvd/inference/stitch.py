@@ -20,7 +20,6 @@ anything else that joins windows call it. Presets:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,25 +27,7 @@ from dvd.errors import DVDError
 from dvd.inference.scale_shift import fit_blocks
 from dvd.inference.windows import Window
 from dvd.model.frames import is_vae_frame_count
-
-
-@dataclass(frozen=True)
-class StitchPreset:
-    """How windows are scheduled and joined."""
-
-    schedule: str  # window schedule preset, see dvd.inference.windows
-    scale_clip: tuple[float, float] | None
-    anchored: bool
-    symmetric_fit: bool  # symmetric (geometric-mean) fit instead of least squares, see dvd.inference.scale_shift
-
-
-STITCH_PRESETS: dict[str, StitchPreset] = {
-    "openworld": StitchPreset("openworld", (0.7, 1.5), anchored=False, symmetric_fit=False),
-    "benchmark": StitchPreset("benchmark", None, anchored=False, symmetric_fit=False),
-    "anchored": StitchPreset("openworld", None, anchored=True, symmetric_fit=True),
-}
-
-DEFAULT_ANCHOR_FRAMES = 5
+from dvd.options import STITCH_PRESETS, StitchPreset
 
 
 def get_stitch_preset(name: str) -> StitchPreset:

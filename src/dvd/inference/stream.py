@@ -14,15 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from dvd.errors import DVDError
-from dvd.inference.stitch import (
-    DEFAULT_ANCHOR_FRAMES,
-    Stitcher,
-    StitchPreset,
-    anchor_indices,
-    get_stitch_preset,
-    validate_anchor_frames,
-)
+from dvd.inference.stitch import Stitcher, StitchPreset, anchor_indices, get_stitch_preset, validate_anchor_frames
 from dvd.inference.windows import Window, WindowScheduler, validate_window
+from dvd.options import DEFAULT_ANCHOR_FRAMES
 
 WindowPredictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 """Predicts disparity for several windows at once: list of [L, H, W, 3] frames -> list of [L, H, W]."""

@@ -15,8 +15,17 @@ import numpy as np
 from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
 from dvd.inference.resize import model_size
-from dvd.inference.stitch import DEFAULT_ANCHOR_FRAMES, get_stitch_preset
+from dvd.inference.stitch import get_stitch_preset
 from dvd.inference.stream import WindowCallback, WindowPredictor, stream_disparity, validate_stream_settings
+from dvd.options import (
+    DEFAULT_ANCHOR_FRAMES,
+    DEFAULT_BATCH_WINDOWS,
+    DEFAULT_MIN_HEIGHT,
+    DEFAULT_MIN_WIDTH,
+    DEFAULT_OVERLAP,
+    DEFAULT_STITCH,
+    DEFAULT_WINDOW,
+)
 
 
 @dataclass(frozen=True)
@@ -24,13 +33,13 @@ class VideoSettings:
     """How a video is sized, cut into windows and joined: the `dvd predict` flags of the same names and defaults
     (the official open-world settings)."""
 
-    height: int = 480  # minimum model height: frames are scaled to cover height x width, sides rounded up to /16
-    width: int = 640
-    window: int = 81
-    overlap: int = 21
-    stitch: str = "openworld"
+    height: int = DEFAULT_MIN_HEIGHT  # minimum model height: frames are scaled to cover height x width
+    width: int = DEFAULT_MIN_WIDTH
+    window: int = DEFAULT_WINDOW
+    overlap: int = DEFAULT_OVERLAP
+    stitch: str = DEFAULT_STITCH
     anchor_frames: int = DEFAULT_ANCHOR_FRAMES  # anchored preset only
-    batch_windows: int = 1
+    batch_windows: int = DEFAULT_BATCH_WINDOWS
 
     def validate(self) -> None:
         """Raise DVDError for settings that cannot work, before any frame is decoded or any model is loaded."""

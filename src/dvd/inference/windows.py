@@ -35,7 +35,7 @@ class Window(NamedTuple):
 def validate_window(window: int, overlap: int) -> None:
     """Raise DVDError unless ``window >= 1`` and ``0 <= overlap < window``."""
     if window < 1:
-        raise DVDError(f"window must be at least 1 frame, got {window}: pass a positive --window (default 81)")
+        raise DVDError(f"window must be at least 1 frame, got {window}: pass a positive --window")
     if overlap < 0:
         raise DVDError(f"overlap must be 0 or more frames, got {overlap}: pass --overlap between 0 and window-1")
     if overlap >= window:

@@ -1,15 +1,34 @@
-"""Directories that appear complete or not at all: write into a hidden sibling, then rename it into place."""
+"""Outputs that appear complete or not at all, that never replace what dvd did not write, and that leave nothing
+behind.
+
+A folder is written into a hidden staging sibling, `.NAME.partial-PID-START-RANDOM`, and renamed to NAME once
+complete. PID and START (the process's start time on Linux, "0" elsewhere) let a later run tell the staging folder
+of a dead run, which it removes, from that of a live one, which it leaves alone, even when the pid was reused.
+The rename itself decides who gets NAME: a directory cannot be renamed onto a file or a non-empty directory, and a
+staging folder is never empty when it is renamed, so of two runs racing for NAME exactly one wins; the other fails
+with one line and removes its own staging folder. An existing NAME is replaced only when the caller allows it
+(`--overwrite`) and a recogniser of the caller's kind of output accepts it as dvd's own.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from dvd.errors import DVDError
+
+Recogniser = Callable[[Path], str | None]
+"""Given an existing path: None if it is an output of the kind the caller writes (so --overwrite may replace it),
+else why not, in a few words ("it holds notes.txt, which dvd did not write")."""
+
+STAGING_KINDS = ("partial", "old")  # a folder being written; an output moved aside while it is being replaced
+# Renaming a directory onto an existing name fails with one of these (a non-empty directory, a file, a symlink).
+_TAKEN = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
 
 
 def prepare_output_folder(folder: Path) -> Path:
@@ -17,7 +36,8 @@ def prepare_output_folder(folder: Path) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        Path(tempfile.mkdtemp(prefix=".write-test-", dir=folder)).rmdir()
+        probe = _new_folder(folder, ".write-test-")
+        probe.rmdir()
     except OSError as error:
         raise DVDError(
             f"cannot write to output folder {folder} ({error.strerror}): choose another output path"
@@ -25,53 +45,223 @@ def prepare_output_folder(folder: Path) -> Path:
     return folder
 
 
+def check_output(final: Path, overwrite: bool, recognise: Recogniser, flag: str = "--overwrite") -> None:
+    """Refuse, before any work, to write `final` where something exists, unless `overwrite` is set and `recognise`
+    accepts it as dvd's own output."""
+    final = Path(final)
+    if not os.path.lexists(final):
+        return
+    if not overwrite:
+        raise DVDError(f"{final} already exists: pass {flag} to replace it, or choose another output path")
+    _refuse_foreign(final, recognise, flag)
+
+
+def foreign_entries(folder: Path, expected: Iterable[str]) -> str | None:
+    """Why `folder` is not made only of the `expected` entries a dvd output holds (None if it is): a recogniser's
+    last check, so that --overwrite never takes a user's file along with dvd's."""
+    if folder.is_symlink() or not folder.is_dir():
+        return "it is not a folder"
+    others = sorted(set(os.listdir(folder)) - set(expected))
+    if others:
+        return f"it holds {', '.join(others[:3])}{', ...' if len(others) > 3 else ''}, which dvd did not write"
+    return None
+
+
+def _refuse_foreign(final: Path, recognise: Recogniser, flag: str) -> None:
+    problem = recognise(final)
+    if problem is not None:
+        raise DVDError(
+            f"{final} is not an output of this dvd command ({problem}); {flag} replaces only dvd's own outputs: "
+            "move it away or choose another output path"
+        )
+
+
 @contextmanager
-def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory next to `final`; on success it replaces `final`, on any error (or
-    KeyboardInterrupt) it is removed and `final` is left as it was."""
+def atomic_directory(final: Path, overwrite: bool = False, recognise: Recogniser | None = None) -> Iterator[Path]:
+    """Yield an empty staging directory next to `final`; on success it becomes `final`, on any error (or Ctrl-C,
+    or SIGTERM) it is removed and `final` is left as it was.
+
+    Without `overwrite`, an existing `final` (also one that appears meanwhile, e.g. from a concurrent run) makes
+    it fail with DVDError. With it, `final` is replaced if `recognise` accepts it as dvd's own output.
+    Staging folders of dead runs for `final` are removed first.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    remove_stale_staging(final)
+    staging = _new_staging(final, "partial")
     try:
         yield staging
-        replace_directory(staging, final)
-    except BaseException:
+        _commit(staging, final, recognise if overwrite else None)
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
+        _point_at(error, staging, final)
         raise
+
+
+def _commit(staging: Path, final: Path, recognise: Recogniser | None) -> None:
+    """Rename `staging` to `final`; replace an existing `final` only if `recognise` is given and accepts it."""
+    if _rename_if_free(staging, final):
+        return
+    if recognise is None:
+        raise DVDError(
+            f"{final} appeared while this run was writing it (another dvd run?) and was left as it is: "
+            "pass --overwrite to replace it, or choose another output path"
+        )
+    _refuse_foreign(final, recognise, "--overwrite")
+    replace_directory(staging, final)
+
+
+def _rename_if_free(staging: Path, final: Path) -> bool:
+    """Rename `staging` to `final` unless something has that name (then False). The rename is the check: it fails
+    onto a file or a non-empty directory, so two runs cannot both win. The `lexists` test only keeps an empty
+    directory or a symlink of the user's from being replaced."""
+    if os.path.lexists(final):
+        return False
+    try:
+        os.rename(staging, final)
+    except OSError as error:
+        if error.errno in _TAKEN:
+            return False
+        raise
+    return True
 
 
 def replace_directory(staging: Path, final: Path) -> None:
     """Move a finished `staging` directory to `final`, dropping an old `final` only once the new one is in place."""
-    if not final.exists():
-        staging.rename(final)
+    if _rename_if_free(staging, final):
         return
     # A directory cannot be replaced in one rename: move the old one aside, and back if the swap fails.
-    old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
-    final.rename(old / final.name)
+    old = _new_staging(final, "old")
+    moved = old / final.name
+    os.rename(final, moved)
     try:
-        staging.rename(final)
+        os.rename(staging, final)
     except BaseException:
-        (old / final.name).rename(final)
+        with suppress(OSError):  # a concurrent run may have taken the name meanwhile: its output stays
+            os.rename(moved, final)
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_stale_staging(final: Path) -> list[Path]:
+    """Remove the staging folders of `final` whose process is gone (killed, crashed, power lost); those of live
+    runs are left alone, and so is anything not named like dvd's staging folders. Returns what was removed."""
+    removed = []
+    with suppress(OSError), os.scandir(Path(final).parent) as entries:
+        for entry in entries:
+            owner = _staging_owner(entry.name, Path(final).name)
+            if owner is not None and entry.is_dir(follow_symlinks=False) and not _running(*owner):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _staging_owner(entry: str, name: str) -> tuple[int, str] | None:
+    """(pid, start time) from a staging folder name of output `name`; None for any other name."""
+    for kind in STAGING_KINDS:
+        prefix = f".{name}.{kind}-"
+        if entry.startswith(prefix):
+            parts = entry[len(prefix) :].split("-")
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
+                return int(parts[0]), parts[1]
+    return None
+
+
+def _new_staging(final: Path, kind: str) -> Path:
+    pid = os.getpid()
+    return _new_folder(final.parent, f".{final.name}.{kind}-{pid}-{_start_time(pid) or '0'}-")
+
+
+def _new_folder(parent: Path, prefix: str) -> Path:
+    """A new empty folder `prefix` + random hex. os.mkdir honours the umask (tempfile.mkdtemp would make it 0700,
+    and the final folder would keep that)."""
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks since boot (Linux /proc); None if it is gone or a zombie, or
+    where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else fields[19]  # fields[0] is the state, [19] field 22 (starttime)
+
+
+def _running(pid: int, start: str) -> bool:
+    """Whether the process that made a staging folder is still running (not merely a later one with its pid)."""
+    if Path("/proc/self/stat").exists():
+        return _start_time(pid) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _point_at(error: BaseException, private: Path, public: Path) -> None:
+    """Name `public` (the path the user asked for) instead of `private` (the staging or temporary name it was
+    being written under) in an error about to reach the user."""
+
+    def public_name(text: str) -> str:
+        return text.replace(str(private), str(public))
+
+    if isinstance(error, OSError):
+        for attribute in ("filename", "filename2"):
+            value = getattr(error, attribute)
+            if isinstance(value, (str, os.PathLike)):
+                setattr(error, attribute, public_name(os.fspath(value)))
+    elif isinstance(error, DVDError):
+        error.args = tuple(public_name(arg) if isinstance(arg, str) else arg for arg in error.args)
+
+
 @contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary name beside `path` (same suffix, for writers that go by it); on success it replaces `path`,
-    on any error it is removed."""
+def atomic_file(path: Path, overwrite: bool = True, recognise: Recogniser | None = None) -> Iterator[Path]:
+    """Yield a temporary name beside `path` (same suffix, for writers that go by it); on success it becomes `path`,
+    on any error it is removed.
+
+    An existing `path` is replaced if `overwrite` is set and `recognise` (if given) accepts it as dvd's own output;
+    without `overwrite` an existing `path`, also one that appears meanwhile, makes it fail with DVDError.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if not overwrite:
+            _link_if_free(tmp, path)
+        else:
+            if recognise is not None and os.path.lexists(path):
+                _refuse_foreign(path, recognise, "--overwrite")
+            tmp.replace(path)
+    except BaseException as error:
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        _point_at(error, tmp, path)
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small text file under a temporary name, then rename it into place."""
-    with atomic_file(path) as tmp:
+def _link_if_free(tmp: Path, path: Path) -> None:
+    """Give `tmp` the name `path` only if nothing has it: link(2) fails on an existing name, atomically."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise DVDError(
+            f"{path} appeared while this run was writing it (another dvd run?) and was left as it is: "
+            "pass --overwrite to replace it, or choose another output path"
+        ) from None
+    tmp.unlink()
+
+
+def atomic_write_text(path: Path, text: str, overwrite: bool = True, recognise: Recogniser | None = None) -> None:
+    """Write a small text file under a temporary name, then rename it into place (see `atomic_file`)."""
+    with atomic_file(path, overwrite, recognise) as tmp:
         tmp.write_text(text)

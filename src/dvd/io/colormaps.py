@@ -13,9 +13,7 @@ from functools import cache
 import numpy as np
 
 from dvd.errors import DVDError
-
-COLORMAPS: tuple[str, ...] = ("Spectral_r", "inferno", "turbo", "gray")
-DEFAULT_COLORMAP = "Spectral_r"
+from dvd.options import COLORMAPS, DEFAULT_COLORMAP
 
 
 @cache

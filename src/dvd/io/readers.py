@@ -3,11 +3,17 @@
 A `Source` decodes one frame at a time (PyAV for every format, so 16-bit PNG/TIFF and float EXR keep their
 precision) and yields float32 RGB frames [H, W, 3] in [0, 1] at display orientation. Opening a source checks it
 up front (exists, decodes, one image size) so that bad inputs fail before any model work, with a one-line DVDError.
+
+Damage found while decoding (a truncated or corrupt video, an image cut short) is never concealed silently: by
+default it raises DVDError naming the file; a source opened with `allow_damaged=True` keeps the frames that decode
+and lists each problem in `Source.damage`. A frame-exact container (mp4, mov) that yields fewer frames than it
+promises is damaged; a count estimated from the duration (mkv, webm) may fall short by `ESTIMATE_TOLERANCE` (or
+`ESTIMATE_SLACK_FRAMES`, whichever is more) before it counts as damage, since durations are rounded and include
+the last frame's display time.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import struct
 from abc import ABC, abstractmethod
@@ -21,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dvd.data.naming import natural_key
 from dvd.errors import DVDError
+from dvd.options import DEFAULT_IMAGE_FPS, MAX_FRAME_RATE, MIN_FRAME_RATE
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv", ".flv",
@@ -28,17 +35,22 @@ VIDEO_EXTENSIONS = (
 )  # fmt: skip
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
 LIST_EXTENSION = ".txt"
-DEFAULT_IMAGE_FPS = 24
+ESTIMATE_TOLERANCE = 0.05  # the shortfall allowed on a frame count estimated from the duration...
+ESTIMATE_SLACK_FRAMES = 2  # ...or this many frames, whichever is more
 
 
 def frame_rate(value: float | str | Fraction) -> Fraction:
-    """An exact, positive frame rate from 24, 29.97, "30000/1001" or a Fraction (decimals are taken as written)."""
+    """An exact frame rate from 24, 29.97, "30000/1001" or a Fraction (decimals are taken as written), between
+    MIN_FRAME_RATE and MAX_FRAME_RATE: outside that range the mp4 writers produce files with no playable frame."""
     try:
         rate = Fraction(str(value))
     except (ValueError, ZeroDivisionError):
         rate = Fraction(0)
-    if rate <= 0:
-        raise DVDError(f"invalid frame rate {value!r}: give a positive number such as 24, 29.97 or 30000/1001")
+    if not MIN_FRAME_RATE <= rate <= MAX_FRAME_RATE:
+        raise DVDError(
+            f"invalid frame rate {value!r}: give a rate between {MIN_FRAME_RATE} and {MAX_FRAME_RATE} frames per "
+            "second, such as 24, 29.97 or 30000/1001"
+        )
     return rate
 
 
@@ -52,18 +64,29 @@ class Source(ABC):
 
     Attributes: `path`; `name` (the stem for OUT/<name>/); `kind` ("video" | "images" | "image"); `rate` (exact
     frames per second; `fps` is the float); `size` (H, W) at display orientation; `num_frames` and
-    `num_frames_exact` (False when the count is estimated from the duration, as for .mkv/.webm).
+    `num_frames_exact` (False when the count is estimated from the duration, as for .mkv/.webm); `allow_damaged`
+    and `damage` (the problems met so far while decoding, when damage is allowed).
     """
 
     kind: str
 
-    def __init__(self, path: Path, rate: Fraction, size: tuple[int, int], num_frames: int, exact: bool) -> None:
+    rate: Fraction
+    time_base: Fraction  # the unit of the source's time stamps: the finest step `timed_frames` times take
+    size: tuple[int, int]
+    num_frames: int
+    num_frames_exact: bool
+
+    def __init__(self, path: Path, allow_damaged: bool) -> None:
+        """Subclasses set rate, size, num_frames and num_frames_exact while they open the input, which may already
+        meet damage (the first frame)."""
         self.path = path
         self.name = source_name(path)
-        self.rate = rate
-        self.size = size
-        self.num_frames = num_frames
-        self.num_frames_exact = exact
+        self.allow_damaged = allow_damaged
+        self._damage: dict[str, None] = {}  # ordered and without repeats: a second pass meets the same problems
+
+    @property
+    def damage(self) -> list[str]:
+        return list(self._damage)
 
     @property
     def fps(self) -> float:
@@ -80,6 +103,11 @@ class Source(ABC):
 
     def frames(self, max_frames: int | None = None, stride: int = 1) -> Iterator[np.ndarray]:
         """Frames 0, stride, 2*stride, ... (at most `max_frames` of them) as float32 [H, W, 3] in [0, 1]."""
+        return (frame for _, frame in self.timed_frames(max_frames, stride))
+
+    def timed_frames(self, max_frames: int | None = None, stride: int = 1) -> Iterator[tuple[Fraction, np.ndarray]]:
+        """`frames` with each frame's presentation time in seconds from the first frame: the source's own time
+        stamps for a video (variable frame rates included), index / rate for images."""
         stop = None if max_frames is None else _check_max_frames(max_frames) * _check_stride(stride)
         return self._frames(stop, _check_stride(stride))
 
@@ -94,9 +122,15 @@ class Source(ABC):
             "num_frames_exact": self.num_frames_exact,
         }
 
+    def damaged(self, problem: str) -> None:
+        """Record `problem` (once) when damage is allowed; otherwise fail, naming the file and the way out."""
+        if not self.allow_damaged:
+            raise DVDError(f"{problem}; pass --allow-damaged (allow_damaged=True) to keep the frames that decode")
+        self._damage[problem] = None
+
     @abstractmethod
-    def _frames(self, stop: int | None, stride: int) -> Iterator[np.ndarray]:
-        """Decoded frames with indices in range(0, stop, stride)."""
+    def _frames(self, stop: int | None, stride: int) -> Iterator[tuple[Fraction, np.ndarray]]:
+        """Decoded frames, with their times, with indices in range(0, stop, stride)."""
 
 
 class VideoSource(Source):
@@ -104,65 +138,134 @@ class VideoSource(Source):
 
     kind = "video"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, allow_damaged: bool = False) -> None:
+        super().__init__(path, allow_damaged)
         with _open_video(path) as container:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             if not rate:
                 raise DVDError(f"cannot tell the frame rate of {path}: re-mux it to .mp4 with ffmpeg")
-            first = next(_decoded(container, stream, path), None)
+            first = next(self._decoded(container, stream), None)
             if first is None:
                 raise DVDError(f"no video frames in {path}: its video stream is empty; check the file")
-            exact = bool(stream.frames)
-            num_frames = stream.frames if exact else _frames_from_duration(container, stream, rate)
+            self.num_frames_exact = bool(stream.frames)
+            self.num_frames = stream.frames or _frames_from_duration(container, stream, rate)
+            if self.num_frames_exact:
+                self._check_tail(container, stream)
+        self.rate = Fraction(rate)
+        self.time_base = stream.time_base or 1 / self.rate
         self._coded_size = (first.height, first.width)
-        super().__init__(path, Fraction(rate), _to_rgb(first, self._coded_size).shape[:2], num_frames, exact)
+        self.size = _to_rgb(first, self._coded_size).shape[:2]
 
-    def _frames(self, stop: int | None, stride: int) -> Iterator[np.ndarray]:
+    def _frames(self, stop: int | None, stride: int) -> Iterator[tuple[Fraction, np.ndarray]]:
         with _open_video(self.path) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in itertools.islice(_decoded(container, stream, self.path), 0, stop, stride):
-                yield _to_rgb(frame, self._coded_size)
+            # Slice threads only: frame threads report decoding errors late, and lose them (with the last frames)
+            # at the end of a truncated file. The model, not decoding, bounds the speed of `dvd predict`.
+            stream.thread_type = "SLICE"
+            start: Fraction | None = None
+            decoded = 0
+            for frame in self._decoded(container, stream):
+                time = _frame_time(frame, decoded, self.rate)
+                start = time if start is None else start
+                if decoded % stride == 0:
+                    yield time - start, _to_rgb(frame, self._coded_size)
+                decoded += 1
+                if decoded == stop:
+                    return
+        self._check_count(decoded, stop)
+
+    def _decoded(self, container: av.container.InputContainer, stream: av.VideoStream) -> Iterator[av.VideoFrame]:
+        """The stream's frames, packet by packet, so that every problem the demuxer or decoder reports is heard."""
+        for packet in container.demux(stream):
+            at = _packet_time(packet)
+            if packet.is_corrupt:
+                self.damaged(f"{self.path} is truncated or damaged: its packet at {at} is incomplete")
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as error:
+                self.damaged(f"decoding {self.path} failed at {at} ({error.strerror}): the file is corrupt")
+                continue
+            for frame in frames:
+                if frame.is_corrupt:
+                    self.damaged(f"{self.path} is damaged: its frame at {at} decodes with errors")
+                yield frame
+
+    def _check_count(self, decoded: int, stop: int | None) -> None:
+        """Damage when the stream ended before the frames the container promised (up to `stop`)."""
+        expected = self.num_frames if stop is None else min(stop, self.num_frames)
+        slack = 0 if self.num_frames_exact else max(ESTIMATE_SLACK_FRAMES, math.floor(ESTIMATE_TOLERANCE * expected))
+        if decoded < expected - slack:
+            promise = "holds" if self.num_frames_exact else "should hold, from its duration, about"
+            self.damaged(
+                f"{self.path} is truncated or damaged: it {promise} {self.num_frames} frames but only {decoded} decode"
+            )
+
+    def _check_tail(self, container: av.container.InputContainer, stream: av.VideoStream) -> None:
+        """Read the packets of the last key frame onwards, which the index of an mp4/mov points to: a file cut
+        short is found before any model work instead of at its end."""
+        if stream.duration is None:
+            return
+        container.seek((stream.start_time or 0) + stream.duration, stream=stream, backward=True)
+        tail = [packet for packet in container.demux(stream) if packet.size]
+        if not tail or any(packet.is_corrupt for packet in tail):
+            self.damaged(
+                f"{self.path} is truncated: its index promises {self.num_frames} frames but the data ends early"
+            )
 
 
 class ImageSequenceSource(Source):
     """Image files of one size, in the given order: a folder ("images") or a single file ("image")."""
 
-    def __init__(self, path: Path, files: Sequence[Path], rate: Fraction) -> None:
+    def __init__(self, path: Path, files: Sequence[Path], rate: Fraction, allow_damaged: bool = False) -> None:
+        super().__init__(path, allow_damaged)
         self.kind = "images" if path.is_dir() else "image"
         self._files = list(files)
         _check_same_size(path, self._files)
-        first = _read_image(self._files[0])
-        super().__init__(path, rate, first.shape[:2], len(self._files), True)
+        self.rate = rate
+        self.time_base = 1 / rate
+        self.size = self._image(self._files[0]).shape[:2]
+        self.num_frames = len(self._files)
+        self.num_frames_exact = True
 
-    def _frames(self, stop: int | None, stride: int) -> Iterator[np.ndarray]:
-        for file in itertools.islice(self._files, 0, stop, stride):
-            image = _read_image(file)
+    def _frames(self, stop: int | None, stride: int) -> Iterator[tuple[Fraction, np.ndarray]]:
+        for index in range(0, len(self._files) if stop is None else min(stop, len(self._files)), stride):
+            file = self._files[index]
+            image = self._image(file)
             if image.shape[:2] != self.size:
                 raise DVDError(
                     f"{file} decodes to {image.shape[1]}x{image.shape[0]} but the sequence is "
                     f"{self.size[1]}x{self.size[0]} (EXIF orientation differs?): make all images one size"
                 )
-            yield image
+            yield index / self.rate, image
+
+    def _image(self, file: Path) -> np.ndarray:
+        """A strict decode; where damage is allowed and that fails, the decoder's concealed picture, recorded."""
+        try:
+            return _read_image(file, conceal=False)
+        except DVDError as error:
+            self.damaged(str(error))
+        return _read_image(file, conceal=True)
 
 
-def open_source(path: str | Path, image_fps: float | str | Fraction = DEFAULT_IMAGE_FPS) -> Source:
+def open_source(
+    path: str | Path, image_fps: float | str | Fraction = DEFAULT_IMAGE_FPS, allow_damaged: bool = False
+) -> Source:
     """Open one input: a video file, a folder of images (natural order) or one image. `image_fps` is the frame rate
-    given to images (videos keep their own)."""
+    given to images (videos keep their own); `allow_damaged` keeps what decodes of a damaged input (see above)."""
     path = _existing(Path(path).expanduser())
     if path.is_dir():
         images = _images_in(path)
         if not images:
             raise DVDError(f"no images found in {path}: expected {'/'.join(IMAGE_EXTENSIONS)} files")
-        return ImageSequenceSource(path, images, frame_rate(image_fps))
+        return ImageSequenceSource(path, images, frame_rate(image_fps), allow_damaged)
     suffix = path.suffix.lower()
     if suffix == LIST_EXTENSION:
         raise DVDError(f"{path} is a list of inputs: open it with open_sources, which expands lists")
     if suffix in IMAGE_EXTENSIONS:
-        return ImageSequenceSource(path, [path], frame_rate(image_fps))
+        return ImageSequenceSource(path, [path], frame_rate(image_fps), allow_damaged)
     if suffix in VIDEO_EXTENSIONS:
-        return VideoSource(path)
+        return VideoSource(path, allow_damaged)
     raise DVDError(
         f"unsupported input {path}: expected a video ({'/'.join(VIDEO_EXTENSIONS)}), an image "
         f"({'/'.join(IMAGE_EXTENSIONS)}), a folder of images or videos, or a {LIST_EXTENSION} list of paths"
@@ -192,9 +295,11 @@ def resolve_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def open_sources(inputs: Iterable[str | Path], image_fps: float | str | Fraction = DEFAULT_IMAGE_FPS) -> list[Source]:
+def open_sources(
+    inputs: Iterable[str | Path], image_fps: float | str | Fraction = DEFAULT_IMAGE_FPS, allow_damaged: bool = False
+) -> list[Source]:
     """`resolve_inputs` then `open_source` on each: every input is checked before the first one is processed."""
-    return [open_source(path, image_fps) for path in resolve_inputs(inputs)]
+    return [open_source(path, image_fps, allow_damaged) for path in resolve_inputs(inputs)]
 
 
 def _existing(path: Path) -> Path:
@@ -253,11 +358,18 @@ def _open_video(path: Path) -> av.container.InputContainer:
     return container
 
 
-def _decoded(container: av.container.InputContainer, stream: av.VideoStream, path: Path) -> Iterator[av.VideoFrame]:
-    try:
-        yield from container.decode(stream)
-    except av.FFmpegError as error:
-        raise DVDError(f"decoding {path} failed ({error.strerror}): the file may be truncated or corrupt") from None
+def _packet_time(packet: av.Packet) -> str:
+    """Where a packet is, for messages: its time, or its byte offset when it has no time stamp."""
+    if packet.pts is not None and packet.time_base is not None:
+        return f"{float(packet.pts * packet.time_base):.3f} s"
+    return f"byte {packet.pos}" if packet.pos is not None and packet.pos >= 0 else "an unknown position"
+
+
+def _frame_time(frame: av.VideoFrame, index: int, rate: Fraction) -> Fraction:
+    """The frame's presentation time in seconds: its time stamp, or index / rate when it has none."""
+    if frame.pts is None or frame.time_base is None:
+        return index / rate
+    return frame.pts * frame.time_base
 
 
 def _frames_from_duration(container: av.container.InputContainer, stream: av.VideoStream, rate: Fraction) -> int:
@@ -293,14 +405,24 @@ def _linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     return encoded.astype(np.float32)
 
 
-def _read_image(file: Path) -> np.ndarray:
+def _read_image(file: Path, conceal: bool) -> np.ndarray:
+    """One picture. Unless `conceal`, any error the decoder detects fails: by default FFmpeg fills the missing rows
+    of a truncated JPEG and says nothing. EXR needs its own check (`_check_exr_chunks`): FFmpeg's decoder leaves
+    the missing blocks black without an error."""
+    if not conceal and file.suffix.lower() == ".exr":
+        _check_exr_chunks(file)
     try:
         with av.open(str(file)) as container:
-            frame = next(container.decode(video=0), None)
-    except av.FFmpegError as error:
-        raise DVDError(f"cannot decode image {file} ({error.strerror}): check that the file is a valid image") from None
+            stream = container.streams.video[0]
+            stream.codec_context.options = {} if conceal else {"err_detect": "explode"}
+            frame = next(container.decode(stream), None)
+    except (av.FFmpegError, IndexError) as error:
+        reason = getattr(error, "strerror", None) or "no picture stream"
+        raise DVDError(f"cannot decode image {file} ({reason}): it is truncated or not a valid image") from None
     if frame is None:
         raise DVDError(f"cannot decode image {file}: it holds no picture")
+    if frame.is_corrupt and not conceal:
+        raise DVDError(f"cannot decode image {file}: it decodes with errors (truncated or corrupt)")
     return _to_rgb(frame, (frame.height, frame.width))
 
 
@@ -328,35 +450,68 @@ def _stored_size(file: Path) -> tuple[int, int]:
 
 
 _EXR_MAGIC = b"\x76\x2f\x31\x01"
+_EXR_NOT_SCANLINE = 0x200 | 0x800 | 0x1000  # version flags: tiled, deep, multi-part
+# Scan lines per chunk for each OpenEXR compression code (none, rle, zips, zip, piz, pxr24, b44, b44a, dwaa, dwab).
+_EXR_LINES_PER_CHUNK = (1, 1, 1, 16, 32, 16, 32, 32, 32, 256)
+
+
+def _exr_header(file: Path) -> tuple[dict[bytes, bytes], int, bytes]:
+    """The header attributes (name -> value bytes), where the header ends, and the bytes read (the header and
+    what follows it, up to 1 MiB: enough for the chunk offset table of any picture this tool can take)."""
+    with open(file, "rb") as handle:
+        data = handle.read(1 << 20)
+    attributes: dict[bytes, bytes] = {}
+    offset = 8
+    try:
+        while data[:4] == _EXR_MAGIC and data[offset] != 0:
+            name_end = data.index(b"\0", offset)
+            type_end = data.index(b"\0", name_end + 1)
+            (length,) = struct.unpack_from("<i", data, type_end + 1)
+            value_at = type_end + 5
+            attributes[data[offset:name_end]] = data[value_at : value_at + length]
+            offset = value_at + length
+    except (IndexError, ValueError, struct.error):
+        pass  # a truncated header: reported by the callers like any other unreadable one
+    if b"dataWindow" not in attributes or len(attributes[b"dataWindow"]) != 16:
+        raise DVDError(f"cannot read image {file}: not an OpenEXR file with a dataWindow; check the file")
+    return attributes, offset + 1, data
 
 
 def _exr_size(file: Path) -> tuple[int, int]:
     """(H, W) from the dataWindow attribute of an OpenEXR header (name\\0 type\\0 int32 size, value)."""
-    with open(file, "rb") as handle:
-        header = handle.read(1 << 16)
-    offset = 8
+    x_min, y_min, x_max, y_max = struct.unpack("<4i", _exr_header(file)[0][b"dataWindow"])
+    return y_max - y_min + 1, x_max - x_min + 1
+
+
+def _check_exr_chunks(file: Path) -> None:
+    """Fail when a scan-line chunk of a single-part EXR lies beyond the end of the file (a truncated file)."""
+    attributes, table_at, data = _exr_header(file)
+    (flags,) = struct.unpack_from("<i", data, 4)
+    compression = attributes.get(b"compression", b"\0")[0]
+    if flags & _EXR_NOT_SCANLINE or compression >= len(_EXR_LINES_PER_CHUNK):
+        return  # tiled, deep, multi-part or new compressions: left to the decoder
+    height = _exr_size(file)[0]
+    chunks = -(-height // _EXR_LINES_PER_CHUNK[compression])
+    size = file.stat().st_size
     try:
-        while header[:4] == _EXR_MAGIC and header[offset] != 0:
-            name_end = header.index(b"\0", offset)
-            type_end = header.index(b"\0", name_end + 1)
-            (length,) = struct.unpack_from("<i", header, type_end + 1)
-            value_at = type_end + 5
-            if header[offset:name_end] == b"dataWindow":
-                x_min, y_min, x_max, y_max = struct.unpack_from("<4i", header, value_at)
-                return y_max - y_min + 1, x_max - x_min + 1
-            offset = value_at + length
-    except (IndexError, ValueError, struct.error):
-        pass  # a truncated header: reported below like any other unreadable one
-    raise DVDError(f"cannot read image {file}: not an OpenEXR file with a dataWindow; check the file")
+        offsets = struct.unpack_from(f"<{chunks}Q", data, table_at)
+    except struct.error:
+        offsets = (size,)  # the offset table itself is cut short
+    with open(file, "rb") as handle:
+        for offset in offsets:
+            handle.seek(min(offset, size))
+            header = handle.read(8)  # int32 first line, int32 byte count
+            if len(header) < 8 or offset + 8 + struct.unpack("<ii", header)[1] > size:
+                raise DVDError(f"cannot decode image {file}: it is truncated (its pixel data ends early)")
 
 
 def _check_stride(stride: int) -> int:
     if stride < 1:
-        raise DVDError(f"invalid stride {stride}: use 1 (every frame) or more")
+        raise DVDError(f"--stride (stride) must be 1 (every frame) or more, got {stride}")
     return stride
 
 
 def _check_max_frames(max_frames: int) -> int:
     if max_frames < 1:
-        raise DVDError(f"invalid max_frames {max_frames}: use 1 or more, or no limit")
+        raise DVDError(f"--max-frames (max_frames) must be 1 or more, or left out for no limit; got {max_frames}")
     return max_frames

@@ -1,7 +1,8 @@
 """Writers for the outputs of `dvd predict`, fed frame by frame so that memory does not grow with video length.
 
 Each writer writes into a directory the caller owns (the caller writes into a temporary directory and renames it
-when everything is closed) and takes disparity as [H, W] or [T, H, W] float arrays, in order, with `write`.
+when everything is closed) and takes disparity as [H, W] or [T, H, W] float arrays, in order, with `write`, and
+optionally each frame's presentation time in seconds: the videos keep those times (variable frame rates included).
 The 8- and 16-bit outputs map disparity to [0, 1] through one `DisparityRange`, fixed before the first frame and
 recorded in `meta()`, because a streamed video has no global min and max until it ends.
 
@@ -28,24 +29,27 @@ import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 from PIL import Image
 
+from dvd.errors import DVDError
 from dvd.io.colormaps import DEFAULT_COLORMAP, colorize, colormap_table
 from dvd.io.readers import frame_rate
+from dvd.options import DEFAULT_FORMATS, WRITER_FORMATS
 
 if TYPE_CHECKING:
     from typing import Self
 
-WRITER_FORMATS: tuple[str, ...] = ("npy", "png16", "exr", "mp4", "sbs")
-DEFAULT_FORMATS: tuple[str, ...] = ("npy", "mp4")
 
 _PERCENTILE_SAMPLE = 1 << 22  # percentiles of more values than this use an evenly strided sample
+DEGENERATE_SPREAD = 1e-4  # a percentile spread below this fraction of the values' magnitude is noise, not content
 
 
 @dataclass(frozen=True)
 class DisparityRange:
     """The linear map from disparity to [0, 1] shared by every 8/16-bit writer: v = clip((d - lo) / (hi - lo), 0, 1).
 
-    `fit` is the rule: the 1st and 99th percentiles of the first stitched window, widened by 10% of their distance
-    on each side so that later, nearer or farther, content still fits; anything beyond is clipped.
+    `fit` is the rule: the 1st and 99th percentiles of the first stitched window's finite values, widened by 10% of
+    their distance on each side so that later, nearer or farther, content still fits; anything beyond is clipped.
+    A degenerate window (percentiles closer than DEGENERATE_SPREAD of the values' magnitude, e.g. a black intro)
+    gets mid +- max(|mid|, 1) / 2 instead: wide enough for the content that follows, whatever the disparity scale.
     """
 
     lo: float
@@ -62,11 +66,21 @@ class DisparityRange:
     def fit(
         cls, disparity: np.ndarray, low_percentile: float = 1.0, high_percentile: float = 99.0, headroom: float = 0.1
     ) -> DisparityRange:
-        """The range for `disparity` (any shape, e.g. the first window [T, H, W]). A constant input gets c +- 0.5."""
+        """The range for `disparity` (any shape, e.g. the first window [T, H, W]); DVDError if none is finite."""
         values = np.asarray(disparity, dtype=np.float32).ravel()
         values = values[:: max(1, values.size // _PERCENTILE_SAMPLE)]
+        values = values[np.isfinite(values)]
+        if not values.size:
+            raise DVDError(
+                "the first window's disparity is all NaN or infinite, so the png16/mp4/sbs outputs have no range to "
+                "map it to: the model's output is unusable; check the weights and --dtype (try float32)"
+            )
         low, high = (float(p) for p in np.percentile(values, [low_percentile, high_percentile]))
-        margin = headroom * (high - low) if high > low else 0.5
+        mid = (low + high) / 2
+        if high - low <= DEGENERATE_SPREAD * max(abs(mid), 1.0):
+            half = max(abs(mid), 1.0) / 2
+            return cls(mid - half, mid + half)
+        margin = headroom * (high - low)
         return cls(low - margin, high + margin)
 
     def normalise(self, disparity: np.ndarray) -> np.ndarray:
@@ -89,8 +103,11 @@ class Writer(ABC):
     needs_rgb: bool = False
 
     @abstractmethod
-    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
-        """Append disparity [H, W] or [T, H, W]; rgb [T, H, W, 3] (uint8, or float in [0, 1]) if needs_rgb."""
+    def write(
+        self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
+    ) -> None:
+        """Append disparity [H, W] or [T, H, W]; rgb [T, H, W, 3] (uint8, or float in [0, 1]) if needs_rgb; `times`
+        (T increasing seconds from the first frame) where the output has a timeline, else frame index / fps."""
 
     @abstractmethod
     def close(self) -> None:
@@ -122,7 +139,9 @@ class NpyWriter(Writer):
         self._frame_shape: tuple[int, int] = (0, 0)
         self._count = 0
 
-    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+    def write(
+        self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
+    ) -> None:
         frames = np.ascontiguousarray(_as_frames(disparity), dtype="<f4")
         if self._file.tell() == 0:
             self._frame_shape = frames.shape[1:]
@@ -165,7 +184,9 @@ class _ImageSequenceWriter(Writer):
         self.directory.mkdir()
         self._count = 0
 
-    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+    def write(
+        self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
+    ) -> None:
         for frame in _as_frames(disparity):
             self._save(frame, self.directory / f"{self._count:06d}{self.extension}")
             self._count += 1
@@ -223,7 +244,11 @@ class ExrWriter(_ImageSequenceWriter):
 
 class VideoWriter(Writer):
     """H.264 mp4 (yuv420p, BT.709, crf 18) of the colour-mapped disparity, or with `side_by_side` of
-    RGB | colour map. Odd sizes are padded by one edge row/column, since yuv420p needs even sides."""
+    RGB | colour map. Odd sizes are padded by one edge row/column, since yuv420p needs even sides.
+
+    Frames are stamped in `time_base` (default 1 / fps): with the source's time base and the times passed to
+    `write`, a variable-frame-rate source keeps its timeline exactly; `fps` is then the nominal (average) rate.
+    """
 
     def __init__(
         self,
@@ -233,30 +258,37 @@ class VideoWriter(Writer):
         colormap: str = DEFAULT_COLORMAP,
         side_by_side: bool = False,
         crf: int = 18,
+        time_base: Fraction | None = None,
     ) -> None:
         colormap_table(colormap)  # an unknown name fails now, not at the first frame
         self.format = "sbs" if side_by_side else "mp4"
         self.needs_rgb = side_by_side
         self.path = Path(directory) / ("depth_sbs.mp4" if side_by_side else "depth_vis.mp4")
         self.rate = frame_rate(fps)
+        self.time_base = time_base or 1 / self.rate
         self.value_range = value_range
         self.colormap = colormap
         self.crf = crf
         self._container: av.container.OutputContainer | None = None
         self._stream: av.VideoStream | None = None
         self._count = 0
+        self._last_pts = -1
 
-    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+    def write(
+        self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
+    ) -> None:
         frames = _as_frames(disparity)
         if self.needs_rgb:
             rgb = None if rgb is None else (rgb[None] if rgb.ndim == 3 else rgb)
             if rgb is None or rgb.shape != (*frames.shape, 3):
                 raise ValueError(f"side-by-side output needs RGB frames of shape {(*frames.shape, 3)}")
+        if times is not None and len(times) != len(frames):
+            raise ValueError(f"got {len(times)} frame times for {len(frames)} frames")
         for index, frame in enumerate(frames):
             picture = colorize(self.value_range.normalise(frame), self.colormap)
             if self.needs_rgb:
                 picture = np.concatenate([_to_uint8(rgb[index]), picture], axis=1)
-            self._encode(picture)
+            self._encode(picture, (self._count / self.rate) if times is None else Fraction(times[index]))
 
     def close(self) -> None:
         if self._container is None:
@@ -277,7 +309,7 @@ class VideoWriter(Writer):
             **self.value_range.as_dict(),
         }
 
-    def _encode(self, picture: np.ndarray) -> None:
+    def _encode(self, picture: np.ndarray, time: Fraction) -> None:
         height, width = picture.shape[:2]
         picture = np.pad(picture, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         if self._container is None:
@@ -285,7 +317,8 @@ class VideoWriter(Writer):
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
         # Convert with the matrix the stream is tagged with, so players show the colours of the table.
         frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
-        frame.pts = self._count
+        # Time stamps must rise strictly; two source frames closer than one tick (a broken source) are pushed apart.
+        frame.pts = self._last_pts = max(round(time / self.time_base), self._last_pts + 1)
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self._count += 1
@@ -294,6 +327,7 @@ class VideoWriter(Writer):
         self._container = av.open(str(self.path), "w")
         self._stream = self._container.add_stream("libx264", rate=self.rate, options={"crf": str(self.crf)})
         self._stream.height, self._stream.width, self._stream.pix_fmt = height, width, "yuv420p"
+        self._stream.time_base = self._stream.codec_context.time_base = self.time_base
         context = self._stream.codec_context
         context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
         context.color_range = int(ColorRange.MPEG)
@@ -308,9 +342,11 @@ class WriterGroup(Writer):
         self.writers = list(writers)
         self.needs_rgb = any(writer.needs_rgb for writer in self.writers)
 
-    def write(self, disparity: np.ndarray, rgb: np.ndarray | None = None) -> None:
+    def write(
+        self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
+    ) -> None:
         for writer in self.writers:
-            writer.write(disparity, rgb)
+            writer.write(disparity, rgb, times)
 
     def close(self) -> None:
         """Close all, even when one fails; the first failure is raised after."""
@@ -334,9 +370,10 @@ def open_writers(
     fps: float | str | Fraction,
     value_range: DisparityRange | None = None,
     colormap: str = DEFAULT_COLORMAP,
+    time_base: Fraction | None = None,
 ) -> WriterGroup:
     """Writers for `formats` (names from WRITER_FORMATS) in `directory`, which must exist. `value_range` is
-    required by png16, mp4 and sbs."""
+    required by png16, mp4 and sbs; `time_base` is the videos' (see VideoWriter)."""
     unknown = sorted(set(formats) - set(WRITER_FORMATS))
     if unknown:
         raise ValueError(f"unknown output formats {unknown}; known: {WRITER_FORMATS}")
@@ -346,8 +383,8 @@ def open_writers(
         "npy": lambda: NpyWriter(directory),
         "png16": lambda: Png16Writer(directory, value_range),
         "exr": lambda: ExrWriter(directory),
-        "mp4": lambda: VideoWriter(directory, fps, value_range, colormap),
-        "sbs": lambda: VideoWriter(directory, fps, value_range, colormap, side_by_side=True),
+        "mp4": lambda: VideoWriter(directory, fps, value_range, colormap, time_base=time_base),
+        "sbs": lambda: VideoWriter(directory, fps, value_range, colormap, side_by_side=True, time_base=time_base),
     }
     writers: list[Writer] = []
     try:

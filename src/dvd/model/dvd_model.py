@@ -14,6 +14,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
 from dvd.errors import DVDError
+from dvd.model.folding import is_folded
 from dvd.model.timestep import install_float64_timestep_embedding
 
 DEFAULT_TAU = 0.5
@@ -25,12 +26,27 @@ def regress_depth_latent(transformer: WanTransformer3DModel, latents: torch.Tens
     """The DVD step on its own: one DiT pass at `timestep` with an all-zero text context, RGB latent -> depth latent.
 
     A function of the DiT alone, so training can wrap the DiT (and not the frozen VAE) for DDP, FSDP or DeepSpeed.
+    A DiT whose cross-attention is folded (`dvd.model.folding`) gets one context token: all 512 are the same.
     """
     batch = latents.shape[0]
     dtype = transformer.patch_embedding.weight.dtype
     times = torch.full((batch,), timestep, device=latents.device, dtype=dtype)
-    context = torch.zeros(batch, TEXT_TOKENS, transformer.config.text_dim, device=latents.device, dtype=dtype)
+    tokens = 1 if is_folded(transformer) else TEXT_TOKENS
+    context = torch.zeros(batch, tokens, transformer.config.text_dim, device=latents.device, dtype=dtype)
     return transformer(latents.to(dtype), timestep=times, encoder_hidden_states=context, return_dict=False)[0]
+
+
+def cast_transformer(transformer: WanTransformer3DModel, dtype: torch.dtype) -> WanTransformer3DModel:
+    """Cast to `dtype`, keeping the modules diffusers marks as fp32-sensitive (RoPE tables, norms) in float32."""
+    # nn.Module's own `to`: diffusers' override warns on every dtype cast, including this one that keeps its
+    # fp32 modules just as `from_pretrained(torch_dtype=...)` does.
+    nn.Module.to(transformer, dtype)
+    if dtype != torch.float32:
+        keep = set(WanTransformer3DModel._keep_in_fp32_modules)
+        for name, tensor in [*transformer.named_parameters(), *transformer.named_buffers()]:
+            if keep.intersection(name.split(".")):
+                tensor.data = tensor.data.float()
+    return transformer
 
 
 class DVDModel(nn.Module):
@@ -101,11 +117,7 @@ class DVDModel(nn.Module):
         return self.decode(self.regress(self.encode(pixels))).mean(dim=1)
 
     def to_precision(self, dtype: torch.dtype) -> DVDModel:
-        """Cast to `dtype`, keeping the modules diffusers marks as fp32-sensitive (RoPE tables, norms) in float32."""
-        self.to(dtype)
-        if dtype != torch.float32:
-            keep = set(WanTransformer3DModel._keep_in_fp32_modules)
-            for name, tensor in [*self.transformer.named_parameters(), *self.transformer.named_buffers()]:
-                if keep.intersection(name.split(".")):
-                    tensor.data = tensor.data.float()
+        """Cast to `dtype`, keeping the DiT's fp32-sensitive modules in float32 (see `cast_transformer`)."""
+        nn.Module.to(self.vae, dtype)  # nn.Module's own cast: see cast_transformer
+        cast_transformer(self.transformer, dtype)
         return self

@@ -24,6 +24,8 @@ from safetensors.torch import load_file, save_file
 
 from dvd.errors import DVDError
 from dvd.io.atomic import replace_directory
+from dvd.training.config import ModelSection
+from dvd.weights.saving import write_errors
 
 CHECKPOINT_DIR = "checkpoints"
 STEP_PATTERN = re.compile(r"^step-(\d{8})$")
@@ -80,8 +82,9 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier()
     try:
-        torch.save(rng_states(), tmp / f"rng-{rank}.pt")
-        write(tmp)
+        with write_errors(final):
+            torch.save(rng_states(), tmp / f"rng-{rank}.pt")
+            write(tmp)
         barrier()
         if is_main:
             replace_directory(tmp, final)
@@ -134,6 +137,24 @@ def check_compatible(checkpoint: Path, state: dict[str, Any], signature: dict[st
     raise DVDError(
         f"cannot resume from {checkpoint}: it was saved by another architecture ({detail}); "
         "use the config it was trained with or start a new output_dir"
+    )
+
+
+def check_same_base(checkpoint: Path, state: dict[str, Any], model: ModelSection, fingerprint: str) -> None:
+    """Refuse to continue a run over other base weights: its LoRA (or DiT) was trained for its own base. The
+    fingerprint of the frozen tensors decides (weights moved elsewhere are still the same); checkpoints written
+    before it was recorded can only compare `model.weights`."""
+    before = state.get("config", {}).get("model", {}).get("weights")
+    saved = state.get("base_fingerprint")
+    if saved == fingerprint or (saved is None and before in (None, model.weights)):
+        return
+    if before != model.weights:
+        detail, fix = f"model.weights was {before!r}, now {model.weights!r}", f"set model.weights back to {before!r}"
+    else:
+        detail, fix = f"model.weights {model.weights!r} now loads different tensors", "restore those base weights"
+    raise DVDError(
+        f"cannot resume from {checkpoint}: it was trained over other base weights ({detail}); "
+        f"{fix} or start a new train.output_dir"
     )
 
 

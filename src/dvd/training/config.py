@@ -7,6 +7,7 @@ for typos, the closest valid key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import tomllib
@@ -279,7 +280,10 @@ def apply_overrides(mapping: dict[str, Any], overrides: list[str]) -> dict[str, 
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise DVDError(f"--set {key}: '{part}' is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise DVDError(f"--set {override}: {raw!r} is not a valid YAML value; quote it or fix it") from None
     return mapping
 
 
@@ -295,10 +299,27 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
         raise DVDError(
             f"{path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {str(error).splitlines()[0]}"
         ) from None
+    mapping = mapping or {}
+    if not isinstance(mapping, dict):
+        raise DVDError(f"{path}: the config must be a mapping of sections, got {type(mapping).__name__}")
+    overrides = overrides or []
+    merged = apply_overrides(copy.deepcopy(mapping), overrides)  # its own errors name the --set
     try:
-        return parse_config(apply_overrides(mapping or {}, overrides or []))
+        return parse_config(merged)
     except DVDError as error:
-        raise DVDError(f"{path}: {error}") from None
+        raise DVDError(f"{_culprit(mapping, overrides, str(error), path)}: {error}") from None
+
+
+def _culprit(mapping: dict[str, Any], overrides: list[str], error: str, path: Path) -> str:
+    """Who to blame for a config error: the file when it fails alone with this error, else the first `--set` after
+    which the error appears (so a bad override is not reported as a problem of the file)."""
+    for count in range(len(overrides) + 1):
+        try:
+            parse_config(apply_overrides(copy.deepcopy(mapping), overrides[:count]))
+        except DVDError as failure:
+            if str(failure) == error:
+                return str(path) if count == 0 else f"--set {overrides[count - 1]}"
+    return f"{path} with --set {' '.join(overrides)}"
 
 
 def dump_config(config: TrainConfig, path: str | Path) -> None:

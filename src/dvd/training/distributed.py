@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 from torch.distributed.tensor import DTensor
+from torch.nn.parallel import DistributedDataParallel
 
 from dvd.errors import DVDError
 
@@ -96,12 +97,18 @@ def _configure_deepspeed(accelerator: Accelerator, grad_accum: int, grad_clip: f
     accelerator.gradient_accumulation_steps = grad_accum
 
 
-def gather_trained(accelerator: Accelerator, module: nn.Module) -> dict[str, Tensor]:
+def without_ddp(module: nn.Module) -> nn.Module:
+    """The model inside a DDP wrapper (FSDP2 shards in place and does not wrap). Not accelerate's `unwrap_model`: it
+    imports DeepSpeed whenever DeepSpeed is installed, and that import prints an accelerator warning on every run."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def gather_trained(module: nn.Module) -> dict[str, Tensor]:
     """The trained tensors in full, float32, on the CPU of every process (DDP and FSDP2; names as in DVDModel, whose
     DiT is `transformer` there too). DeepSpeed's come from its checkpoint instead (`deepspeed_master_weights`): with
     bf16 its module holds rounded copies, and the float32 master weights live in its optimizer."""
     trained = {}
-    for name, param in accelerator.unwrap_model(module).named_parameters():
+    for name, param in without_ddp(module).named_parameters():
         if param.requires_grad:
             tensor = param.full_tensor() if isinstance(param, DTensor) else param.detach()
             trained[name] = tensor.float().cpu().contiguous()

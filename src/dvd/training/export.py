@@ -20,11 +20,12 @@ import yaml
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
-from dvd.inference.pipeline import DVDPipeline
-from dvd.io.atomic import atomic_directory
+from dvd.inference.pipeline import DVDPipeline, pipeline_folder_problem
+from dvd.io.atomic import atomic_directory, foreign_entries
 from dvd.model.dvd_model import DVDModel
 from dvd.training.trainable import fold_learned_timestep
 from dvd.weights.formats import lora_rank, merge_lora, original_dit_state, original_vae_state
+from dvd.weights.saving import write_errors
 
 
 def _plain_copy(model: DVDModel) -> DVDModel:
@@ -47,7 +48,7 @@ def merged_model(model: DVDModel, lora_alpha: float | None) -> DVDModel:
 
 
 def export_merged(model: DVDModel, directory: Path, lora_alpha: float | None) -> Path:
-    with atomic_directory(directory) as tmp:
+    with write_errors(directory), atomic_directory(directory, True, pipeline_folder_problem) as tmp:
         DVDPipeline.from_model(merged_model(model, lora_alpha)).save_pretrained(tmp)
     return directory
 
@@ -59,11 +60,16 @@ def export_official(model: DVDModel, directory: Path, lora_alpha: float | None) 
     config = {"mode": "regression", "denoise_step": clone.tau, "lora_base_model": "dit", "trainable_models": "dit"}
     if rank is not None:
         config.update(lora_rank=rank, lora_alpha=float(lora_alpha if lora_alpha is not None else rank))
-    with atomic_directory(directory) as tmp:
+    with write_errors(directory), atomic_directory(directory, True, _official_folder_problem) as tmp:
         save_file({"pipe.dit." + k: v.contiguous() for k, v in dit.items()}, tmp / "model.safetensors")
         (tmp / "model_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         torch.save(original_vae_state(clone.vae), tmp / "Wan2.1_VAE.pth")
     return directory
+
+
+def _official_folder_problem(folder: Path) -> str | None:
+    """A re-export replaces only an earlier export of the official layout (see dvd.io.atomic)."""
+    return foreign_entries(folder, ["model.safetensors", "model_config.yaml", "Wan2.1_VAE.pth"])
 
 
 def export_model(model: DVDModel, directory: Path, formats: list[str], lora_alpha: float | None) -> list[Path]:

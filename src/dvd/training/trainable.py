@@ -6,6 +6,8 @@ from a checkpoint of another architecture fails before any step.
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 from torch import Tensor, nn
 
@@ -77,3 +79,19 @@ def fold_learned_timestep(model: DVDModel) -> None:
     with torch.no_grad():
         shift = linear.weight.double() @ (learned - sinusoid)
         linear.bias.copy_((linear.bias.double() + shift).to(linear.bias.dtype))
+
+
+def base_fingerprint(model: nn.Module, samples: int = 64) -> str:
+    """A short hash of the frozen tensors (names, shapes and `samples` evenly spaced values of each), so that a resume
+    over other base weights is refused: a LoRA means nothing on another base. Sampling keeps it cheap for the 1.3B
+    model; two different checkpoints agree on every sampled value of every tensor only by design, not by chance."""
+    trained = set(architecture_signature(model))
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if name in trained:
+            continue
+        flat = tensor.detach().reshape(-1)
+        picked = flat[:: max(1, flat.numel() // samples)][:samples].to("cpu", torch.float64)
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(picked.numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -32,6 +32,7 @@ from dvd.model.dvd_model import DVDModel
 from dvd.training.batches import SlotBatches, SlotSampler, build_dataset
 from dvd.training.checkpoint import (
     check_compatible,
+    check_same_base,
     list_checkpoints,
     load_checkpoint,
     read_state,
@@ -54,7 +55,7 @@ from dvd.training.export import export_model
 from dvd.training.losses import LossTerms, make_loss
 from dvd.training.metrics_log import MetricsLog, check_backends
 from dvd.training.regression import DepthRegression
-from dvd.training.trainable import architecture_signature, make_trainable
+from dvd.training.trainable import architecture_signature, base_fingerprint, make_trainable
 from dvd.training.validation import evaluate
 from dvd.weights import load_weights
 from dvd.weights.tiny import build_tiny_model
@@ -153,6 +154,7 @@ class Trainer:
         make_trainable(self.model, config.finetune, config.model.learned_tau, train.gradient_checkpointing)
         self.model.vae.eval()
         self.signature = architecture_signature(self.model)
+        self.fingerprint = base_fingerprint(self.model)
         # The main process keeps the frozen tensors as loaded for `export`: the wrapped DiT may shard (FSDP2, ZeRO-3)
         # or cast (DeepSpeed bf16) them. They are references, not copies; the trained tensors come from each save.
         self.frozen = self._frozen_tensors() if accelerator.is_main_process else {}
@@ -192,6 +194,7 @@ class Trainer:
         may shard them); returns the rest for `restore`."""
         state = read_state(checkpoint)
         check_compatible(checkpoint, state, self.signature)
+        check_same_base(checkpoint, state, self.config.model, self.fingerprint)
         restored = load_checkpoint(
             checkpoint, self.accelerator.process_index, optimizer=not is_deepspeed(self.accelerator)
         )
@@ -279,11 +282,12 @@ class Trainer:
             weights = deepspeed_master_weights(folder) if accelerator.is_main_process else {}
             optimizer_full = None
         else:
-            weights = gather_trained(accelerator, self.module)
+            weights = gather_trained(self.module)
             optimizer_full = optimizer_state(self.module, self.optimizer)
         if accelerator.is_main_process:
             self.trained = weights
             state = {"step": step, "signature": self.signature, "config": self.config.to_dict()}
+            state["base_fingerprint"] = self.fingerprint
             state["world_size"] = accelerator.num_processes
             write_checkpoint_files(folder, weights, optimizer_full, self.scheduler.state_dict(), state)
 

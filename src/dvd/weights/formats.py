@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,8 +36,38 @@ LORA_A, LORA_B, BASE_LAYER = ".lora_A.default.weight", ".lora_B.default.weight",
 HEAD_DIM = 128  # Wan2.1 uses 128-dim heads at every size; a config.json may say otherwise.
 
 
+def check_finite(state: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Refuse weights holding NaN or inf, naming the first bad tensor as `state` names it: such weights would give an
+    all-NaN prediction. One reduction per tensor, so a 1.3B model costs about a second."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DVDError(
+                f"tensor '{key}' in {source} holds {bad} NaN/inf values of {tensor.numel()}; "
+                "the file is damaged: re-download or re-export it"
+            )
+
+
+def check_tau(value: object, where: str) -> float:
+    """τ as a float in (0, 1]: the DiT runs at t = 1000·τ, and outside that range it runs at a timestep it never
+    saw (e.g. `denoise_step: 5` would mean t = 5000)."""
+    try:
+        tau = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        tau = float("nan")
+    if not 0 < tau <= 1:  # also false for NaN
+        raise DVDError(f"{where} is {value!r}: tau must be a number in (0, 1] (the timestep is 1000·tau; DVD uses 0.5)")
+    return tau
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a .safetensors file or a plain (weights-only) torch pickle, with one-line errors."""
+    """Tensors of a .safetensors file or a plain (weights-only) torch pickle, all finite, with one-line errors."""
+    state = _read_tensors(path)
+    check_finite(state, path)
+    return state
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DVDError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -97,6 +128,7 @@ def merge_lora(state: dict[str, torch.Tensor], alpha: float | None = None) -> di
             for half in (LORA_A, LORA_B):
                 if layer + half not in state:
                     raise DVDError(f"the checkpoint lacks tensor '{layer + half}'; re-download it")
+            check_lora_shapes(state, layer)
             down, up = state[layer + LORA_A].float(), state[layer + LORA_B].float()
             scale = (alpha if alpha is not None else down.shape[0]) / down.shape[0]
             tensor = (tensor.float() + scale * (up @ down)).to(tensor.dtype)
@@ -104,11 +136,36 @@ def merge_lora(state: dict[str, torch.Tensor], alpha: float | None = None) -> di
     return merged
 
 
+def check_lora_shapes(state: dict[str, torch.Tensor], layer: str) -> None:
+    """A LoRA pair must fit its base weight [out, in]: lora_A [r, in], lora_B [out, r]. Checked before the product,
+    which would otherwise fail deep in torch or, worse, broadcast into a wrong weight."""
+    base = state[layer + BASE_LAYER + "weight"]
+    if base.ndim != 2:
+        raise DVDError(f"tensor '{layer + BASE_LAYER}weight' has shape {tuple(base.shape)}: a LoRA base must be 2-D")
+    rank = state[layer + LORA_A].shape[0] if state[layer + LORA_A].ndim else 0
+    out_features, in_features = base.shape
+    for half, expected in ((LORA_A, (rank, in_features)), (LORA_B, (out_features, rank))):
+        shape = tuple(state[layer + half].shape)
+        if shape != expected:
+            raise DVDError(
+                f"LoRA tensor '{layer + half}' has shape {shape}, expected {expected} to fit its base weight "
+                f"'{layer + BASE_LAYER}weight' {tuple(base.shape)}; the file is damaged or of another architecture"
+            )
+
+
 def lora_rank(state: dict[str, torch.Tensor]) -> int | None:
-    ranks = {v.shape[0] for k, v in state.items() if k.endswith(LORA_A)}
-    if len(ranks) > 1:
-        raise DVDError(f"the checkpoint mixes LoRA ranks {sorted(ranks)}; it is not a DVD checkpoint")
-    return ranks.pop() if ranks else None
+    """The rank shared by every lora_A tensor; an odd one out is named (it is a damaged tensor, not a design)."""
+    ranks = {k: v.shape[0] if v.ndim else 0 for k, v in state.items() if k.endswith(LORA_A)}
+    if not ranks:
+        return None
+    common = Counter(ranks.values()).most_common(1)[0][0]
+    odd = next((k for k, r in ranks.items() if r != common), None)
+    if odd is not None:
+        raise DVDError(
+            f"LoRA tensor '{odd}' has shape {tuple(state[odd].shape)}, but the other LoRA tensors have rank {common}; "
+            "the file is damaged or not a DVD checkpoint"
+        )
+    return common
 
 
 def dit_config_from_shapes(state: dict[str, torch.Tensor], config_json: Path | None = None) -> dict:

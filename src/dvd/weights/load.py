@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import yaml
@@ -28,6 +30,8 @@ from huggingface_hub import constants, hf_hub_download, list_repo_files, snapsho
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
 from dvd.weights.formats import (
+    check_finite,
+    check_tau,
     lora_rank,
     merge_lora,
     read_sharded_safetensors,
@@ -51,6 +55,10 @@ EMBEDDED_VAE_PREFIX = "pipe.vae."
 PROOF = "proof"  # the name of the proof model shipped in the package
 PIPELINE_INDEX = "model_index.json"  # diffusers' pipeline layout, what DVDPipeline.save_pretrained writes
 LEGACY_CONFIG = "dvd_config.json"  # the same folders as written before dvd's pipeline became a diffusers one
+# A Hub repository id: owner/name, letters, digits, '-', '_' and '.' (huggingface_hub's own rule, minus length).
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".yaml", ".json")  # files, never repositories
 
 
 @dataclass
@@ -103,6 +111,12 @@ def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
         raise DVDError(f"{repo_id} {where} ({type(error).__name__}); {hub_help()}") from None
 
 
+def finite(module: ModuleT, folder: Path) -> ModuleT:
+    """`module` (loaded by diffusers from `folder`) once its tensors are known to be finite."""
+    check_finite(module.state_dict(), folder)
+    return module
+
+
 def find_dvd_checkpoint(directory: Path) -> Path | None:
     for folder in (directory, directory / "ckpt"):
         for name in DVD_CHECKPOINT_NAMES:
@@ -128,7 +142,7 @@ def load_vae(directory: Path, embedded: dict | None = None) -> tuple[Autoencoder
         path = directory / VAE_FILE
         return vae_from_original(read_state_dict(path), path), str(path)
     if (directory / "vae" / "config.json").is_file():
-        return AutoencoderKLWan.from_pretrained(directory / "vae"), str(directory / "vae")
+        return finite(AutoencoderKLWan.from_pretrained(directory / "vae"), directory / "vae"), str(directory / "vae")
     if embedded:
         return vae_from_original(embedded, directory), f"{directory} (VAE inside the checkpoint)"
     path = hub_file(DEFAULT_WAN_REPO, (VAE_FILE,))
@@ -151,7 +165,7 @@ def load_official_dvd(checkpoint: Path, merge: bool = True, vae_dir: Path | None
     else:
         transformer = transformer_with_lora(dit, rank, alpha, config_json)
     vae, vae_id = load_vae(vae_dir or checkpoint.parent, embedded_vae)
-    tau = float(config.get("denoise_step", DEFAULT_TAU))
+    tau = check_tau(config.get("denoise_step", DEFAULT_TAU), f"denoise_step in {checkpoint.parent / MODEL_CONFIG}")
     return LoadedWeights(DVDModel(transformer, vae, tau=tau), f"{checkpoint} + {vae_id}", "official-dvd")
 
 
@@ -160,7 +174,9 @@ def load_wan_base(directory: Path) -> LoadedWeights:
     if shards:
         transformer = transformer_from_original(read_sharded_safetensors(shards), directory / "config.json")
     else:
-        transformer = WanTransformer3DModel.from_pretrained(directory / "transformer")
+        transformer = finite(
+            WanTransformer3DModel.from_pretrained(directory / "transformer"), directory / "transformer"
+        )
     vae, vae_id = load_vae(directory)
     return LoadedWeights(DVDModel(transformer, vae), f"{directory} (Wan2.1 base) + {vae_id}", "wan-base")
 
@@ -168,12 +184,13 @@ def load_wan_base(directory: Path) -> LoadedWeights:
 def load_pipeline_folder(directory: Path, config_file: Path) -> DVDModel:
     """A `save_pretrained` folder: diffusers `transformer/` and `vae/`, tau from its config file (float32)."""
     try:
-        tau = float(json.loads(config_file.read_text(encoding="utf-8")).get("tau", DEFAULT_TAU))
+        tau = json.loads(config_file.read_text(encoding="utf-8")).get("tau", DEFAULT_TAU)
     except (ValueError, AttributeError) as error:
         raise DVDError(f"{config_file} is not a valid pipeline config ({error}): re-save the model") from None
+    tau = check_tau(tau, f"tau in {config_file}")
     transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", torch_dtype=torch.float32)
     vae = AutoencoderKLWan.from_pretrained(directory / "vae", torch_dtype=torch.float32)
-    return DVDModel(transformer, vae, tau=tau)
+    return DVDModel(finite(transformer, directory / "transformer"), finite(vae, directory / "vae"), tau=tau)
 
 
 def load_local(path: Path, merge: bool = True) -> LoadedWeights:
@@ -226,6 +243,20 @@ def load_weights(source: str | Path | None = None, merge: bool = True) -> Loaded
     path = Path(source).expanduser()
     if path.exists():
         return load_local(path, merge)
-    if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
+    if looks_like_hub_id(source):
         return load_from_hub(str(source), merge)
-    raise DVDError(f"weights not found: {source} is neither a local path nor a Hub repository id")
+    raise DVDError(
+        f"weights not found: {source} does not exist (a local path; a Hub repository id is owner/name, "
+        "e.g. FayeHongfeiZhang/DVD): check the path"
+    )
+
+
+def looks_like_hub_id(source: str | Path) -> bool:
+    """Whether a source that is not on disk may be a Hub id (`owner/name`); anything path-like is decided locally,
+    so a mistyped path fails at once instead of after the Hub client's network retries."""
+    text = str(source)
+    if isinstance(source, Path) or text.startswith((".", "~")) or Path(text).is_absolute():
+        return False
+    if text.lower().endswith(LOCAL_SUFFIXES):
+        return False
+    return HUB_ID.fullmatch(text) is not None

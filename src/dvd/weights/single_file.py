@@ -18,6 +18,8 @@ from safetensors.torch import load_file, save_file
 from dvd.errors import DVDError
 from dvd.io.atomic import atomic_file
 from dvd.model.dvd_model import DVDModel
+from dvd.weights.formats import check_finite, check_tau
+from dvd.weights.saving import write_errors
 
 FORMAT = "dvd-single-file"
 PROOF_MODEL = "proof_model.safetensors"
@@ -63,7 +65,7 @@ def save_single_file(model: DVDModel, path: Path, dtype: torch.dtype = torch.flo
         "transformer": _config(model.transformer),
         "vae": _config(model.vae),
     }
-    with atomic_file(path) as tmp:
+    with write_errors(path), atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
     return path
 
@@ -77,10 +79,11 @@ def load_single_file(path: Path) -> DVDModel:
     if metadata.get("format") != FORMAT:
         raise DVDError(f"{path} is not a single-file DVD model (no '{FORMAT}' header)")
     tensors = {key: tensor.float() for key, tensor in load_file(path).items()}
+    check_finite(tensors, path)
     transformer = WanTransformer3DModel(**json.loads(metadata["transformer"]))
     vae = AutoencoderKLWan(**json.loads(metadata["vae"]))
     transformer.load_state_dict(
         {k[len("transformer.") :]: v for k, v in tensors.items() if k.startswith("transformer.")}
     )
     vae.load_state_dict({k[len("vae.") :]: v for k, v in tensors.items() if k.startswith("vae.")})
-    return DVDModel(transformer, vae, tau=float(metadata["tau"]))
+    return DVDModel(transformer, vae, tau=check_tau(metadata.get("tau"), f"the 'tau' header of {path}"))

@@ -13,12 +13,12 @@ from dvd.data.benchmarks.scannet import ScanNet, ScanNetTAE
 from dvd.data.benchmarks.sintel import Sintel
 from dvd.data.benchmarks.synthetic import Synthetic
 from dvd.errors import DVDError
+from dvd.options import DATASET_NAMES  # the readers' names, then BenchmarkFolder's
 
 READERS: dict[str, type[DatasetReader]] = {
     reader.name: reader
     for reader in (KittiVideo, KittiEigen, ScanNet, ScanNetTAE, Bonn, Sintel, NYUv2, Diode, ETH3D, Synthetic)
 }
-DATASET_NAMES: tuple[str, ...] = tuple(READERS) + (BenchmarkFolder.name,)
 
 
 def open_dataset(
