@@ -16,12 +16,13 @@ import time
 
 import torch
 from diffusers import WanTransformer3DModel
-from speed_full_size import RESULTS, WAN_1_3B
+from speed_full_size import RESULTS
 
 from dvd.inference.pipeline import resolve_device, resolve_dtype
 from dvd.model.dvd_model import DEFAULT_TAU, cast_transformer, regress_depth_latent
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.timestep import install_float64_timestep_embedding
+from dvd.weights.presets import WAN_1_3B_DIT
 
 
 def timed_pass(transformer: WanTransformer3DModel, latents: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -49,7 +50,7 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, device)
     torch.manual_seed(0)
     with torch.device(device):  # initialise in place: a 1.3B model costs ~20 s to initialise on a CPU
-        transformer = WanTransformer3DModel(**WAN_1_3B)
+        transformer = WanTransformer3DModel(**WAN_1_3B_DIT)
     transformer = cast_transformer(transformer, dtype).eval()
     install_float64_timestep_embedding(transformer)
     latent_frames = (args.frames - 1) // 4 + 1

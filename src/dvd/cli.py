@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dvd.errors import DVDError, Terminated
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `run=<function(args) -> int>`.
-COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo"]
+COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo", "bench"]
 DEBUG_VARIABLE = "DVD_DEBUG"  # set to 1 for the traceback of an internal error
 
 

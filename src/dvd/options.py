@@ -44,6 +44,16 @@ DEFAULT_FORMATS: tuple[str, ...] = ("npy", "mp4")
 COLORMAPS: tuple[str, ...] = ("Spectral_r", "inferno", "turbo", "gray")
 DEFAULT_COLORMAP = "Spectral_r"
 
+# dvd bench: random-weight model sizes (dvd.weights.presets.PRESETS). Its defaults run the tiny model in seconds
+# on a CPU (a synthetic clip of two short windows); the full-size settings are flags (benchmarks/gpu.sh).
+MODEL_PRESETS: tuple[str, ...] = ("tiny", "1.3b")
+DEFAULT_BENCH_PRESET = "tiny"
+DEFAULT_BENCH_HEIGHT = 96
+DEFAULT_BENCH_WIDTH = 128
+DEFAULT_BENCH_WINDOW = 17
+DEFAULT_BENCH_OVERLAP = 4
+DEFAULT_BENCH_FRAMES = 2 * DEFAULT_BENCH_WINDOW - DEFAULT_BENCH_OVERLAP
+
 # dvd.data.benchmarks: the benchmark readers by name (their `name` attributes), then the generic folder layout.
 DATASET_NAMES: tuple[str, ...] = (
     "kitti",

@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from harness import Fault, Workspace, assert_no_leftovers, parametrize, run_fault
+from media import write_test_video
 
 from dvd import cli
 from dvd.io import atomic
 
 SMALL = ("--height", 32, "--width", 48, "--quiet")
 CHILD_ENV = {"OMP_NUM_THREADS": "1"}  # two cores: children that spin-wait on each other's threads crawl
-LONG_RUN = ("--max-frames", 30, "--window", 5, "--overlap", 1)  # several seconds of windows after the model loads
+LONG_RUN = ("--max-frames", 150, "--window", 5, "--overlap", 1)  # tens of seconds of windows after the model loads
 
 
 def predict(ws: Workspace, *extra) -> list:
@@ -45,9 +46,18 @@ def predict_onto(make: Callable[[Workspace], object]) -> Callable[[Workspace], l
     return argv
 
 
+def long_clip(ws: Workspace) -> Path:
+    """A 150-frame clip, also named clip.mp4: a run of it lasts long enough for a signal to land mid-way."""
+    path = ws.root / "long" / "clip.mp4"
+    if not path.exists():
+        path.parent.mkdir()
+        write_test_video(path, frames=150)
+    return path
+
+
 def child(ws: Workspace, *extra, out: Path | None = None) -> subprocess.Popen:
-    """`python -m dvd.cli predict` of the workspace's clip into `out` (default out/), started in the background."""
-    argv = ["predict", ws.clip, "-o", out or ws.out, "--weights", ws.weights, *SMALL, *LONG_RUN, *extra]
+    """`python -m dvd.cli predict` of a long clip into `out` (default out/), started in the background."""
+    argv = ["predict", long_clip(ws), "-o", out or ws.out, "--weights", ws.weights, *SMALL, *LONG_RUN, *extra]
     return subprocess.Popen(
         [sys.executable, "-m", "dvd.cli", *map(str, argv)],
         stdout=subprocess.PIPE,

@@ -121,7 +121,7 @@ def test_tau_override_is_checked_before_loading(tiny_weights: Path):
 def test_nan_output_stops_the_run(workspace: Workspace, capsys, monkeypatch: pytest.MonkeyPatch):
     """Finite weights can still produce NaN (float16 overflow): the first window's output is checked."""
 
-    def overflowing(self: DVDModel, pixels: torch.Tensor) -> torch.Tensor:
+    def overflowing(self: DVDModel, pixels: torch.Tensor, **stages) -> torch.Tensor:
         return torch.full((pixels.shape[0], pixels.shape[2], *pixels.shape[3:]), float("nan"))
 
     monkeypatch.setattr(DVDModel, "forward", overflowing)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,7 @@ examples:
   dvd predict videos.txt -o out/ --stitch anchored           # many videos; long ones without scale drift
   dvd predict clip.mp4 -o out/ --weights weights/dvd --device cuda --batch-windows 4
   accelerate launch --num_processes 4 -m dvd.cli predict videos/ -o out/   # 4 GPUs, one video each at a time
+  accelerate launch --num_processes 4 -m dvd.cli predict long.mp4 -o out/  # 4 GPUs share the windows of one video
 """
 
 
@@ -284,47 +285,95 @@ def predict(settings: PredictSettings) -> int:
     for target in targets:  # refused before any model work; checked again as each folder is renamed into place
         check_output(target, settings.overwrite, prediction_folder_problem)
 
-    jobs, device = share_of_inputs(list(zip(sources, targets)), settings.device)
+    share = share_work(list(zip(sources, targets)), settings.device)
     started = time.perf_counter()
-    pipe = DVDPipeline.from_pretrained(settings.weights, device=device, dtype=settings.dtype)
-    warn_if_slow(pipe, settings.quiet)
+    pipe = DVDPipeline.from_pretrained(settings.weights, device=share.device, dtype=settings.dtype)
+    quiet = settings.quiet or not share.writes  # one bar and one warning per run, from the process that writes
+    warn_if_slow(pipe, quiet)
+    video = share_windows(pipe, settings.video, share) if share.world > 1 else settings.video
     total = 0
-    for source, target in jobs:
+    for source, target in share.jobs:
+        if not share.writes:
+            follow_windows(pipe, source, video, settings.outputs)
+            continue
         frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
-        with tqdm(total=frames, desc=source.name, unit="frame", disable=settings.quiet, dynamic_ncols=True) as bar:
+        with tqdm(total=frames, desc=source.name, unit="frame", disable=quiet, dynamic_ncols=True) as bar:
             written = predict_to_folder(
                 pipe,
                 source,
                 target,
-                settings.video,
+                video,
                 settings.outputs,
                 progress=lambda _: bar.update(1),
                 overwrite=settings.overwrite,
             )
         total += written
         warn_if_damaged(source, written, frames, target)
-    elapsed = time.perf_counter() - started
-    paths = ", ".join(str(target) for _, target in jobs)
-    print(
-        f"dvd predict: {total} frames from {len(jobs)} input(s) in {elapsed:.1f} s "
-        f"({total / max(elapsed, 1e-9):.2f} frames/s) -> {paths}"
-    )
+    if share.writes:
+        elapsed = time.perf_counter() - started
+        paths = ", ".join(str(target) for _, target in share.jobs)
+        print(
+            f"dvd predict: {total} frames from {len(share.jobs)} input(s) in {elapsed:.1f} s "
+            f"({total / max(elapsed, 1e-9):.2f} frames/s) -> {paths}"
+        )
     return 0
 
 
-def share_of_inputs(jobs: list, device: str | None) -> tuple[list, str | None]:
-    """Under `accelerate launch` or torchrun, this process's inputs (round robin) and its own device.
+@dataclass(frozen=True)
+class WorkShare:
+    """This process's part of a run: its inputs and device, and whether it shares their windows with the others."""
 
-    Each process loads the model once and works through whole inputs, so N GPUs run N videos at a time; a single
-    process gets everything and the device asked for.
+    jobs: list[tuple[Source, Path]]
+    device: str | None
+    rank: int = 0
+    world: int = 1  # above 1: all `world` processes run every job, each predicting its share of the windows
+
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes its jobs' folders: with shared windows only rank 0 does."""
+        return self.world == 1 or self.rank == 0
+
+
+def share_work(jobs: list[tuple[Source, Path]], device: str | None) -> WorkShare:
+    """Under `accelerate launch` or torchrun, this process's share of the run, on its own device.
+
+    With at least as many inputs as processes, each process takes every N-th input (whole inputs need no
+    communication); with fewer, no process would idle, so they all take every input and share its windows. A
+    single process gets everything and the device asked for.
     """
     import torch
     from accelerate import PartialState
 
     state = PartialState(cpu=str(device or "").startswith("cpu") or not torch.cuda.is_available())
     if state.num_processes == 1:
-        return jobs, device
-    return jobs[state.process_index :: state.num_processes], device or str(state.device)
+        return WorkShare(jobs, device)
+    device = device or str(state.device)
+    if len(jobs) >= state.num_processes:
+        return WorkShare(jobs[state.process_index :: state.num_processes], device)
+    return WorkShare(jobs, device, state.process_index, state.num_processes)
+
+
+def share_windows(pipe: DVDPipeline, video: VideoSettings, share: WorkShare) -> VideoSettings:
+    """Make `pipe` predict only this process's share of each engine call; the engine settings that keep every
+    process busy: --batch-windows windows per process per call."""
+    from dvd.inference.sharded import ShardedWindows
+
+    sharded = ShardedWindows(pipe.predict_windows, share.rank, share.world, video.batch_windows)
+    # `predict_to_folder` runs its engine on `pipe.predict_windows`; every input of this run shares its windows.
+    pipe.predict_windows = sharded
+    return replace(video, batch_windows=sharded.windows_per_call)
+
+
+def follow_windows(pipe: DVDPipeline, source: Source, video: VideoSettings, outputs: OutputSettings) -> None:
+    """A process that does not write: the same frames through the same engine, so that it predicts its share of
+    every window call in step with the others; the stitched frames are dropped, since rank 0 writes them."""
+    from dvd.inference.video import VideoEngine
+
+    disparity = VideoEngine(pipe.predict_windows, video).model_frames(
+        source.frames(outputs.max_frames, outputs.stride), source.size
+    )
+    for _ in disparity:
+        pass
 
 
 # The largest model size, per side: a 4096x4096 window already needs far more memory than any GPU has today, and

@@ -22,12 +22,14 @@ import numpy as np
 from dvd import __version__
 from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
+from dvd.inference.host import Drain, Prefetch
 from dvd.inference.pipeline import DVDPipeline
+from dvd.inference.profiling import READ, RESIZE_BACK, WRITE, NoTimer
 from dvd.inference.video import VideoEngine, VideoSettings, resize_back
 from dvd.io.atomic import atomic_directory, foreign_entries
 from dvd.io.colormaps import DEFAULT_COLORMAP
 from dvd.io.readers import Source
-from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, open_writers
+from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, WriterGroup, open_writers
 
 RANGED_FORMATS = {"png16", "mp4", "sbs"}  # 8/16-bit outputs that need a DisparityRange
 
@@ -51,15 +53,23 @@ def predict_to_folder(
     output: OutputSettings,
     progress: Callable[[int], None] | None = None,
     overwrite: bool = False,
+    host_threads: bool = True,
+    timer: NoTimer | None = None,
 ) -> int:
     """Write every output of `source` into `target` (atomically); returns the number of frames written.
 
-    `progress` is called with the number of frames written so far, after each frame. An existing `target` is an
-    error (DVDError), unless `overwrite` is set and it is an earlier output of this function.
+    `progress` is called with the number of frames written so far, after each frame (from the writing thread). An
+    existing `target` is an error (DVDError), unless `overwrite` is set and it is an earlier output of this
+    function. `host_threads` decodes and writes in threads beside the model calls (`dvd.inference.host`); False
+    runs every stage in the calling thread, with the same outputs, for debugging and comparison. `timer` (a
+    `dvd.inference.profiling.StageTimer`, for `dvd bench`) records the read, resize, stitch, resize-back and write
+    stages.
     """
     with atomic_directory(target, overwrite, prediction_folder_problem) as staging:
         started = time.perf_counter()
-        count, writers_meta, timing = _write_outputs(pipe, source, staging, video, output, progress)
+        count, writers_meta, timing = _write_outputs(
+            pipe, source, staging, video, output, progress, host_threads, timer or NoTimer()
+        )
         meta = _describe(pipe, source, video, output, count, writers_meta, time.perf_counter() - started)
         meta["timing"] = timing
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -87,43 +97,78 @@ def _write_outputs(
     video: VideoSettings,
     output: OutputSettings,
     progress: Callable[[int], None] | None,
+    threaded: bool,
+    timer: NoTimer,
 ) -> tuple[int, dict, dict]:
-    engine = VideoEngine(pipe.predict_windows, video)
+    engine = VideoEngine(pipe.predict_windows, video, timer=timer)
     timeline = Timeline(source.output_rate(output.stride))
-    disparity = engine.model_frames(timeline.track(source.timed_frames(output.max_frames, output.stride)), source.size)
+    timed = timeline.track(timer.iterate(READ, source.timed_frames(output.max_frames, output.stride)))
     out_size = video.model_size(source.size) if output.keep_model_size else source.size
-    # The 8/16-bit range is fixed from the first `window` stitched frames before anything is written (the second
-    # window has been stitched by then, since the first one's overlap frames wait for it). They wait at model
-    # size, which bounds the extra memory to one window whatever the source resolution.
-    first = list(itertools.islice(disparity, video.window))
-    if not first:
-        raise DVDError(f"no frames could be decoded from {source.path}: check the file")
-    value_range = DisparityRange.fit(np.stack(first)) if RANGED_FORMATS & set(output.formats) else None
-    writers = open_writers(
-        directory,
-        list(output.formats),
-        fps=source.output_rate(output.stride),
-        value_range=value_range,
-        colormap=output.colormap,
-        time_base=source.time_base,
-    )
-    # Side by side needs each RGB frame beside its depth: a second decoder in lockstep costs no buffer.
-    rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
-    count = 0
-    try:
-        for frame in itertools.chain(first, disparity):
-            writers.write(resize_back(frame, out_size), _next_rgb(rgb, out_size), [timeline.pop()])
-            count += 1
-            if progress is not None:
-                progress(count)
-    finally:
-        writers.close()
-    return count, writers.meta(), timeline.save(directory)
+    # One model call's worth of frames may wait on either side of the model: enough for reading and writing to go
+    # on while it runs, and a bound that does not depend on the length of the video.
+    bound = video.window * video.batch_windows
+    with Prefetch(engine.to_model_size(timed, source.size), bound, threaded) as resized:
+        disparity = engine.stitched(resized)
+        # The 8/16-bit range is fixed from the first `window` stitched frames before anything is written (the
+        # second window has been stitched by then, since the first one's overlap frames wait for it). They wait at
+        # model size, which bounds the extra memory to one window whatever the source resolution.
+        first = list(itertools.islice(disparity, video.window))
+        if not first:
+            raise DVDError(f"no frames could be decoded from {source.path}: check the file")
+        value_range = DisparityRange.fit(np.stack(first)) if RANGED_FORMATS & set(output.formats) else None
+        writers = open_writers(
+            directory,
+            list(output.formats),
+            fps=source.output_rate(output.stride),
+            value_range=value_range,
+            colormap=output.colormap,
+            time_base=source.time_base,
+        )
+        # Side by side needs each RGB frame beside its depth: a second decoder in lockstep costs no buffer.
+        rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
+        sink = _FrameSink(writers, timeline, out_size, rgb, progress, timer)
+        try:
+            with Drain(sink.write, bound, threaded) as written:
+                for frame in itertools.chain(first, disparity):
+                    written.put(frame)
+        finally:
+            writers.close()  # after the writing thread has stopped: no frame is written into a closed file
+    return sink.count, writers.meta(), timeline.save(directory)
+
+
+class _FrameSink:
+    """The last stage of `_write_outputs`: each stitched frame at its output size, written with its time."""
+
+    def __init__(
+        self,
+        writers: WriterGroup,
+        timeline: Timeline,
+        size: tuple[int, int],
+        rgb: Iterator[np.ndarray] | None,
+        progress: Callable[[int], None] | None,
+        timer: NoTimer,
+    ) -> None:
+        self.writers, self.timeline, self.size, self.rgb, self.progress = writers, timeline, size, rgb, progress
+        self.timer = timer
+        self.count = 0
+
+    def write(self, frame: np.ndarray) -> None:
+        with self.timer.stage(WRITE):
+            with self.timer.stage(RESIZE_BACK):
+                frame = resize_back(frame, self.size)
+            self.writers.write(frame, _next_rgb(self.rgb, self.size), [self.timeline.pop()])
+        self.count += 1
+        if self.progress is not None:
+            self.progress(self.count)
 
 
 class Timeline:
     """The presentation times of the frames on their way through the engine: each frame's time waits here until
-    its disparity is written (the videos keep the source's timeline), and all of them make meta.json's "timing"."""
+    its disparity is written (the videos keep the source's timeline), and all of them make meta.json's "timing".
+
+    `track` may run in the reading thread and `pop` in the writing one: a deque's append and popleft are atomic,
+    and a frame's time is appended before the frame is yielded, so it is always there when the frame is written.
+    """
 
     VARIABLE = 0.25  # an interval this far (relative) from 1 / fps makes the source variable-frame-rate
     FILE = "frame_times.txt"

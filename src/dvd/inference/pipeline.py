@@ -25,6 +25,7 @@ from diffusers.utils import BaseOutput
 
 from dvd.errors import DVDError
 from dvd.inference.inputs import Frames, VideoInput, check_inputs, frame_as_unit_float
+from dvd.inference.profiling import TRANSFER, NoTimer
 from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.io.atomic import foreign_entries
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
@@ -124,6 +125,7 @@ class DVDPipeline(DiffusionPipeline):
         self.register_to_config(tau=tau)
         self.model = DVDModel(transformer, vae, tau=tau).eval()
         self.weights_id = "in-memory model"
+        self.stage_timer = NoTimer()  # a profiler sets a `dvd.inference.profiling.StageTimer` (`dvd bench`)
         self.fold_constants()
 
     def fold_constants(self) -> None:
@@ -167,14 +169,17 @@ class DVDPipeline(DiffusionPipeline):
         """Several windows of equal shape in one batch; each [T, H, W, 3] -> disparity [T, H, W] float32."""
         if not windows:
             return []
-        pixels = [_window_tensor(w) for w in windows]
-        if len({p.shape for p in pixels}) != 1:
-            raise ValueError("windows in one batch must share their shape; predict them separately")
-        length = pixels[0].shape[1]
-        batch = pad_to_vae_frame_count(torch.stack(pixels)).to(self._execution_device)
-        disparity = self.model(batch)[:, :length]
-        check_finite_output(disparity, self.model.dtype)
-        return list(disparity.float().cpu().numpy())
+        timer = self.stage_timer
+        timer.count_windows(len(windows))
+        with timer.stage(TRANSFER):
+            pixels = [_window_tensor(w) for w in windows]
+            if len({p.shape for p in pixels}) != 1:
+                raise ValueError("windows in one batch must share their shape; predict them separately")
+            length = pixels[0].shape[1]
+            batch = pad_to_vae_frame_count(torch.stack(pixels)).to(self._execution_device)
+            disparity = self.model(batch, stage=timer.stage)[:, :length]
+            check_finite_output(disparity, self.model.dtype)
+            return list(disparity.float().cpu().numpy())
 
     def predict_window(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
         """One window of frames ([T, H, W, 3] or [T, 3, H, W]; uint8, uint16 or float in [0, 1]; any T >= 1; H and W

@@ -14,6 +14,7 @@ import numpy as np
 
 from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
+from dvd.inference.profiling import RESIZE, RESIZE_BACK, STITCH, NoTimer
 from dvd.inference.resize import model_size
 from dvd.inference.stitch import get_stitch_preset
 from dvd.inference.stream import WindowCallback, WindowPredictor, stream_disparity, validate_stream_settings
@@ -61,22 +62,39 @@ class VideoSettings:
 
 
 class VideoEngine:
-    """Runs frames through a window predictor with `settings`; `on_window` hears about every stitched window."""
+    """Runs frames through a window predictor with `settings`; `on_window` hears about every stitched window;
+    `timer` (a `dvd.inference.profiling.StageTimer`, for `dvd bench`) records the resize and stitch stages."""
 
     def __init__(
-        self, predict_windows: WindowPredictor, settings: VideoSettings, on_window: WindowCallback | None = None
+        self,
+        predict_windows: WindowPredictor,
+        settings: VideoSettings,
+        on_window: WindowCallback | None = None,
+        timer: NoTimer | None = None,
     ) -> None:
         settings.validate()
         self.predict_windows = predict_windows
         self.settings = settings
         self.on_window = on_window
+        self.timer = timer or NoTimer()
 
     def model_frames(self, frames: Iterable[np.ndarray], size: tuple[int, int]) -> Iterator[np.ndarray]:
         """Stitched disparity [h, w] at model size, one frame at a time, for float [H, W, 3] frames of `size`."""
+        return self.stitched(self.to_model_size(frames, size))
+
+    def to_model_size(self, frames: Iterable[np.ndarray], size: tuple[int, int]) -> Iterator[np.ndarray]:
+        """Float [H, W, 3] frames of `size` resized to the model size, one at a time (the first half of
+        `model_frames`, which `dvd predict` runs in its reading thread)."""
         target = self.settings.model_size(size)
-        resized = (resize_frames(frame[None], target)[0] for frame in frames)
+        for frame in frames:
+            with self.timer.stage(RESIZE):
+                resized = resize_frames(frame[None], target)[0]
+            yield resized
+
+    def stitched(self, resized: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Stitched disparity [h, w] for frames already at model size (the second half of `model_frames`)."""
         s = self.settings
-        return stream_disparity(
+        stream = stream_disparity(
             resized,
             self.predict_windows,
             window=s.window,
@@ -86,13 +104,17 @@ class VideoEngine:
             anchor_frames=s.anchor_frames,
             on_window=self.on_window,
         )
+        return self.timer.iterate(STITCH, stream)
 
     def run(
         self, frames: Iterable[np.ndarray], size: tuple[int, int], output_size: tuple[int, int] | None = None
     ) -> Iterator[np.ndarray]:
         """Stitched disparity [H, W] float32 at `output_size` (the source size unless given), frame by frame."""
         out = size if output_size is None else output_size
-        return (resize_back(frame, out) for frame in self.model_frames(frames, size))
+        for frame in self.model_frames(frames, size):
+            with self.timer.stage(RESIZE_BACK):
+                resized = resize_back(frame, out)
+            yield resized
 
 
 def resize_back(disparity: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import av
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace
+from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 from PIL import Image
 
 from dvd.errors import DVDError
@@ -85,8 +85,12 @@ class DisparityRange:
 
     def normalise(self, disparity: np.ndarray) -> np.ndarray:
         """float32 values in [0, 1]: 0 at lo (far), 1 at hi (near)."""
-        scaled = (np.asarray(disparity, dtype=np.float32) - np.float32(self.lo)) / np.float32(self.hi - self.lo)
-        return np.clip(scaled, 0.0, 1.0)
+        # One new array, updated in place: the same values as ((d - lo) / (hi - lo)).clip(0, 1), with less traffic.
+        scaled = np.subtract(
+            disparity, np.float32(self.lo), out=np.empty(np.shape(disparity), np.float32), dtype=np.float32
+        )
+        np.divide(scaled, np.float32(self.hi - self.lo), out=scaled)
+        return np.clip(scaled, 0.0, 1.0, out=scaled)
 
     def to_uint16(self, disparity: np.ndarray) -> np.ndarray:
         """The PNG16 code u = round(65535 * normalise(d)); disparity = lo + u / 65535 * (hi - lo)."""
@@ -246,9 +250,14 @@ class VideoWriter(Writer):
     """H.264 mp4 (yuv420p, BT.709, crf 18) of the colour-mapped disparity, or with `side_by_side` of
     RGB | colour map. Odd sizes are padded by one edge row/column, since yuv420p needs even sides.
 
+    x264's `superfast` preset: the default (`medium`) costs ~100 ms of CPU per 720p frame, five times as much, for
+    files about as large at the same crf; the encoder must keep up with the model (`benchmarks/host_throughput.py`).
+
     Frames are stamped in `time_base` (default 1 / fps): with the source's time base and the times passed to
     `write`, a variable-frame-rate source keeps its timeline exactly; `fps` is then the nominal (average) rate.
     """
+
+    PRESET = "superfast"
 
     def __init__(
         self,
@@ -273,6 +282,7 @@ class VideoWriter(Writer):
         self._stream: av.VideoStream | None = None
         self._count = 0
         self._last_pts = -1
+        self._reformatter = VideoReformatter()
 
     def write(
         self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
@@ -311,12 +321,16 @@ class VideoWriter(Writer):
 
     def _encode(self, picture: np.ndarray, time: Fraction) -> None:
         height, width = picture.shape[:2]
-        picture = np.pad(picture, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+        if height % 2 or width % 2:
+            picture = np.pad(picture, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
         if self._container is None:
             self._open(picture.shape[0], picture.shape[1])
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
-        # Convert with the matrix the stream is tagged with, so players show the colours of the table.
-        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+        # Convert with the matrix the stream is tagged with, so players show the colours of the table. One reformatter
+        # for the whole video: `VideoFrame.reformat` builds a new conversion context per frame, half the cost.
+        frame = self._reformatter.reformat(
+            frame, format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
+        )
         # Time stamps must rise strictly; two source frames closer than one tick (a broken source) are pushed apart.
         frame.pts = self._last_pts = max(round(time / self.time_base), self._last_pts + 1)
         for packet in self._stream.encode(frame):
@@ -325,7 +339,8 @@ class VideoWriter(Writer):
 
     def _open(self, height: int, width: int) -> None:
         self._container = av.open(str(self.path), "w")
-        self._stream = self._container.add_stream("libx264", rate=self.rate, options={"crf": str(self.crf)})
+        options = {"crf": str(self.crf), "preset": self.PRESET}
+        self._stream = self._container.add_stream("libx264", rate=self.rate, options=options)
         self._stream.height, self._stream.width, self._stream.pix_fmt = height, width, "yuv420p"
         self._stream.time_base = self._stream.codec_context.time_base = self.time_base
         context = self._stream.codec_context

@@ -9,6 +9,9 @@ The output is affine-invariant disparity: larger is nearer, with unknown scale a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
@@ -20,6 +23,13 @@ from dvd.model.timestep import install_float64_timestep_embedding
 DEFAULT_TAU = 0.5
 # The official code feeds 512 zero text tokens: the T5 encoder is never run.
 TEXT_TOKENS = 512
+# The three steps of `DVDModel.forward`, by the names a stage timer hears (`dvd.inference.profiling`).
+MODEL_STAGES = ("vae_encode", "dit", "vae_decode")
+Stage = Callable[[str], AbstractContextManager]
+
+
+def _untimed(name: str) -> AbstractContextManager:
+    return nullcontext()
 
 
 def regress_depth_latent(transformer: WanTransformer3DModel, latents: torch.Tensor, timestep: float) -> torch.Tensor:
@@ -112,9 +122,18 @@ class DVDModel(nn.Module):
         video = self.vae.decode(z).sample  # clamped to [-1, 1] by the VAE
         return ((video.float() + 1) / 2).clamp(0, 1)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32)."""
-        return self.decode(self.regress(self.encode(pixels))).mean(dim=1)
+    def forward(self, pixels: torch.Tensor, stage: Stage = _untimed) -> torch.Tensor:
+        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32).
+
+        `stage(name)` is entered around each step (names in MODEL_STAGES), so a profiler can time them.
+        """
+        encode, dit, decode = MODEL_STAGES
+        with stage(encode):
+            latents = self.encode(pixels)
+        with stage(dit):
+            depth = self.regress(latents)
+        with stage(decode):
+            return self.decode(depth).mean(dim=1)
 
     def to_precision(self, dtype: torch.dtype) -> DVDModel:
         """Cast to `dtype`, keeping the DiT's fp32-sensitive modules in float32 (see `cast_transformer`)."""

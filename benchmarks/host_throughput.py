@@ -1,0 +1,139 @@
+"""Frames per second of the host side of `dvd predict` alone: decode, resize, stitch, resize back, colourise, encode.
+
+Runs the real `predict_to_folder` on a 1280x720 video (`../shared/data/videos/tokyo_walk.mp4`, or a generated clip
+when that is absent) at the default model size (864x480) with outputs npy + mp4, but with a zero-cost stand-in for
+the model (the green channel of each RGB window, the model's output shape), so that only the host work is timed.
+The issue's target: at least 30 frames/s on a 2-core CPU, so that the host does not starve a GPU.
+
+    python benchmarks/host_throughput.py [--modes threaded single] [--video PATH] [--profile]
+
+Prints frames/s per mode and appends a dated table to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import os
+import platform
+import pstats
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import torch
+
+from dvd.inference.outputs import OutputSettings, predict_to_folder
+from dvd.inference.video import VideoSettings
+from dvd.io.readers import open_source
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SHARED_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "tokyo_walk.mp4"
+FORMATS = ("npy", "mp4")
+MODES = {"threaded": True, "single": False}  # mode -> host_threads of predict_to_folder
+
+
+class StandInPipe:
+    """What `predict_to_folder` needs of a DVDPipeline, with a model that costs (almost) nothing."""
+
+    weights_id = "stand-in: the green channel of the RGB window"
+    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+
+    def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        # A view of one channel: the model's output shape and a picture with detail, for no work at all (a channel
+        # mean would cost ~15 ms a frame, as much as the stages being measured).
+        return [window[..., 1] for window in windows]
+
+
+def write_clip(path: Path, num_frames: int = 195, size: tuple[int, int] = (720, 1280), fps: int = 15) -> Path:
+    """A 1280x720 H.264 clip of a drifting pattern, for machines without the shared videos."""
+    height, width = size
+    y, x = np.meshgrid(
+        np.linspace(0, 1, height, dtype=np.float32), np.linspace(0, 1, width, dtype=np.float32), indexing="ij"
+    )
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        for index in range(num_frames):
+            phase = index / 20.0
+            rgb = np.stack(
+                [np.sin(6 * x + phase) * np.cos(4 * y), np.sin(3 * y - phase), np.cos(5 * (x + y) + phase)], -1
+            )
+            frame = av.VideoFrame.from_ndarray(((rgb * 0.5 + 0.5) * 255).astype(np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def run_once(video: Path, out: Path, threaded: bool, profile: bool) -> tuple[int, float, float]:
+    """(frames written, wall seconds, CPU seconds of the whole process) of one `predict_to_folder` run with the
+    stand-in model."""
+    source = open_source(video)
+    output = OutputSettings(formats=FORMATS)
+    profiler = cProfile.Profile() if profile else None
+    started, cpu = time.perf_counter(), time.process_time()
+    if profiler:
+        profiler.enable()
+    count = predict_to_folder(StandInPipe(), source, out, VideoSettings(), output, host_threads=threaded)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return count, seconds, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--video", type=Path, default=SHARED_VIDEO)
+    parser.add_argument("--profile", action="store_true", help="cProfile each run (main thread only) and print it")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the resizes are small, and on a busy 2-core CPU spinning OpenMP "
+        "threads cost several times their work)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dvd-host-") as scratch:
+        video = args.video if args.video.is_file() else write_clip(Path(scratch) / "clip_1280x720.mp4")
+        for mode in args.modes:
+            count, seconds, cpu = run_once(video, Path(scratch) / mode, MODES[mode], args.profile)
+            rows.append((mode, count, seconds, cpu))
+            print(f"{mode}: {count} frames in {seconds:.2f} s = {count / seconds:.1f} frames/s", flush=True)
+
+    source = open_source(video)
+    model_h, model_w = VideoSettings().model_size(source.size)
+    header = (
+        f"### host-only throughput, {datetime.date.today().isoformat()} (`python benchmarks/host_throughput.py "
+        f"--modes {' '.join(args.modes)} --torch-threads {args.torch_threads}`)\n\n"
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), {platform.system()}; "
+        f"load average {os.getloadavg()[0]:.1f} at the end (other jobs share the cores); torch {torch.__version__} "
+        f"({torch.get_num_threads()} intra-op thread(s)), PyAV {av.__version__}, numpy {np.__version__}.\n"
+        f"Settings: `predict_to_folder` on {video.name} ({source.size[1]}x{source.size[0]}, {source.num_frames} frames) "
+        f"at model size {model_w}x{model_h}, window 81 / overlap 21, outputs {' + '.join(FORMATS)}; the model is a "
+        "zero-cost stand-in (the green channel of the RGB window). Target: >= 30 frames/s.\n\n"
+        "CPU ms/frame is the CPU time of all threads (x264's too) per frame: two free cores give 66 ms a frame at 30 "
+        "frames/s.\n\n"
+        "| host path | frames | seconds | frames/s | CPU ms/frame |\n|---|---|---|---|---|\n"
+    )
+    table = "".join(
+        f"| {mode} | {count} | {seconds:.2f} | {count / seconds:.1f} | {1000 * cpu / count:.0f} |\n"
+        for mode, count, seconds, cpu in rows
+    )
+    print(header + table)
+    with RESULTS.open("a", encoding="utf-8") as results:
+        results.write("\n" + header + table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""`dvd bench`: the real pipeline and engine on one input, timed per stage, with each optimisation switchable.
+
+The run is `predict_to_folder`, as `dvd predict` runs it, on random weights of a preset size (or given weights)
+and a synthetic clip (or a given input). Nothing is re-implemented here; the stages are timed where they happen:
+
+  read         decoding the input (the source's frame iterator, `predict_to_folder`)
+  resize       frames to the model size (`VideoEngine.to_model_size`)
+  transfer     window -> tensor, padding to 1+4n, to the device and back (`DVDPipeline.predict_windows`)
+  vae_encode, dit, vae_decode                     the model's own stages (`DVDModel.forward`)
+  stitch       the streaming stitcher's own time (`stream_disparity`, less the stages it calls)
+  resize_back  disparity back to the output size (`predict_to_folder`'s writing stage)
+  write        the writers: colour maps, encoding, files
+
+FLOPs are counted once, on a meta copy of the model for one window (`dvd.inference.profiling.count_model_flops`),
+not in the timed run, which follows one untimed warm-up call (it also triggers `--compile`).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from torch import nn
+
+from dvd.errors import DVDError
+from dvd.inference.outputs import OutputSettings, predict_to_folder
+from dvd.inference.pipeline import DVDPipeline, resolve_device, resolve_dtype
+from dvd.inference.profiling import (
+    READ,
+    RESIZE,
+    RESIZE_BACK,
+    STITCH,
+    TRANSFER,
+    WRITE,
+    NoTimer,
+    StageTimer,
+    count_model_flops,
+)
+from dvd.inference.video import VideoSettings
+from dvd.io.readers import Source, open_source
+from dvd.model.dvd_model import MODEL_STAGES
+from dvd.model.frames import pad_to_vae_frame_count
+from dvd.options import DEFAULT_BENCH_FRAMES, DEFAULT_BENCH_PRESET, DEFAULT_FORMATS, DEFAULT_IMAGE_FPS
+from dvd.weights.presets import random_modules
+
+STAGES = (READ, RESIZE, TRANSFER, *MODEL_STAGES, STITCH, RESIZE_BACK, WRITE)
+SYNTHETIC_NAME = "synthetic"
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What `dvd bench` runs: the flags of the same names."""
+
+    video: VideoSettings
+    preset: str | None = None  # None: DEFAULT_BENCH_PRESET, unless `weights` are given
+    weights: str | None = None
+    input: Path | None = None  # None: a synthetic clip
+    frames: int | None = None  # None: DEFAULT_BENCH_FRAMES of the synthetic clip, or all of the input
+    source_size: tuple[int, int] | None = None  # of the synthetic clip; None: the model size (height x width)
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    output: Path | None = None  # None: a temporary folder, removed afterwards
+    device: str | None = None
+    dtype: str | None = None
+    threads: int | None = None  # torch's CPU threads; None: torch's default
+    fold: bool = True
+    compile: bool = False
+    attention_backend: str | None = None
+    tiled_vae: bool = False
+    host_only: bool = False
+
+    def validate(self) -> None:
+        """DVDError for settings that cannot work, before anything is built."""
+        if self.weights is not None and self.preset is not None:
+            raise DVDError("--weights and --preset both choose the model: give one of them")
+        if self.threads is not None and self.threads < 1:
+            raise DVDError(f"--threads must be at least 1, got {self.threads}")
+        if self.frames is not None and self.frames < 1:
+            raise DVDError(f"--frames must be at least 1, got {self.frames}")
+        if self.source_size is not None and (min(self.source_size) < 2 or any(side % 2 for side in self.source_size)):
+            raise DVDError(f"the synthetic clip's sides must be even and positive (H.264), got {self.source_size}")
+        self.video.validate()
+
+    @property
+    def model_name(self) -> str:
+        if self.host_only:
+            return "host-only stand-in (no model runs)"
+        if self.weights is not None:
+            return self.weights
+        return f"preset {self.preset or DEFAULT_BENCH_PRESET}, random weights"
+
+
+def run_bench(settings: BenchSettings) -> dict:
+    """Build, warm up, run once timed; the report `dvd bench --json` prints (see `report`)."""
+    settings.validate()
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    started = time.perf_counter()
+    pipe = build_pipeline(settings, device, dtype)
+    with tempfile.TemporaryDirectory(prefix="dvd-bench-") as scratch:
+        source = open_bench_source(settings, Path(scratch))
+        frames = source.frame_count(settings.frames)
+        model_hw = settings.video.model_size(source.size)
+        window = np.zeros((min(settings.video.window, frames), *model_hw, 3), np.float32)
+        flops = None if settings.host_only else count_model_flops(pipe.model, window_pixels_shape(window))
+        accelerate(pipe, settings)  # after counting: the count runs a meta copy, which needs the plain modules
+        setup = time.perf_counter() - started
+        warm_up = warm_up_seconds(pipe, settings, window)
+        target = (settings.output or Path(scratch) / "out") / source.name
+        timer = StageTimer(synchronize=device_synchronizer(device))
+        run = timed_run(pipe, source, target, settings, timer, device)
+    return report(settings, pipe, source, model_hw, timer, run, flops, setup, warm_up)
+
+
+def build_pipeline(settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> DVDPipeline:
+    """The pipeline with the model switches applied that do not need a first call (fold, tiled VAE)."""
+    if settings.weights is not None:
+        pipe = DVDPipeline.from_pretrained(settings.weights, device=device, dtype=dtype)
+    else:
+        # The host-only stand-in replaces the model; the tiny modules only give the pipeline its components.
+        name = DEFAULT_BENCH_PRESET if settings.host_only else settings.preset or DEFAULT_BENCH_PRESET
+        pipe = DVDPipeline(*random_modules(name, device, dtype))
+        pipe.model.to_precision(dtype)
+        pipe.weights_id = settings.model_name
+    if not settings.fold:
+        pipe.unfold_constants()
+    if settings.tiled_vae:
+        pipe.vae.enable_tiling()
+    if settings.host_only:
+        pipe.model = RGBMean(pipe.model.device)
+    return pipe
+
+
+class RGBMean(nn.Module):
+    """`--host-only`: a zero-cost stand-in for DVDModel with its output shape ([B, 3, T, H, W] -> [B, T, H, W])."""
+
+    dtype = torch.float32
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+
+    def forward(self, pixels: torch.Tensor, stage: object = None) -> torch.Tensor:
+        return pixels.mean(dim=1)
+
+
+def accelerate(pipe: DVDPipeline, settings: BenchSettings) -> None:
+    """--attention-backend and --compile; failures that show only at the first call are caught in the warm-up."""
+    if settings.host_only:
+        return
+    if settings.attention_backend is not None:
+        set_attention_backend(pipe, settings.attention_backend)
+    if settings.compile:
+        compile_blocks = getattr(pipe.transformer, "compile_repeated_blocks", None)
+        if compile_blocks is None:
+            raise DVDError(
+                "--compile needs diffusers' compile_repeated_blocks, which this diffusers lacks: upgrade diffusers"
+            )
+        compile_blocks()  # torch.compile of each WanTransformerBlock: lazy, compiled at the first call
+
+
+def set_attention_backend(pipe: DVDPipeline, name: str) -> None:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    known = [backend.value for backend in AttentionBackendName]
+    if name not in known:
+        raise DVDError(f"unknown --attention-backend {name!r}: diffusers knows {', '.join(known)}")
+    try:
+        pipe.transformer.set_attention_backend(name)
+    except (ImportError, RuntimeError, ValueError) as error:  # diffusers' "not installed" / "needs version" errors
+        raise DVDError(f"--attention-backend {name} cannot run here: {error}") from None
+
+
+def warm_up_seconds(pipe: DVDPipeline, settings: BenchSettings, window: np.ndarray) -> float:
+    """One untimed batch of the run's window shape (kernels, allocator, compilation); its seconds."""
+    started = time.perf_counter()
+    try:
+        pipe.predict_windows([window] * settings.video.batch_windows)
+    except DVDError:
+        raise
+    except Exception as error:
+        switches = [
+            f for f, on in [("--compile", settings.compile), ("--attention-backend", settings.attention_backend)] if on
+        ]
+        if not switches:
+            raise
+        raise DVDError(
+            f"the first model call with {' and '.join(switches)} failed ({type(error).__name__}: "
+            f"{first_line(error)}); run without {' / '.join(switches)}"
+        ) from error
+    return time.perf_counter() - started
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no message"
+
+
+def window_pixels_shape(window: np.ndarray) -> tuple[int, ...]:
+    """[1, 3, T, H, W] of one window as the model gets it (T padded to 1+4n)."""
+    length, height, width = window.shape[:3]
+    return tuple(pad_to_vae_frame_count(torch.empty(1, 3, length, height, width, device="meta")).shape)
+
+
+def device_synchronizer(device: torch.device) -> Callable[[], None] | None:
+    """What waits for the device's queued work, for timing; None where calls return only when done (the CPU)."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return None
+
+
+def open_bench_source(settings: BenchSettings, scratch: Path) -> Source:
+    """--input, or the synthetic clip written to `scratch` as H.264: either way the real reader decodes it."""
+    if settings.input is not None:
+        return open_source(settings.input)
+    size = settings.source_size or settings.video.model_size((settings.video.height, settings.video.width))
+    frames = settings.frames or DEFAULT_BENCH_FRAMES
+    return open_source(write_synthetic_clip(scratch / f"{SYNTHETIC_NAME}.mp4", frames, size))
+
+
+def write_synthetic_clip(path: Path, frames: int, size: tuple[int, int], fps: int = DEFAULT_IMAGE_FPS) -> Path:
+    """A textured pattern drifting across the frame (cheap to make at any size; not timed)."""
+    height, width = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32) / max(size)
+    # Period 2*width along x, so rolling by one column per frame drifts it without a seam for `width` frames.
+    base = np.stack([np.sin(np.pi * x * 8) * np.cos(9 * y), np.cos(13 * x + 5 * y), np.sin(21 * (x - y))], axis=-1)
+    base = ((base + 1) * 127.5).astype(np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "ultrafast"})
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
+        for index in range(frames):
+            picture = av.VideoFrame.from_ndarray(np.roll(base, 4 * index, axis=1), format="rgb24")
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    return path
+
+
+@dataclass(frozen=True)
+class TimedRun:
+    frames: int
+    seconds: float
+    peak_device_bytes: int | None
+
+
+def timed_run(
+    pipe: DVDPipeline, source: Source, target: Path, settings: BenchSettings, timer: StageTimer, device: torch.device
+) -> TimedRun:
+    """`predict_to_folder` once, every stage timed where it happens. The stages run one after another here (no
+    reader or writer thread), so their times add up to the run's; `dvd predict` overlaps reading and writing with
+    the model calls."""
+    outputs = OutputSettings(formats=settings.formats, max_frames=settings.frames)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    pipe.stage_timer = timer
+    started = time.perf_counter()
+    try:
+        frames = predict_to_folder(
+            pipe, source, target, settings.video, outputs, overwrite=True, host_threads=False, timer=timer
+        )
+    finally:
+        pipe.stage_timer = NoTimer()
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return TimedRun(frames, seconds, peak)
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set since it started (model construction included)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def report(
+    settings: BenchSettings,
+    pipe: DVDPipeline,
+    source: Source,
+    model_hw: tuple[int, int],
+    timer: StageTimer,
+    run: TimedRun,
+    flops: dict[str, int] | None,
+    setup: float,
+    warm_up: float,
+) -> dict:
+    """The figures: `fps` end to end; `stages` (seconds per window) and `shares` (of all stage time) for each of
+    STAGES; `flops` per window and achieved `flops_per_second` of the model stages (null with --host-only);
+    `peak_rss_bytes`; `peak_device_bytes` (CUDA only; null on the CPU and MPS)."""
+    windows = max(timer.windows, 1)
+    total = sum(timer.seconds.values()) or 1.0
+    seconds = {name: timer.seconds.get(name, 0.0) for name in STAGES}
+    achieved = None
+    if flops is not None:
+        achieved = {name: flops[name] * timer.windows / seconds[name] if seconds[name] else None for name in flops}
+    return {
+        "fps": run.frames / run.seconds,
+        "frames": run.frames,
+        "windows": timer.windows,
+        "seconds": run.seconds,
+        "stages": {name: value / windows for name, value in seconds.items()},
+        "shares": {name: value / total for name, value in seconds.items()},
+        "flops": flops,
+        "flops_per_second": achieved,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_device_bytes": run.peak_device_bytes,
+        "setup_seconds": setup,
+        "warm_up_seconds": warm_up,
+        "model": settings.model_name,
+        "device": str(pipe.model.device),
+        "dtype": str(pipe.model.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "input": str(settings.input) if settings.input else f"{SYNTHETIC_NAME} clip",
+        "source_size": list(source.size),
+        "model_size": list(model_hw),
+        **asdict(settings.video),
+        "fold": settings.fold,
+        "compile": settings.compile,
+        "attention_backend": settings.attention_backend,
+        "tiled_vae": settings.tiled_vae,
+        "host_only": settings.host_only,
+        "formats": list(settings.formats),
+        "output": str(settings.output) if settings.output else None,
+    }

@@ -1,0 +1,214 @@
+"""The host stages in threads (`dvd.inference.host`): the same outputs as in one thread, errors and interrupts that
+come back to the caller as themselves, and no thread left running."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from dvd.errors import DVDError
+from dvd.inference.host import Drain, Prefetch
+from dvd.inference.outputs import OutputSettings, predict_to_folder
+from dvd.inference.video import VideoSettings
+from dvd.io.readers import VideoSource, open_source
+from dvd.io.writers import NpyWriter
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SMALL = VideoSettings(height=32, width=48, window=9, overlap=4)  # 160x90 -> 32x64, several windows per clip
+ALL_FORMATS = ("npy", "png16", "exr", "mp4", "sbs")
+
+
+class FakePipe:
+    """Disparity = frame brightness plus a ramp over the window, so that stitching has something to align."""
+
+    weights_id = "fake"
+    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+
+    def __init__(self, fail_on_call: int | None = None, error: BaseException | None = None) -> None:
+        self.calls = 0
+        self.fail_on_call, self.error = fail_on_call, error
+
+    def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise self.error
+        return [w.mean(axis=-1) + 0.01 * np.arange(len(w), dtype=np.float32)[:, None, None] for w in windows]
+
+
+def host_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name in ("dvd-read", "dvd-write")]
+
+
+def wait_for_no_host_threads() -> None:
+    """The stages join their threads before returning; allow a moment for the interpreter to reap them."""
+    deadline = time.monotonic() + 5
+    while host_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not host_threads()
+
+
+@pytest.fixture(scope="module")
+def variable_rate_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """40 frames of 160x90 whose intervals alternate 1/24 and 3/24 s: the mp4 timeline must follow them."""
+    path = tmp_path_factory.mktemp("vfr") / "vfr.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24, options={"preset": "ultrafast"})
+        stream.height, stream.width, stream.pix_fmt = 90, 160, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 24)
+        pts = 0
+        for index in range(40):
+            picture = np.full((90, 160, 3), (index * 6) % 256, dtype=np.uint8)
+            picture[:, (index * 3) % 160 :] //= 2
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 24)
+            pts += 1 if index % 2 else 3
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def folder_contents(folder: Path) -> dict[str, object]:
+    """Every file's bytes, except the mp4s (their frames and time stamps instead) and meta.json's wall time."""
+    contents: dict[str, object] = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.suffix == ".mp4":
+            with av.open(str(path)) as container:
+                contents[name] = [(frame.pts, frame.to_ndarray().tobytes()) for frame in container.decode(video=0)]
+        elif path.name == "meta.json":
+            contents[name] = path.read_text().split('"seconds"')[0]
+        elif path.is_file():
+            contents[name] = path.read_bytes()
+    return contents
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_threads_write_exactly_what_one_thread_writes(tmp_path: Path, clip: Path, stride: int) -> None:
+    output = OutputSettings(formats=ALL_FORMATS, stride=stride)
+    for threaded in (True, False):
+        count = predict_to_folder(
+            FakePipe(), open_source(clip), tmp_path / str(threaded), SMALL, output, host_threads=threaded
+        )
+        assert count == -(-30 // stride)
+    threaded, single = folder_contents(tmp_path / "True"), folder_contents(tmp_path / "False")
+    assert threaded.keys() == single.keys() and "depth_sbs.mp4" in threaded
+    for name in threaded:
+        assert threaded[name] == single[name], name
+    wait_for_no_host_threads()
+
+
+def test_threads_keep_a_variable_frame_rate_timeline(tmp_path: Path, variable_rate_clip: Path) -> None:
+    output = OutputSettings(formats=("npy", "mp4"))
+    for threaded in (True, False):
+        predict_to_folder(
+            FakePipe(), open_source(variable_rate_clip), tmp_path / str(threaded), SMALL, output, host_threads=threaded
+        )
+    threaded, single = folder_contents(tmp_path / "True"), folder_contents(tmp_path / "False")
+    assert threaded == single and "frame_times.txt" in threaded
+    steps = np.diff([pts for pts, _ in threaded["depth_vis.mp4"]])
+    assert len(set(steps.tolist())) == 2  # both intervals survived, in order
+
+
+def test_progress_counts_every_frame_in_order(tmp_path: Path, clip: Path) -> None:
+    seen: list[int] = []
+    predict_to_folder(FakePipe(), open_source(clip), tmp_path / "out", SMALL, OutputSettings(), seen.append)
+    assert seen == list(range(1, 31))
+
+
+def test_a_writer_error_comes_back_as_itself(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    written = 0
+
+    def disk_full(self, disparity, rgb=None, times=None) -> None:
+        nonlocal written
+        written += 1
+        if written == 12:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+
+    monkeypatch.setattr(NpyWriter, "write", disk_full)
+    with pytest.raises(OSError) as failure:
+        predict_to_folder(FakePipe(), open_source(clip), tmp_path / "out", SMALL, OutputSettings())
+    assert failure.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # the staging folder is gone
+    wait_for_no_host_threads()
+
+
+def test_a_decoding_error_comes_back_as_itself(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    decode = VideoSource._frames
+
+    def damaged(self, stop, stride) -> Iterator:
+        for index, item in enumerate(decode(self, stop, stride)):
+            if index == 20:
+                raise DVDError(f"{self.path} is damaged: its frame at 0.833 s decodes with errors")
+            yield item
+
+    monkeypatch.setattr(VideoSource, "_frames", damaged)
+    with pytest.raises(DVDError, match="is damaged"):
+        predict_to_folder(FakePipe(), open_source(clip), tmp_path / "out", SMALL, OutputSettings())
+    assert list(tmp_path.iterdir()) == []
+    wait_for_no_host_threads()
+
+
+@pytest.mark.parametrize("call", [1, 3], ids=["before writing", "while writing"])
+def test_an_interrupt_stops_the_threads_and_removes_the_folder(tmp_path: Path, clip: Path, call: int) -> None:
+    pipe = FakePipe(fail_on_call=call, error=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        predict_to_folder(pipe, open_source(clip), tmp_path / "out", SMALL, OutputSettings(formats=ALL_FORMATS))
+    assert list(tmp_path.iterdir()) == []
+    wait_for_no_host_threads()
+
+
+def test_prefetch_stays_within_its_bound_and_stops_when_left() -> None:
+    produced: list[int] = []
+    closed = threading.Event()
+
+    def numbers() -> Iterator[int]:
+        try:
+            for number in range(1000):
+                produced.append(number)
+                yield number
+        finally:
+            closed.set()
+
+    with Prefetch(numbers(), bound=3) as items:
+        assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
+        time.sleep(0.3)
+        assert len(produced) <= 5 + 3 + 1  # taken + queued + the one waiting to be queued
+    assert closed.wait(5)
+    wait_for_no_host_threads()
+
+
+def test_drain_handles_in_order_and_reports_a_failure_on_put() -> None:
+    handled: list[int] = []
+
+    def handle(number: int) -> None:
+        if number == 5:
+            raise ValueError("five")
+        handled.append(number)
+
+    with pytest.raises(ValueError, match="five"), Drain(handle, bound=2) as drain:
+        for number in range(1000):
+            drain.put(number)
+    assert handled == [0, 1, 2, 3, 4]
+    wait_for_no_host_threads()
+
+
+def test_the_caller_s_error_wins_and_the_drain_stops() -> None:
+    handled: list[int] = []
+    with pytest.raises(KeyboardInterrupt), Drain(handled.append, bound=100) as drain:
+        drain.put(1)
+        raise KeyboardInterrupt
+    wait_for_no_host_threads()
+    assert handled in ([], [1])

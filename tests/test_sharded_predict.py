@@ -1,0 +1,174 @@
+"""Processes sharing the windows of one video: the `ShardedWindows` predictor and `dvd predict` under torchrun."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dvd import cli
+from dvd.inference.pipeline import DVDPipeline
+from dvd.inference.sharded import ShardedWindows
+from dvd.inference.video import VideoEngine, VideoSettings
+from dvd.weights.tiny import build_tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# 13 frames in windows of 5 overlapping by 1: windows [0, 5), [4, 9), [8, 13); with two processes the last call
+# leaves rank 1 without a window.
+WINDOWS = ["--window", "5", "--overlap", "1"]
+SETTINGS = VideoSettings(height=32, width=48, window=5, overlap=1)
+
+
+class FakeGroup:
+    """All ranks of a process group as threads of this process: `exchange(rank)` is that rank's all_gather."""
+
+    def __init__(self, world: int) -> None:
+        self.slots: list[np.ndarray | None] = [None] * world
+        self.barrier = threading.Barrier(world, timeout=60)  # a test bug fails instead of hanging
+
+    def exchange(self, rank: int):
+        def gather(array: np.ndarray) -> list[np.ndarray]:
+            self.slots[rank] = array.copy()
+            self.barrier.wait()
+            every = list(self.slots)
+            self.barrier.wait()  # no rank overwrites its slot before every rank has read them all
+            return every
+
+        return gather
+
+
+def run_ranks(world: int, work) -> list:
+    """`work(rank, exchange)` on `world` threads at once; their results in rank order (a rank's error re-raised)."""
+    group = FakeGroup(world)
+
+    def rank_work(rank: int):
+        try:
+            return work(rank, group.exchange(rank))
+        except BaseException:
+            group.barrier.abort()  # the other ranks fail too instead of waiting for this one
+            raise
+
+    with ThreadPoolExecutor(world) as pool:
+        futures = [pool.submit(rank_work, rank) for rank in range(world)]
+        return [future.result() for future in futures]
+
+
+def frames(count: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return list(rng.random((count, 30, 40, 3), dtype=np.float32))
+
+
+class Recorder:
+    """A window predictor that remembers the windows of each call (by first frame value) and answers their mean."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[float]] = []
+
+    def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        self.calls.append([float(w[0, 0, 0, 0]) for w in windows])
+        return [w.mean(axis=-1) for w in windows]
+
+
+@pytest.mark.parametrize("world, batch_windows, count", [(2, 1, 13), (2, 2, 25), (3, 2, 33), (4, 1, 9)])
+def test_ranks_predict_the_batches_of_one_process(world, batch_windows, count):
+    """Every window is predicted once, by one rank, in the batch a single process would have put it in, and every
+    rank stitches the same disparity as a single process."""
+    video = frames(count)
+    single = Recorder()
+    settings = replace(SETTINGS, batch_windows=batch_windows)
+    expected = np.stack(list(VideoEngine(single, settings).model_frames(video, (30, 40))))
+    recorders = [Recorder() for _ in range(world)]
+
+    def work(rank, exchange):
+        sharded = ShardedWindows(recorders[rank], rank, world, batch_windows, exchange=exchange)
+        engine = VideoEngine(sharded, replace(settings, batch_windows=sharded.windows_per_call))
+        return np.stack(list(engine.model_frames(video, (30, 40))))
+
+    for disparity in run_ranks(world, work):
+        np.testing.assert_array_equal(disparity, expected)
+    assert sorted(call for r in recorders for call in r.calls) == sorted(single.calls)
+
+
+def test_ranks_match_one_process_bit_for_bit_with_the_model():
+    """The tiny model in batches of two windows: sharing them changes no bit. One model per rank, as processes have:
+    the VAE keeps its causal cache on the module, so threads cannot share one."""
+    pipes = [DVDPipeline.from_model(build_tiny_model(seed=0)) for _ in range(3)]
+    video = frames(17)
+    settings = replace(SETTINGS, batch_windows=2)
+    expected = np.stack(list(VideoEngine(pipes[2].predict_windows, settings).model_frames(video, (30, 40))))
+
+    def work(rank, exchange):
+        sharded = ShardedWindows(pipes[rank].predict_windows, rank, 2, 2, exchange=exchange)
+        engine = VideoEngine(sharded, replace(settings, batch_windows=sharded.windows_per_call))
+        return np.stack(list(engine.model_frames(video, (30, 40))))
+
+    for disparity in run_ranks(2, work):
+        np.testing.assert_array_equal(disparity, expected)
+
+
+def test_wrong_rank_is_refused():
+    with pytest.raises(ValueError, match="rank 2 is not among 2"):
+        ShardedWindows(Recorder(), 2, 2, exchange=lambda array: [array])
+
+
+def write_images(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(folder / f"f{index + 1}.png")
+    return folder
+
+
+def test_two_processes_share_the_windows_of_one_input(tiny_weights, tmp_path):
+    """One input, two processes under torchrun: both predict, rank 0 alone writes, the file equals one process's."""
+    seq = write_images(tmp_path / "in" / "seq", 13)
+    common = [str(seq), "--weights", str(tiny_weights), "--height", "32", "--width", "48", *WINDOWS, "--quiet"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dvd.cli", "predict"]
+    done = subprocess.run(
+        [*launch, *common, "-o", str(tmp_path / "multi")], check=False, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    summaries = [line for line in done.stdout.splitlines() if line.startswith("dvd predict:")]
+    assert len(summaries) == 1 and "13 frames from 1 input(s)" in summaries[0]  # from rank 0 only
+    assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["seq"]
+    assert cli.main(["predict", *common, "-o", str(tmp_path / "single")]) == 0
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "multi" / "seq" / "disparity.npy"), np.load(tmp_path / "single" / "seq" / "disparity.npy")
+    )
+
+
+FAILING_RANK = """
+import os, sys
+from dvd import cli
+from dvd.inference.pipeline import DVDPipeline
+
+def predict_windows(self, windows):
+    raise RuntimeError("injected failure on rank 1")
+
+if os.environ["RANK"] == "1":
+    DVDPipeline.predict_windows = predict_windows
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # another ~20 s of torchrun
+def test_a_failing_rank_stops_the_others(tiny_weights, tmp_path):
+    """Rank 1 fails in its first window: rank 0 does not hang in the exchange, it stops too and leaves nothing.
+    Whether rank 0 reports the broken exchange or is stopped by torchrun first is a race, so neither is asserted."""
+    seq = write_images(tmp_path / "in" / "seq", 13)
+    script = tmp_path / "failing_rank.py"
+    script.write_text(FAILING_RANK)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), "predict"]
+    args = [str(seq), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights), *WINDOWS, "--quiet"]
+    done = subprocess.run([*launch, *args], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "injected failure on rank 1" in done.stderr
+    assert list((tmp_path / "out").iterdir()) == []
