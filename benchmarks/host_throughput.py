@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import torch
+from memory_long_video import write_video
 
 from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.video import VideoSettings
@@ -47,28 +48,6 @@ class StandInPipe:
         # A view of one channel: the model's output shape and a picture with detail, for no work at all (a channel
         # mean would cost ~15 ms a frame, as much as the stages being measured).
         return [window[..., 1] for window in windows]
-
-
-def write_clip(path: Path, num_frames: int = 195, size: tuple[int, int] = (720, 1280), fps: int = 15) -> Path:
-    """A 1280x720 H.264 clip of a drifting pattern, for machines without the shared videos."""
-    height, width = size
-    y, x = np.meshgrid(
-        np.linspace(0, 1, height, dtype=np.float32), np.linspace(0, 1, width, dtype=np.float32), indexing="ij"
-    )
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
-        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
-        for index in range(num_frames):
-            phase = index / 20.0
-            rgb = np.stack(
-                [np.sin(6 * x + phase) * np.cos(4 * y), np.sin(3 * y - phase), np.cos(5 * (x + y) + phase)], -1
-            )
-            frame = av.VideoFrame.from_ndarray(((rgb * 0.5 + 0.5) * 255).astype(np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def run_once(video: Path, out: Path, threaded: bool, profile: bool) -> tuple[int, float, float]:
@@ -105,7 +84,11 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="dvd-host-") as scratch:
-        video = args.video if args.video.is_file() else write_clip(Path(scratch) / "clip_1280x720.mp4")
+        video = (
+            args.video
+            if args.video.is_file()
+            else write_video(Path(scratch) / "clip_1280x720.mp4", 195, (720, 1280), fps=15, drift=1 / 20)
+        )
         for mode in args.modes:
             count, seconds, cpu = run_once(video, Path(scratch) / mode, MODES[mode], args.profile)
             rows.append((mode, count, seconds, cpu))

@@ -38,16 +38,19 @@ DRIVER = (
 )
 
 
-def write_video(path: Path, num_frames: int) -> None:
-    """A 960x540 H.264 video of a drifting colour pattern, encoded frame by frame."""
+def write_video(
+    path: Path, num_frames: int, size: tuple[int, int] = (HEIGHT, WIDTH), fps: int = FPS, drift: float = 1 / 50
+) -> Path:
+    """An H.264 video of a colour pattern drifting by `drift` radians a frame (960x540 by default), frame by frame."""
+    height, width = size
     y, x = np.meshgrid(
-        np.linspace(0, 1, HEIGHT, dtype=np.float32), np.linspace(0, 1, WIDTH, dtype=np.float32), indexing="ij"
+        np.linspace(0, 1, height, dtype=np.float32), np.linspace(0, 1, width, dtype=np.float32), indexing="ij"
     )
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=FPS, options={"preset": "ultrafast", "crf": "23"})
-        stream.height, stream.width, stream.pix_fmt = HEIGHT, WIDTH, "yuv420p"
+        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
+        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
         for index in range(num_frames):
-            phase = index / 50.0
+            phase = index * drift
             rgb = np.stack(
                 [np.sin(6 * x + phase) * np.cos(4 * y), np.sin(3 * y - phase), np.cos(5 * (x + y) + phase)], axis=-1
             )
@@ -56,6 +59,7 @@ def write_video(path: Path, num_frames: int) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+    return path
 
 
 def peak_rss_of_predict(video: Path, weights: Path, out: Path) -> tuple[float, float]:

@@ -40,8 +40,20 @@ def frame_as_unit_float(frame: np.ndarray | torch.Tensor | Image.Image, name: st
     array = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
     if array.ndim != 3 or 3 not in (array.shape[-1], array.shape[0]):
         raise ValueError(f"`{name}`: each frame must be [H, W, 3] or [3, H, W] RGB, got shape {array.shape}")
-    if array.shape[-1] != 3:
-        array = np.moveaxis(array, 0, -1)
+    return _unit_values(array if array.shape[-1] == 3 else np.moveaxis(array, 0, -1), name)
+
+
+def window_as_unit_float(frames: np.ndarray | torch.Tensor, name: str = "frames") -> np.ndarray:
+    """A window of frames ([T, H, W, 3] or [T, 3, H, W]; uint8, uint16 or float in [0, 1]) as float32 [T, H, W, 3],
+    converted and checked as a whole (no copy for float32 frames that are already channels-last)."""
+    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if array.ndim != 4 or len(array) < 1 or 3 not in (array.shape[-1], array.shape[1]):
+        raise ValueError(f"`{name}` must be a non-empty [T, H, W, 3] or [T, 3, H, W] RGB array, got {array.shape}")
+    return _unit_values(array if array.shape[-1] == 3 else np.moveaxis(array, 1, -1), name)
+
+
+def _unit_values(array: np.ndarray, name: str) -> np.ndarray:
+    """Channels-last RGB of any dtype the API accepts as float32 in [0, 1]; ValueError for values it cannot mean."""
     if array.dtype in INTEGER_COLOUR_SCALES:
         return unit_float(array)
     if not np.issubdtype(array.dtype, np.floating):

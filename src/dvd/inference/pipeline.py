@@ -24,7 +24,7 @@ from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel
 from diffusers.utils import BaseOutput
 
 from dvd.errors import DVDError
-from dvd.inference.inputs import Frames, VideoInput, check_inputs, frame_as_unit_float
+from dvd.inference.inputs import Frames, VideoInput, check_inputs, window_as_unit_float
 from dvd.inference.profiling import TRANSFER, NoTimer
 from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.io.atomic import foreign_entries
@@ -266,11 +266,7 @@ class DVDPipeline(DiffusionPipeline):
 
 def _window_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """[T, H, W, 3] or [T, 3, H, W] frames -> float32 [3, T, H, W] in [0, 1]; ValueError for other shapes."""
-    if np.ndim(frames) != 4 or len(frames) < 1:
-        raise ValueError(
-            f"`frames` must be a non-empty [T, H, W, 3] or [T, 3, H, W] array, got shape {np.shape(frames)}"
-        )
-    unit = np.stack([frame_as_unit_float(frame, "frames") for frame in frames])
+    unit = window_as_unit_float(frames)
     height, width = unit.shape[1:3]
     if height % 16 or width % 16:
         raise ValueError(f"`frames` are {height}x{width}, not multiples of 16: resize first (dvd.data.raster)")
