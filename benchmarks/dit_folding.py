@@ -1,9 +1,11 @@
-"""The DiT with and without the folded cross-attention (`dvd.model.folding`), in one run, on random weights.
+"""The DiT with and without the exact fast path, in one run, on random weights.
 
 `python benchmarks/dit_folding.py` builds the Wan2.1-T2V-1.3B DiT with random weights (no download), runs one pass
-on a 9x128x160 window's latents in bf16 with diffusers' own cross-attention over 512 zero tokens and with the folded
-one, alternating the two so that machine noise hits both alike, and reports the median times, their ratio and the
-largest relative difference of the outputs. Results are appended to benchmarks/RESULTS.md.
+on a 9x128x160 window's latents in bf16 three ways — diffusers' own cross-attention over 512 zero tokens (plain),
+the folded cross-attention (`dvd.model.folding`), and folded with the time conditions computed once
+(`dvd.model.fixed_time`, what `DVDPipeline` runs) — alternating them so that machine noise hits all alike, and
+reports the median times, their ratios to plain and the largest relative difference of the outputs from plain.
+Results are appended to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from speed_full_size import RESULTS
 
 from dvd.inference.pipeline import resolve_device, resolve_dtype
 from dvd.model.dvd_model import DEFAULT_TAU, cast_transformer, regress_depth_latent
+from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.timestep import install_float64_timestep_embedding
 from dvd.weights.presets import WAN_1_3B_DIT
@@ -56,32 +59,51 @@ def main() -> None:
     latent_frames = (args.frames - 1) // 4 + 1
     latents = torch.randn(1, 16, latent_frames, args.height // 8, args.width // 8, device=device, dtype=dtype)
 
-    times: dict[str, list[float]] = {"plain": [], "folded": []}
+    def plain() -> None:
+        unfold_cross_attention(transformer)
+        release_time_conditions(transformer)
+
+    def folded() -> None:
+        fold_cross_attention(transformer)
+        release_time_conditions(transformer)
+
+    def folded_fixed_time() -> None:
+        fold_cross_attention(transformer)
+        precompute_time_conditions(transformer, 1000 * DEFAULT_TAU)
+
+    variants = {"plain": plain, "folded": folded, "folded + time": folded_fixed_time}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     outputs: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
-        for repeat in range(args.repeats + 1):  # the first pair warms kernels and caches up and is not counted
-            for name, switch in (("plain", unfold_cross_attention), ("folded", fold_cross_attention)):
-                switch(transformer)
+        for repeat in range(args.repeats + 1):  # the first round warms kernels and caches up and is not counted
+            for name, switch in variants.items():
+                switch()
                 seconds, outputs[name] = timed_pass(transformer, latents)
                 if repeat:
                     times[name].append(seconds)
-    plain, folded = statistics.median(times["plain"]), statistics.median(times["folded"])
-    difference = float((outputs["folded"] - outputs["plain"]).abs().max() / outputs["plain"].abs().max())
+    median = {name: statistics.median(values) for name, values in times.items()}
+
+    def difference(name: str) -> float:
+        return float((outputs[name] - outputs["plain"]).abs().max() / outputs["plain"].abs().max())
+
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
     header = (
-        "| device | dtype | window | plain DiT s | folded DiT s | folded / plain | max rel. difference |\n"
-        "|---|---|---|---|---|---|---|"
+        "| device | dtype | window | plain DiT s | folded DiT s | folded + time DiT s | folded / plain | "
+        "folded + time / plain | folded + time / folded | max rel. difference from plain |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
     )
+    fixed = median["folded + time"]
     row = (
         f"| {machine}, {torch.get_num_threads()} threads | {str(dtype).removeprefix('torch.')} | "
-        f"{args.frames}x{args.height}x{args.width} | {plain:.3f} | {folded:.3f} | {folded / plain:.3f} | "
-        f"{difference:.1e} |"
+        f"{args.frames}x{args.height}x{args.width} | {median['plain']:.3f} | {median['folded']:.3f} | {fixed:.3f} | "
+        f"{median['folded'] / median['plain']:.3f} | {fixed / median['plain']:.3f} | {fixed / median['folded']:.3f} "
+        f"| {difference('folded'):.1e} (folded), {difference('folded + time'):.1e} (folded + time) |"
     )
     print(header)
     print(row)
     if not args.no_record:
         title = (
-            f"\n### DiT with folded cross-attention, {datetime.date.today()} (`python benchmarks/dit_folding.py "
+            f"\n### DiT with the exact fast path (folded cross-attention, time conditions once), {datetime.date.today()} (`python benchmarks/dit_folding.py "
             f"--device {device.type} --dtype {args.dtype} --frames {args.frames} --height {args.height} --width "
             f"{args.width} --repeats {args.repeats}`; Wan2.1-T2V-1.3B shapes, random weights; medians of alternating "
             "runs)\n\n"

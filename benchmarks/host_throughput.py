@@ -5,7 +5,7 @@ when that is absent) at the default model size (864x480) with outputs npy + mp4,
 the model (the green channel of each RGB window, the model's output shape), so that only the host work is timed.
 The issue's target: at least 30 frames/s on a 2-core CPU, so that the host does not starve a GPU.
 
-    python benchmarks/host_throughput.py [--modes threaded single] [--video PATH] [--profile]
+    python benchmarks/host_throughput.py [--modes threaded single] [--repeats 3] [--video PATH] [--profile]
 
 Prints frames/s per mode and appends a dated table to benchmarks/RESULTS.md.
 """
@@ -18,6 +18,7 @@ import datetime
 import os
 import platform
 import pstats
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from memory_long_video import write_video
 
+from dvd.inference.allocator import keep_heap_flat
 from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.video import VideoSettings
 from dvd.io.readers import open_source
@@ -73,6 +75,9 @@ def main() -> None:
     parser.add_argument("--video", type=Path, default=SHARED_VIDEO)
     parser.add_argument("--profile", action="store_true", help="cProfile each run (main thread only) and print it")
     parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per mode, interleaved; the table has the best and the median"
+    )
+    parser.add_argument(
         "--torch-threads",
         type=int,
         default=1,
@@ -81,6 +86,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
+    keep_heap_flat()  # as `dvd predict` does: its allocator settings are part of the host path
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="dvd-host-") as scratch:
@@ -89,30 +95,43 @@ def main() -> None:
             if args.video.is_file()
             else write_video(Path(scratch) / "clip_1280x720.mp4", 195, (720, 1280), fps=15, drift=1 / 20)
         )
-        for mode in args.modes:
-            count, seconds, cpu = run_once(video, Path(scratch) / mode, MODES[mode], args.profile)
-            rows.append((mode, count, seconds, cpu))
-            print(f"{mode}: {count} frames in {seconds:.2f} s = {count / seconds:.1f} frames/s", flush=True)
+        for repeat in range(args.repeats):
+            for mode in args.modes:
+                count, seconds, cpu = run_once(video, Path(scratch) / f"{mode}{repeat}", MODES[mode], args.profile)
+                rows.append((mode, count, seconds, cpu))
+                print(
+                    f"{mode}: {count} frames in {seconds:.2f} s = {count / seconds:.1f} frames/s, "
+                    f"{1000 * cpu / count:.0f} CPU ms/frame (load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
 
     source = open_source(video)
     model_h, model_w = VideoSettings().model_size(source.size)
     header = (
         f"### host-only throughput, {datetime.date.today().isoformat()} (`python benchmarks/host_throughput.py "
-        f"--modes {' '.join(args.modes)} --torch-threads {args.torch_threads}`)\n\n"
+        f"--modes {' '.join(args.modes)} --repeats {args.repeats} --torch-threads {args.torch_threads}`)\n\n"
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared), {platform.system()}; "
         f"load average {os.getloadavg()[0]:.1f} at the end (other jobs share the cores); torch {torch.__version__} "
         f"({torch.get_num_threads()} intra-op thread(s)), PyAV {av.__version__}, numpy {np.__version__}.\n"
         f"Settings: `predict_to_folder` on {video.name} ({source.size[1]}x{source.size[0]}, {source.num_frames} frames) "
         f"at model size {model_w}x{model_h}, window 81 / overlap 21, outputs {' + '.join(FORMATS)}; the model is a "
-        "zero-cost stand-in (the green channel of the RGB window). Target: >= 30 frames/s.\n\n"
+        "zero-cost stand-in (the green channel of the RGB window); `dvd predict`'s allocator settings "
+        "(`dvd.inference.allocator`). Target: >= 30 frames/s.\n\n"
         "CPU ms/frame is the CPU time of all threads (x264's too) per frame: two free cores give 66 ms a frame at 30 "
-        "frames/s.\n\n"
-        "| host path | frames | seconds | frames/s | CPU ms/frame |\n|---|---|---|---|---|\n"
+        "frames/s. Runs of the modes are interleaved; the machine is shared, so the best run is the figure for two "
+        "free cores and the median the typical one.\n\n"
+        "| host path | runs | frames | frames/s best | frames/s median | CPU ms/frame best | CPU ms/frame median |\n"
+        "|---|---|---|---|---|---|---|\n"
     )
-    table = "".join(
-        f"| {mode} | {count} | {seconds:.2f} | {count / seconds:.1f} | {1000 * cpu / count:.0f} |\n"
-        for mode, count, seconds, cpu in rows
-    )
+    table = ""
+    for mode in args.modes:
+        runs = [(count, seconds, cpu) for name, count, seconds, cpu in rows if name == mode]
+        fps = [count / seconds for count, seconds, _ in runs]
+        cpu_ms = [1000 * cpu / count for count, _, cpu in runs]
+        table += (
+            f"| {mode} | {len(runs)} | {runs[0][0]} | {max(fps):.1f} | {statistics.median(fps):.1f} | "
+            f"{min(cpu_ms):.0f} | {statistics.median(cpu_ms):.0f} |\n"
+        )
     print(header + table)
     with RESULTS.open("a", encoding="utf-8") as results:
         results.write("\n" + header + table)

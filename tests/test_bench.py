@@ -12,6 +12,7 @@ import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from dvd import cli
+from dvd.inference import benchmark
 from dvd.inference.benchmark import STAGES
 from dvd.model.dvd_model import MODEL_STAGES, DVDModel
 from dvd.options import MODEL_PRESETS
@@ -62,13 +63,46 @@ def test_host_only_runs_no_model(capsys, monkeypatch):
     assert result["frames"] == 12
 
 
-def test_fold_switch_gives_the_same_disparity(capsys, tmp_path):
-    for name, switch in [("folded", []), ("plain", ["--no-fold"])]:
-        code, _, _ = bench(capsys, "--save", "npy", "-o", str(tmp_path / name), *switch, *SMALL)
-        assert code == 0
-    folded, plain = (np.load(tmp_path / name / "synthetic" / "disparity.npy") for name in ("folded", "plain"))
-    assert folded.shape == (12, 32, 48)
-    np.testing.assert_allclose(folded, plain, atol=1e-5)
+def bench_disparity(capsys, tmp_path, name: str, *switches: str) -> np.ndarray:
+    code, out, _ = bench(capsys, "--save", "npy", "--json", "-o", str(tmp_path / name), *switches, *SMALL)
+    assert code == 0
+    result = json.loads(out)
+    assert result["fold"] == ("--no-fold" not in switches)
+    assert result["precompute_time"] == ("--no-precompute-time" not in switches)
+    assert result["channels_last"] == ("--channels-last" in switches) == result["cudnn_benchmark"]
+    return np.load(tmp_path / name / "synthetic" / "disparity.npy")
+
+
+def test_switches_give_the_same_disparity(capsys, tmp_path):
+    """Defaults (the fast path, plain VAE) against every switch flipped; each part is tested on its own in
+    tests/test_folding.py and tests/test_vae_layout.py. Tiles cover these small frames whole."""
+    fast = bench_disparity(capsys, tmp_path, "fast")
+    assert fast.shape == (12, 32, 48)
+    switches = ["--no-fold", "--no-precompute-time", "--channels-last", "--cudnn-benchmark", "--tiled-vae"]
+    np.testing.assert_allclose(bench_disparity(capsys, tmp_path, "flipped", *switches), fast, atol=1e-5)
+
+
+def test_missing_compiler_is_one_line(capsys, monkeypatch):
+    from torch._inductor import config
+
+    monkeypatch.setattr(config.cpp, "cxx", ("dvd-test-no-such-compiler",))
+    code, out, err = bench(capsys, "--compile", "--device", "cpu", *SMALL)
+    assert code == 2 and not out
+    assert err.count("\n") == 1 and "needs a C++ compiler" in err and "run without --compile" in err
+
+
+@pytest.mark.slow
+def test_compiled_blocks_run_here_and_agree(capsys, tmp_path):
+    """A real torch.compile run of the DiT's blocks on this CPU (inductor needs a C++ compiler; ~30 s cold)."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        pytest.skip("no C++ compiler for torch's inductor here (install g++)")
+    compiled = bench_disparity(capsys, tmp_path, "compiled", "--compile")
+    np.testing.assert_allclose(compiled, bench_disparity(capsys, tmp_path, "eager"), atol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -108,6 +142,7 @@ def test_failing_compile_is_one_line(capsys, monkeypatch):
         return compiled
 
     monkeypatch.setattr(torch, "compile", failing_compile)
+    monkeypatch.setattr(benchmark, "check_compiler", lambda device: None)  # as where a compiler is installed
     code, out, err = bench(capsys, "--compile", *SMALL)
     assert code == 2 and not out
     assert err.count("\n") == 1 and "--compile failed" in err and "run without --compile" in err

@@ -83,3 +83,20 @@ def test_kb_crop_keeps_the_bottom_rows_and_centred_columns() -> None:
     np.testing.assert_array_equal(kb_crop(frames, (4, 5)), frames[:, 2:6, 2:7])
     with pytest.raises(DVDError, match="smaller than the 352x1216"):
         kb_crop(np.zeros((1, 300, 1300)))
+
+
+def test_resize_pixels_keeps_the_type_within_one_level_of_the_float_resize():
+    from dvd.data.raster import resize_pixels
+
+    rng = np.random.default_rng(7)
+    for shape, size in [((45, 80, 3), (32, 64)), ((31, 17, 3), (64, 48))]:
+        for dtype, scale, tolerance in [(np.uint8, 255, 1.05), (np.uint16, 65535, 0.51)]:
+            frame = rng.integers(0, scale + 1, size=shape).astype(dtype)
+            resized = resize_pixels(frame, size)
+            reference = resize_frames(frame[None].astype(np.float32) / np.float32(scale), size)[0] * scale
+            assert resized.dtype == dtype and resized.shape == (*size, 3) and resized.flags.c_contiguous
+            assert np.abs(resized.astype(np.float64) - reference).max() <= tolerance, (dtype, shape)
+        as_float = rng.random(shape, dtype=np.float32)
+        np.testing.assert_array_equal(resize_pixels(as_float, size), resize_frames(as_float[None], size)[0])
+    same = rng.integers(0, 256, size=(32, 64, 3), dtype=np.uint8)
+    assert resize_pixels(same, (32, 64)) is same

@@ -1,4 +1,5 @@
-"""The folded cross-attention against diffusers' own, on random weights in float32."""
+"""The exact fast path against the reference, on random weights in float32: the folded cross-attention against
+diffusers' own, and the precomputed time conditions against computing them on every call."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from dvd import DVDPipeline
+from dvd.model.fixed_time import fixed_timestep, precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, is_folded, unfold_cross_attention
 from dvd.weights.tiny import build_tiny_model
 
@@ -65,3 +67,51 @@ def test_folded_gradients_equal_the_reference_gradients():
         grads.append([block.attn2.to_v.weight.grad, block.attn2.to_out[0].weight.grad])
     for reference, folded in zip(grads[0], grads[1]):
         assert relative(folded, reference) <= 1e-5
+
+
+def test_precomputed_time_conditions_are_bit_identical_and_used():
+    model = build_tiny_model(seed=4)
+    keys = list(model.transformer.state_dict())
+    fold_cross_attention(model.transformer)
+    latents = torch.randn(2, 16, 3, 6, 8)
+    with torch.no_grad():
+        reference = [model.regress(latents[:1]), model.regress(latents)]
+        precompute_time_conditions(model.transformer, model.timestep)
+        assert fixed_timestep(model.transformer) == model.timestep
+        assert list(model.transformer.state_dict()) == keys  # diffusers' module tree and checkpoint names
+        # batch 1 was computed at precompute time, batch 2 at its first call: both exactly the reference
+        torch.testing.assert_close(model.regress(latents[:1]), reference[0], rtol=0, atol=0)
+        torch.testing.assert_close(model.regress(latents), reference[1], rtol=0, atol=0)
+        # The cache is what runs: with the time embedder's weights wiped the output stays, until it is released.
+        embedder = model.transformer.condition_embedder
+        embedder.time_embedder.linear_1.weight.zero_()
+        torch.testing.assert_close(model.regress(latents), reference[1], rtol=0, atol=0)
+        release_time_conditions(model.transformer)
+        assert fixed_timestep(model.transformer) is None
+        assert relative(model.regress(latents), reference[1]) > 1e-3
+
+
+def test_precomputed_time_conditions_follow_a_new_timestep():
+    model = build_tiny_model(seed=4)
+    latents = torch.randn(1, 16, 2, 4, 4)
+    with torch.no_grad():
+        model.tau = 0.3
+        reference = model.regress(latents)
+        model.tau = 0.5
+        precompute_time_conditions(model.transformer, model.timestep)
+        model.tau = 0.3
+        torch.testing.assert_close(model.regress(latents), reference, rtol=0, atol=0)
+        assert fixed_timestep(model.transformer) == 300.0
+
+
+def test_pipeline_switches_each_part_of_the_fast_path(tiny_weights: Path):
+    pipe = DVDPipeline.from_pretrained(tiny_weights, device="cpu", dtype="float32")
+    assert is_folded(pipe.transformer) and fixed_timestep(pipe.transformer) == pipe.model.timestep
+    frames = np.random.default_rng(1).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+    fast = pipe.predict_window(frames)
+    pipe.fold_constants(cross_attention=True, time_conditions=False)
+    assert is_folded(pipe.transformer) and fixed_timestep(pipe.transformer) is None
+    np.testing.assert_array_equal(pipe.predict_window(frames), fast)  # the time cache is bit-exact
+    pipe.fold_constants(cross_attention=False, time_conditions=True)
+    assert not is_folded(pipe.transformer) and fixed_timestep(pipe.transformer) == pipe.model.timestep
+    assert np.abs(pipe.predict_window(frames) - fast).max() <= 1e-5 * np.abs(fast).max()

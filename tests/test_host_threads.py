@@ -212,3 +212,36 @@ def test_the_caller_s_error_wins_and_the_drain_stops() -> None:
         raise KeyboardInterrupt
     wait_for_no_host_threads()
     assert handled in ([], [1])
+
+
+HEAP_HOLES = """
+import numpy as np
+from dvd.inference.allocator import keep_heap_flat, release_free_memory
+
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+assert keep_heap_flat()
+blocks = [np.ones(1 << 17) for _ in range(400)]  # 1 MiB each, below the fixed threshold: heap blocks
+del blocks[:-1]  # freed, but the last one, still in use, pins the heap's top above them
+before = rss_mib()
+release_free_memory()
+big = np.ones(64 << 17)  # 64 MiB: above the threshold, its own mapping, given back when freed
+del big
+print(before - rss_mib())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the RSS from Linux's /proc")
+def test_freed_heap_memory_goes_back_to_the_system():
+    """`dvd predict`'s allocator settings: freed blocks below the top of a heap come back (malloc_trim)."""
+    import subprocess
+    import sys
+
+    from dvd.inference.allocator import _glibc
+
+    if _glibc() is None:
+        pytest.skip("the C library is not glibc: the allocator settings are no-ops")
+    done = subprocess.run([sys.executable, "-c", HEAP_HOLES], capture_output=True, text=True, check=True)
+    assert float(done.stdout) > 300  # of the ~399 MiB freed

@@ -108,6 +108,29 @@ def test_exr_is_read_as_linear_and_encoded_to_srgb(tmp_path):
     np.testing.assert_allclose(frame, expected, atol=2e-5)
 
 
+def test_pixels_keep_the_decoded_precision_and_frames_are_their_unit_floats(tmp_path):
+    """`pixels` (what the engine reads) is uint8 for 8-bit sources, uint16 for deeper ones, float32 for float
+    images; `frames` is exactly their [0, 1] float32."""
+    rgb8 = np.random.default_rng(2).integers(0, 256, size=(3, 16, 24, 3), dtype=np.uint8)
+    (tmp_path / "seq").mkdir()
+    for index, image in enumerate(rgb8):
+        Image.fromarray(image).save(tmp_path / "seq" / f"f{index}.png")
+    codes = np.random.default_rng(3).integers(0, 65536, size=(4, 6), dtype=np.uint16)
+    Image.fromarray(codes).save(tmp_path / "deep.png")
+    video = write_video(tmp_path / "clip.mp4", rgb8)
+    cases = {tmp_path / "seq": (np.uint8, 255), tmp_path / "deep.png": (np.uint16, 65535), video: (np.uint8, 255)}
+    for path, (dtype, scale) in cases.items():
+        source = open_source(path)
+        pixels, frames = list(source.pixels()), list(source.frames())
+        assert [p.dtype for p in pixels] == [np.dtype(dtype)] * len(frames), path
+        for raw, unit in zip(pixels, frames):
+            assert unit.dtype == np.float32
+            np.testing.assert_array_equal(unit, raw.astype(np.float32) / np.float32(scale))
+    np.testing.assert_array_equal(np.stack(list(open_source(tmp_path / "seq").pixels())), rgb8)
+    times = [time for time, _ in open_source(video).timed_pixels(max_frames=2)]
+    assert times == [time for time, _ in open_source(video).timed_frames(max_frames=2)] == [0, Fraction(1, 24)]
+
+
 # --- sampling --------------------------------------------------------------------------------------------------
 
 

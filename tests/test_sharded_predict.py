@@ -138,7 +138,8 @@ def test_two_processes_share_the_windows_of_one_input(tiny_weights, tmp_path):
     assert done.returncode == 0, done.stderr
     summaries = [line for line in done.stdout.splitlines() if line.startswith("dvd predict:")]
     assert len(summaries) == 1 and "13 frames from 1 input(s)" in summaries[0]  # from rank 0 only
-    assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["seq"]
+    assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["manifest.jsonl", "seq"]
+    assert len((tmp_path / "multi" / "manifest.jsonl").read_text().splitlines()) == 1  # rank 0's line only
     assert cli.main(["predict", *common, "-o", str(tmp_path / "single")]) == 0
     np.testing.assert_array_equal(
         np.load(tmp_path / "multi" / "seq" / "disparity.npy"), np.load(tmp_path / "single" / "seq" / "disparity.npy")

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from dvd.errors import DVDError
 from dvd.inference.pipeline import DVDPipeline
+from dvd.model.folding import inert_cross_attention_parameters
 from dvd.train import main as train_module_main
 from dvd.training.batches import SlotBatches, build_dataset
 from dvd.training.checkpoint import list_checkpoints
@@ -156,25 +157,29 @@ def test_slots_of_two_ranks_equal_the_micro_steps_of_one_process():
 # --- what is trained --------------------------------------------------------------------------------------------
 
 
-def test_lora_wraps_ten_linear_layers_per_block_and_nothing_else_trains():
+def test_lora_wraps_ten_linear_layers_per_block_and_trains_all_but_the_inert_ones():
     model = build_tiny_model(0)
     make_trainable(model, FinetuneSection(lora_rank=4), learned_tau=False, gradient_checkpointing=False)
+    wrapped = {n.rsplit(".lora_", 1)[0] for n, _ in model.named_parameters() if ".lora_" in n}
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     layers = {n.rsplit(".lora_", 1)[0] for n in trainable}
+    # The official layout's ten per block are all there; the cross-attention's query and key LoRA stay frozen at
+    # lora_B = 0 (the zero text context makes them inert: dvd.model.folding).
+    trained = [f"attn1.{t}" for t in ("to_q", "to_k", "to_v", "to_out.0")] + ["attn2.to_v", "attn2.to_out.0"]
     for block in range(model.transformer.config.num_layers):
-        names = sorted(layer.split(f"blocks.{block}.", 1)[1] for layer in layers if f".blocks.{block}." in layer)
-        assert names == sorted(
-            [f"attn{a}.{t}" for a in (1, 2) for t in ("to_q", "to_k", "to_v", "to_out.0")]
-            + ["ffn.net.0.proj", "ffn.net.2"]
-        )
-    assert len(trainable) == 2 * 10 * model.transformer.config.num_layers  # lora_A and lora_B of each layer
+        in_block = [layer.split(f"blocks.{block}.", 1)[1] for layer in layers if f".blocks.{block}." in layer]
+        assert sorted(in_block) == sorted([*trained, "ffn.net.0.proj", "ffn.net.2"])
+        wrapped_in_block = [layer.split(f"blocks.{block}.", 1)[1] for layer in wrapped if f".blocks.{block}." in layer]
+        assert sorted(wrapped_in_block) == sorted([*in_block, "attn2.to_q", "attn2.to_k"])
+    assert len(trainable) == 2 * 8 * model.transformer.config.num_layers  # lora_A and lora_B of each layer
     assert not any(p.requires_grad for p in model.vae.parameters())
 
 
 def test_full_finetune_and_learned_tau():
     model = build_tiny_model(0)
     make_trainable(model, FinetuneSection(mode="full"), learned_tau=True, gradient_checkpointing=False)
-    assert all(p.requires_grad for p in model.transformer.parameters())
+    inert = {name for name, _ in inert_cross_attention_parameters(model.transformer)}
+    assert inert and all(p.requires_grad != (n in inert) for n, p in model.transformer.named_parameters())
     assert not any(p.requires_grad for p in model.vae.parameters())
     assert isinstance(model.transformer.condition_embedder.timesteps_proj, LearnedTimestepEmbedding)
 
@@ -215,6 +220,11 @@ def test_both_export_formats_load_in_the_pipeline(tmp_path):
         "model_config.yaml",
     ]
     assert yaml.safe_load((tmp_path / "official" / "model_config.yaml").read_text())["lora_alpha"] == 8.0
+    # The official layout's ten LoRA layers per block, the frozen inert ones (cross-attention q, k) included.
+    official = load_file(tmp_path / "official" / "model.safetensors")
+    layers = {key.split(".lora_A", 1)[0] for key in official if ".lora_A" in key}
+    assert len(layers) == 10 * model.transformer.config.num_layers
+    assert any(".cross_attn.q" in layer for layer in layers) and any(".cross_attn.k" in layer for layer in layers)
     for directory in written:
         out = DVDPipeline.from_pretrained(directory, device="cpu", dtype="float32").predict_window(frames)
         np.testing.assert_allclose(out, expected, atol=1e-5)

@@ -86,6 +86,28 @@ def test_npy_memory_does_not_grow_with_length(tmp_path):
     assert np.load(tmp_path / "disparity.npy", mmap_mode="r").shape == (161, 512, 512)
 
 
+def test_npy_frames_reads_what_npy_writer_wrote(tmp_path):
+    """The second pass over disparity.npy reads frames with plain reads (no map whose pages stay in the RSS)."""
+    from dvd.io.writers import NpyFrames
+
+    frames = np.random.default_rng(4).random((5, 6, 7), dtype=np.float32)
+    with NpyWriter(tmp_path) as writer:
+        writer.write(frames[:2])
+        writer.write(frames[2:])
+    with NpyFrames(tmp_path / "disparity.npy") as read:
+        assert read.shape == (5, 6, 7) and len(read) == 5 and read.dtype == np.float32
+        np.testing.assert_array_equal(np.stack(list(read)), frames)
+        np.testing.assert_array_equal(read[-1], frames[4])
+        with pytest.raises(IndexError):
+            read[5]
+    np.save(tmp_path / "flat.npy", np.zeros((2, 3), np.float32))
+    with pytest.raises(DVDError, match=r"shape \(2, 3\).*\[T, H, W\]"):
+        NpyFrames(tmp_path / "flat.npy")
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "disparity.npy").read_bytes()[:-10])
+    with NpyFrames(tmp_path / "cut.npy") as cut, pytest.raises(DVDError, match="truncated"):
+        cut[4]
+
+
 # --- 16-bit PNG and EXR ----------------------------------------------------------------------------------------
 
 
@@ -138,6 +160,33 @@ def test_other_maps():
 
 
 # --- videos ----------------------------------------------------------------------------------------------------
+
+
+def test_colorize_yuv420_is_the_colour_map_in_bt709_limited_range():
+    from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
+
+    from dvd.io.colormaps import colorize_yuv420
+
+    values = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (8, 1))
+    values[:, :32] = 0.25  # a flat left half: every 2x2 block there holds one colour
+    planes = colorize_yuv420(values, "Spectral_r")
+    assert planes.shape == (12, 64) and planes.dtype == np.uint8
+    red, green, blue = colormap_table("Spectral_r")[int(0.25 * 255)].astype(float) / 255
+    luma = 0.2126 * red + 0.7152 * green + 0.0722 * blue  # BT.709 by hand: Y, Cb, Cr of a flat colour
+    flat = planes.reshape(-1)
+    y, cb, cr = flat[:512].reshape(8, 64), flat[512:640].reshape(4, 32), flat[640:].reshape(4, 32)
+    assert (y[:, :32] == round(16 + 219 * luma)).all()
+    assert (cb[:, :16] == round(128 + 224 * (blue - luma) / 1.8556)).all()
+    assert (cr[:, :16] == round(128 + 224 * (red - luma) / 1.5748)).all()
+    # Against the general path (RGB picture, then swscale's BT.709 conversion): the same picture, up to the
+    # chroma filter at sharp changes.
+    rgb = av.VideoFrame.from_ndarray(colorize(values, "Spectral_r"), format="rgb24")
+    converted = VideoReformatter().reformat(
+        rgb, format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
+    )
+    assert np.abs(converted.to_ndarray().astype(int) - planes).max() <= 3
+    with pytest.raises(ValueError, match="even"):
+        colorize_yuv420(values[:7])
 
 
 def test_colour_video_frames_size_fps_and_colour(tmp_path):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dvd.errors import DVDError, Terminated
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `run=<function(args) -> int>`.
-COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo", "bench"]
+COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo", "bench", "app"]
 DEBUG_VARIABLE = "DVD_DEBUG"  # set to 1 for the traceback of an internal error
 
 
@@ -57,20 +57,29 @@ def main(argv: list[str] | None = None) -> int:
             return fail(prog, str(error), 2)
         except OSError as error:  # disk full, permissions, a path that became a file: unfinished outputs are removed
             where = f" ({error.filename})" if error.filename else ""
-            return fail(prog, f"{error.strerror or error}{where}; check the path, permissions and free space", 2)
-        except Terminated:
-            return fail(prog, "terminated (SIGTERM); unfinished outputs were removed", 143)
-        except KeyboardInterrupt:
-            return fail(prog, "interrupted; unfinished outputs were removed", 130)
+            reason = f"{error.strerror or error}{where}; check the path, permissions and free space"
+            return fail(prog, "; ".join([reason, *getattr(error, "__notes__", [])]), 2)
+        except Terminated as error:
+            return fail(prog, f"terminated (SIGTERM); {with_notes(error, 'unfinished outputs were removed')}", 143)
+        except KeyboardInterrupt as error:
+            return fail(prog, f"interrupted; {with_notes(error, 'unfinished outputs were removed')}", 130)
         except Exception as error:  # noqa: BLE001 - a bug: one line for the user, the traceback on request
             if os.environ.get(DEBUG_VARIABLE):
                 traceback.print_exc()
             return fail(
                 prog,
                 f"internal error ({type(error).__name__}: {error}); this is a bug: please report it with the "
-                f"output of the same command run with {DEBUG_VARIABLE}=1",
+                f"output of the same command run with {DEBUG_VARIABLE}=1"
+                + "".join(f"; {note}" for note in getattr(error, "__notes__", [])),
                 1,
             )
+
+
+def with_notes(error: BaseException, default: str) -> str:
+    """`default`, or the notes an error collected on its way out instead (e.g. that an interrupted run's partial
+    output was kept for --resume, and where)."""
+    notes = getattr(error, "__notes__", None)
+    return "; ".join(notes) if notes else default
 
 
 def fail(prog: str, message: str, code: int) -> int:

@@ -35,11 +35,25 @@ DEFAULT_STITCH = "openworld"
 DEFAULT_ANCHOR_FRAMES = 5  # anchored preset only
 DEFAULT_BATCH_WINDOWS = 1
 
+# dvd.inference.shots: hard cuts. "auto" runs PySceneDetect's ContentDetector on the frames as they arrive; None
+# (the engine's default) means auto for video files and off for images, image folders and arrays.
+CUT_MODES: tuple[str, ...] = ("auto", "off")
+DEFAULT_CUT_THRESHOLD = 27.0  # ContentDetector's own default: mean HSV change (0-255) between consecutive frames
+MIN_SHOT_FRAMES = 8  # a detected cut closer than this to the previous one is a flash or fast motion, not a cut
+
+# dvd.inference.outputs: where the 8/16-bit outputs (png16, mp4, sbs) take their disparity range from.
+COLOUR_RANGES: tuple[str, ...] = ("video", "first-window")
+DEFAULT_COLOUR_RANGE = "video"  # a second pass over the finished disparity.npy; first-window streams
+
 # dvd.io: what `dvd predict` reads and writes.
 DEFAULT_IMAGE_FPS = 24  # frame rate recorded for image folders and images
 MIN_FRAME_RATE = Fraction(1, 1000)  # a frame every 1000 s; H.264/mp4 time bases cannot go much further either way
 MAX_FRAME_RATE = Fraction(1000)
 WRITER_FORMATS: tuple[str, ...] = ("npy", "png16", "exr", "mp4", "sbs")
+# Written after the video is complete, from disparity.npy (dvd.metric): they need the whole-video fit or intrinsics.
+POST_PASS_FORMATS: tuple[str, ...] = ("ply",)
+DEFAULT_METRIC_KEYFRAMES = 16  # metric-model frames per shot (or per video) for the disparity -> metres fit
+DEFAULT_PLY_STEP = 4  # every 4th pixel per row and column: 1080p -> ~130k points (~2 MB) per frame
 DEFAULT_FORMATS: tuple[str, ...] = ("npy", "mp4")
 COLORMAPS: tuple[str, ...] = ("Spectral_r", "inferno", "turbo", "gray")
 DEFAULT_COLORMAP = "Spectral_r"
@@ -68,3 +82,12 @@ DATASET_NAMES: tuple[str, ...] = (
     "synthetic",
     "folder",
 )
+# dvd.evaluation.temporal: which intrinsics TAE uses for the pair (i, i+1); the first is the default.
+TAE_INTRINSICS: tuple[str, ...] = ("source-target", "vda")
+
+# dvd app: the web page in front of `dvd predict`, and the limits that protect the machine that serves it.
+DEFAULT_APP_HOST = "127.0.0.1"  # this machine only; --host 0.0.0.0 (or --share) opens it to others
+DEFAULT_APP_PORT = 7860  # Gradio's usual port
+DEFAULT_APP_MAX_UPLOAD_MB = 1024
+DEFAULT_APP_MAX_SECONDS = 600  # of video per job, after --max-frames/--stride: 10 minutes at the source rate
+DEFAULT_APP_KEEP_MINUTES = 60  # uploads and results are deleted this long after they were made, and at exit

@@ -25,6 +25,7 @@ from harness import Fault, Workspace, assert_no_leftovers, parametrize, run_faul
 from media import write_test_video
 
 from dvd import cli
+from dvd.inference.resume import STATE_FILE
 from dvd.io import atomic
 
 SMALL = ("--height", 32, "--width", 48, "--quiet")
@@ -341,14 +342,26 @@ def test_signals_while_writing(workspace: Workspace) -> None:
             assert is_complete(workspace.out / name / "clip")
             continue
         assert returned == code, f"SIG{name.upper()}: exit {returned}\n{err}"
-        assert "unfinished outputs were removed" in one_line(err)
         assert not (workspace.out / name / "clip").exists()
-        assert not staging_folders(workspace.out / name)
-    # SIGKILL leaves its staging folder; the next run that writes that output removes it.
+        line = one_line(err)
+        kept = staging_folders(workspace.out / name)
+        if kept:  # a window was complete: its partial output stays for --resume, and the line says where
+            assert len(kept) == 1 and f"kept in {kept[0]}" in line and "--resume" in line
+        else:
+            assert "unfinished outputs were removed" in line
+    # SIGKILL leaves its staging folder. Without progress in it, the next run that writes that output removes it;
+    # with progress (a window was complete), a plain run refuses to throw it away, --resume goes on with it (bit
+    # for bit: tests/test_resume.py) and --overwrite discards it.
     assert staging_folders(workspace.out / "kill"), "the run ended before it was killed"
-    assert cli.main([str(a) for a in predict(workspace, "-o", workspace.out / "kill")]) == 0
+    for name in ("int", "term", "kill"):
+        if staging_folders(workspace.out / name):
+            argv = [str(a) for a in predict(workspace, "-o", workspace.out / name)]
+            if atomic.resumable_staging(workspace.out / name / "clip", STATE_FILE):
+                assert cli.main(argv) == 2
+                argv.append("--overwrite")
+            assert cli.main(argv) == 0
+            assert is_complete(workspace.out / name / "clip")
     assert_no_leftovers(workspace.root)
-    assert is_complete(workspace.out / "kill" / "clip")
 
 
 def dead_process() -> tuple[int, str]:

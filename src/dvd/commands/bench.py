@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # torch and the pipeline are imported in `run`, so that --hel
 
 DESCRIPTION = """\
 Run the real pipeline (`dvd predict`'s engine and writers) once on a synthetic clip or --input, after one
-untimed warm-up call, and report where the time goes: read+decode, resize, transfer (window to tensor, to the
+untimed warm-up call (with --compile: one whole untimed run, which compiles every window shape), and report where the time goes: read+decode, resize, transfer (window to tensor, to the
 device and back), VAE encode, DiT, VAE decode, stitch, resize back, write — seconds per window and share of the
 run — with the FLOPs of one window of the model stages (counted by torch's FlopCounterMode on a meta copy of the
 model, outside the timed run) and the FLOP/s achieved; end-to-end frames/s; peak host RSS (the process's, model
@@ -89,6 +89,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the same result up to rounding)",
     )
     switches.add_argument(
+        "--no-precompute-time",
+        dest="precompute_time",
+        action="store_false",
+        help="compute the DiT's time embedding and modulation inputs on every call instead of once at load (on by "
+        "default; bit-identical)",
+    )
+    switches.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the repeated DiT blocks (diffusers' compile_repeated_blocks); compiled in the warm-up",
@@ -99,7 +106,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="diffusers' attention backend for the DiT, e.g. native, flash, _native_cudnn, sage (default: native)",
     )
-    switches.add_argument("--tiled-vae", action="store_true", help="VAE encode/decode in spatial tiles")
+    switches.add_argument(
+        "--tiled-vae",
+        action="store_true",
+        help="VAE encode/decode in spatial tiles: less memory at large sizes (small GPUs), somewhat more work",
+    )
+    switches.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="the VAE's convolutions in channels-last layout (the same result up to rounding; try on GPUs)",
+    )
+    switches.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN time its convolution algorithms for each new shape and keep the fastest (CUDA only)",
+    )
     switches.add_argument(
         "--host-only",
         action="store_true",
@@ -185,9 +206,12 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         dtype=args.dtype,
         threads=args.threads,
         fold=args.fold,
+        precompute_time=args.precompute_time,
         compile=args.compile,
         attention_backend=args.attention_backend,
         tiled_vae=args.tiled_vae,
+        channels_last=args.channels_last,
+        cudnn_benchmark=args.cudnn_benchmark,
         host_only=args.host_only,
     )
 
@@ -217,9 +241,14 @@ def format_table(result: dict) -> str:
     """The report as a text table (--json gives every field)."""
     flops = result["flops"] or {}
     rates = result["flops_per_second"] or {}
+
+    def on(name: str) -> str:
+        return "on" if result[name] else "off"
+
     switches = (
-        f"fold {'on' if result['fold'] else 'off'}, compile {'on' if result['compile'] else 'off'}, attention "
-        f"{result['attention_backend'] or 'default'}, tiled VAE {'on' if result['tiled_vae'] else 'off'}"
+        f"fold {on('fold')}, precomputed time {on('precompute_time')}, compile {on('compile')}, attention "
+        f"{result['attention_backend'] or 'default'}, tiled VAE {on('tiled_vae')}, channels-last VAE "
+        f"{on('channels_last')}, cuDNN benchmark {on('cudnn_benchmark')}"
     )
     header = (
         f"dvd bench: {result['model']} on {result['device']} ({result['dtype']}, {result['threads']} threads); "

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvd.errors import DVDError
-from dvd.options import DATASET_NAMES, STITCH_PRESETS
+from dvd.options import DATASET_NAMES, STITCH_PRESETS, TAE_INTRINSICS
 
 if TYPE_CHECKING:
     from dvd.io.atomic import Recogniser
@@ -97,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="replace an existing -o folder or --json file written by dvd eval; anything else is never replaced",
     )
     parser.add_argument("--strict", action="store_true", help="fail instead of skipping unscorable sequences")
+    parser.add_argument(
+        "--tae-intrinsics",
+        choices=TAE_INTRINSICS,
+        default=TAE_INTRINSICS[0],
+        help="TAE with per-frame intrinsics: back-project with the source frame's K and project with the target's "
+        "(default), or 'vda': frame i's K both ways for the pair (i, i+1), as Video Depth Anything's script",
+    )
     parser.set_defaults(run=run)
 
 
@@ -143,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     if start < 0 or args.stride < 1 or (frames is not None and frames < 1):
         raise DVDError("--start must be >= 0, --stride >= 1 and --frames >= 1")
     if args.predictions is not None:
-        predictor = SavedPredictions(args.predictions)
+        predictor = SavedPredictions(args.predictions, any_size=reader.crop_in_prediction_grid)
         label = args.label or args.predictions.resolve().name
     else:
         from dvd.inference.pipeline import DVDPipeline  # loads torch models; only needed when running DVD
@@ -154,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
         pipeline = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)
         predictor = ModelPredictions(pipeline, args.window, args.overlap, args.stitch, args.batch_windows)
         label = args.label or Path(str(args.weights)).name
+    selection = FrameSelection(start, args.stride, frames)
     document = evaluate(
-        reader, predictor, FrameSelection(start, args.stride, frames), label, predictor.settings, strict=args.strict
+        reader, predictor, selection, label, predictor.settings, strict=args.strict, tae_intrinsics=args.tae_intrinsics
     )
     print()
     print(run_markdown(document), end="")

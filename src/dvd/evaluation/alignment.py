@@ -54,3 +54,12 @@ def align_to_depth(
     """Align affine-invariant disparity ``pred`` [T,H,W] to ``gt_depth`` over ``valid``: (depth, scale, shift)."""
     scale, shift = fit_disparity(pred, gt_depth, valid)
     return disparity_to_depth(pred, scale, shift, min_depth, max_depth), scale, shift
+
+
+def align_for_tae(
+    pred: np.ndarray, gt_depth: np.ndarray, in_range: np.ndarray, min_depth: float, max_depth: float
+) -> tuple[np.ndarray, float, float]:
+    """The alignment of Video Depth Anything's TAE script: the raw prediction clipped to >= 1e-3 first, the fit over
+    every GT pixel in the depth range (``in_range``: no evaluation mask; VDA applies the mask in the TAE
+    comparison instead), then as :func:`align_to_depth`. Returns (depth, scale, shift)."""
+    return align_to_depth(np.maximum(pred, MIN_DISPARITY), gt_depth, in_range, min_depth, max_depth)

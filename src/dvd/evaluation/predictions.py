@@ -9,9 +9,10 @@ the first of these that exists is used:
 
 The array must be floating point and hold either exactly the evaluated frames or every frame of the sequence (the
 evaluated ones are then picked out, e.g. to score the first 110 frames of a whole-video prediction). Its frames must
-have the GT size or an integer multiple of it (the same aspect ratio); a multiple is resized to the GT size with
-bilinear filtering (half-pixel centres, no antialias), and the record says so. Any other size, a non-float array
-or a file numpy cannot read is a skip with the reason, never a silent reinterpretation.
+have the GT size or an integer multiple of it (the same aspect ratio); protocols that crop in the prediction's own
+grid (``scannet_tae``, as VDA) also take any size within 2 % of the GT's aspect ratio, such as VDA's predictions at
+ScanNet's colour size. Scoring brings them to the GT grid (``dvd.evaluation.scoring``). Any other size, a non-float
+array or a file numpy cannot read is a skip with the reason, never a silent reinterpretation.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from dvd.data.benchmarks.base import SkipSequence
-from dvd.data.raster import resize_frames
 
 
 def prediction_file(root: Path, sequence: str) -> Path | None:
@@ -59,27 +59,40 @@ def _load(path: Path) -> np.ndarray:
         )
 
 
-def _check_size(path: Path, frame_size: tuple[int, int], size: tuple[int, int]) -> str | None:
-    """A note when the prediction is an integer multiple of the GT size (resized down to it); SkipSequence for any
-    other size, which would have to be stretched (a swapped aspect ratio, a crop, another resolution)."""
+ASPECT_TOLERANCE = 0.02  # relative: VDA's ScanNet colour size 968x1296 against the 480x640 GT is 0.41 % off
+
+
+def _check_size(path: Path, frame_size: tuple[int, int], size: tuple[int, int], any_size: bool) -> None:
+    """SkipSequence unless the prediction has the GT size, an integer multiple of it, or (``any_size``) an aspect
+    ratio within ASPECT_TOLERANCE of the GT's; anything else would be stretched (a swapped aspect ratio, a crop)."""
     if frame_size == tuple(size):
-        return None
+        return
     factor = frame_size[0] // size[0]
-    if factor < 1 or frame_size != (factor * size[0], factor * size[1]):
-        raise SkipSequence(
-            f"prediction {path} has {frame_size[0]}x{frame_size[1]} frames, but the GT is {size[0]}x{size[1]} "
-            "(nor an integer multiple of it): save predictions at the GT size, with rows first ([T, H, W])"
-        )
-    return f"prediction resized bilinearly from {frame_size[0]}x{frame_size[1]} to the GT size {size[0]}x{size[1]}"
+    if factor >= 1 and frame_size == (factor * size[0], factor * size[1]):
+        return
+    aspect_error = abs(frame_size[1] * size[0] / (frame_size[0] * size[1]) - 1)
+    if any_size and aspect_error <= ASPECT_TOLERANCE:
+        return
+    allowed = f"nor within {ASPECT_TOLERANCE:.0%} of its aspect ratio" if any_size else "nor an integer multiple of it"
+    raise SkipSequence(
+        f"prediction {path} has {frame_size[0]}x{frame_size[1]} frames, but the GT is {size[0]}x{size[1]} "
+        f"({allowed}): save predictions at the GT size, with rows first ([T, H, W])"
+    )
 
 
 def load_prediction(
-    root: Path, sequence: str, frame_positions: list[int], total_frames: int, size: tuple[int, int]
+    root: Path,
+    sequence: str,
+    frame_positions: list[int],
+    total_frames: int,
+    size: tuple[int, int],
+    any_size: bool = False,
 ) -> tuple[np.ndarray, list[str]]:
-    """The prediction of ``sequence`` for the evaluated frames, float32 [T, H, W] at ``size``, and notes.
+    """The prediction of ``sequence`` for the evaluated frames, float32 [T, H', W'] at its own size, and notes.
 
-    ``frame_positions`` are the evaluated frames' indices among the sequence's ``total_frames``. Raises
-    SkipSequence when the file is missing, has another frame count or holds non-finite values.
+    ``frame_positions`` are the evaluated frames' indices among the sequence's ``total_frames``; ``size`` is the
+    GT's and ``any_size`` admits any size of about its aspect ratio (see the module text). Raises SkipSequence when
+    the file is missing, has another frame count or size, or holds non-finite values.
     """
     path = prediction_file(root, sequence)
     if path is None:
@@ -89,6 +102,7 @@ def load_prediction(
         array = array[None]
     if array.ndim != 3:
         raise SkipSequence(f"prediction {path} has shape {array.shape}: expected [T, H, W] disparity")
+    _check_size(path, array.shape[1:], size, any_size)
     notes = []
     count = len(frame_positions)
     if len(array) == count:
@@ -103,8 +117,4 @@ def load_prediction(
     bad = int(np.count_nonzero(~np.isfinite(selected)))
     if bad:
         raise SkipSequence(f"prediction {path} has {bad} NaN/inf values")
-    resized = _check_size(path, selected.shape[1:], size)
-    if resized is not None:
-        notes.append(resized)
-        selected = resize_frames(selected, size)
     return selected, notes

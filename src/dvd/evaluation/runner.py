@@ -22,23 +22,33 @@ from dvd.evaluation.scoring import score_sequence
 from dvd.inference.inputs import frame_as_unit_float
 from dvd.inference.stream import WindowReport
 from dvd.inference.video import VideoEngine, VideoSettings
+from dvd.options import TAE_INTRINSICS
 
 Predictor = Callable[[Sequence], tuple[np.ndarray, dict]]
-"""Disparity [T, H, W] at the GT size for a sequence, plus fields to add to its record."""
+"""Disparity [T, H, W] for a sequence (the GT size, or one `scoring.prediction_on_gt_grid` takes), plus fields to add
+to its record."""
 
 
 class SavedPredictions:
     """Predictions written by any tool, one file per sequence (see ``dvd.evaluation.predictions``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, any_size: bool = False) -> None:
+        """``any_size``: admit predictions of any size near the GT's aspect ratio (protocols that crop in the
+        prediction's own grid, see ``dvd.evaluation.predictions``)."""
         self.root = Path(root)
+        self.any_size = any_size
         if not self.root.is_dir():
             raise DVDError(f"predictions folder {self.root} does not exist")
         self.settings = {"predictions": str(self.root)}
 
     def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
         pred, notes = load_prediction(
-            self.root, sequence.name, sequence.positions, sequence.source_frames, sequence.depth.shape[1:]
+            self.root,
+            sequence.name,
+            sequence.positions,
+            sequence.source_frames,
+            sequence.depth.shape[1:],
+            self.any_size,
         )
         return pred, ({"notes": notes} if notes else {})
 
@@ -117,8 +127,10 @@ def evaluate(
     settings: dict,
     strict: bool = False,
     log: Callable[[str], None] = print,
+    tae_intrinsics: str = TAE_INTRINSICS[0],
 ) -> dict:
-    """Score every sequence of ``reader``'s split; returns the run document (see ``dvd.evaluation.report``)."""
+    """Score every sequence of ``reader``'s split; returns the run document (see ``dvd.evaluation.report``).
+    ``tae_intrinsics`` see ``dvd.evaluation.temporal.temporal_alignment_error``."""
     check_layout(reader)
     names = reader.sequence_names()
     records, skipped = [], []
@@ -127,7 +139,7 @@ def evaluate(
         try:
             sequence = reader.load(name, selection.start, selection.stride, selection.frames)
             pred, extra = predictor(sequence)
-            record = score_sequence(pred, sequence, reader)
+            record = score_sequence(pred, sequence, reader, tae_intrinsics)
         except SkipSequence as skip:
             if strict:
                 raise DVDError(f"sequence {name}: {skip} (without --strict it would be skipped and reported)") from None
@@ -152,6 +164,7 @@ def evaluate(
         "start": selection.start,
         "stride": selection.stride,
         "frames": selection.frames,
+        "tae_intrinsics": tae_intrinsics,
         **settings,
     }
     return summarise(label, run_settings, records, skipped)

@@ -12,18 +12,22 @@ and a synthetic clip (or a given input). Nothing is re-implemented here; the sta
   write        the writers: colour maps, encoding, files
 
 FLOPs are counted once, on a meta copy of the model for one window (`dvd.inference.profiling.count_model_flops`),
-not in the timed run, which follows one untimed warm-up call (it also triggers `--compile`).
+not in the timed run, which follows one untimed warm-up call. With `--compile` the warm-up is one whole untimed
+run instead: it compiles every shape the timed run meets (the last window is usually shorter, and a new shape
+recompiles), so the timed run is the steady state.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import av
@@ -72,9 +76,12 @@ class BenchSettings:
     dtype: str | None = None
     threads: int | None = None  # torch's CPU threads; None: torch's default
     fold: bool = True
+    precompute_time: bool = True
     compile: bool = False
     attention_backend: str | None = None
     tiled_vae: bool = False
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
     host_only: bool = False
 
     def validate(self) -> None:
@@ -103,6 +110,8 @@ def run_bench(settings: BenchSettings) -> dict:
     settings.validate()
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
+    if settings.compile and not settings.host_only:
+        check_compiler(device)  # before anything is built
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     started = time.perf_counter()
@@ -113,9 +122,15 @@ def run_bench(settings: BenchSettings) -> dict:
         model_hw = settings.video.model_size(source.size)
         window = np.zeros((min(settings.video.window, frames), *model_hw, 3), np.float32)
         flops = None if settings.host_only else count_model_flops(pipe.model, window_pixels_shape(window))
-        accelerate(pipe, settings)  # after counting: the count runs a meta copy, which needs the plain modules
+        accelerate(pipe, settings)  # after counting: the count runs a meta copy of the plain modules
         setup = time.perf_counter() - started
-        warm_up = warm_up_seconds(pipe, settings, window)
+        if settings.compile:
+            untimed = StageTimer()
+            warm_up = warm_up_seconds(
+                settings, partial(timed_run, pipe, source, Path(scratch) / "warm-up", settings, untimed, device)
+            )
+        else:
+            warm_up = warm_up_seconds(settings, partial(pipe.predict_windows, [window] * settings.video.batch_windows))
         target = (settings.output or Path(scratch) / "out") / source.name
         timer = StageTimer(synchronize=device_synchronizer(device))
         run = timed_run(pipe, source, target, settings, timer, device)
@@ -123,7 +138,8 @@ def run_bench(settings: BenchSettings) -> dict:
 
 
 def build_pipeline(settings: BenchSettings, device: torch.device, dtype: torch.dtype) -> DVDPipeline:
-    """The pipeline with the model switches applied that do not need a first call (fold, tiled VAE)."""
+    """The pipeline with the model switches applied that do not need a first call (the fast path's constants,
+    the VAE's tiling and memory layout)."""
     if settings.weights is not None:
         pipe = DVDPipeline.from_pretrained(settings.weights, device=device, dtype=dtype)
     else:
@@ -132,10 +148,11 @@ def build_pipeline(settings: BenchSettings, device: torch.device, dtype: torch.d
         pipe = DVDPipeline(*random_modules(name, device, dtype))
         pipe.model.to_precision(dtype)
         pipe.weights_id = settings.model_name
-    if not settings.fold:
-        pipe.unfold_constants()
+    pipe.fold_constants(cross_attention=settings.fold, time_conditions=settings.precompute_time)
     if settings.tiled_vae:
         pipe.vae.enable_tiling()
+    if settings.channels_last:
+        pipe.model.set_vae_channels_last(True)
     if settings.host_only:
         pipe.model = RGBMean(pipe.model.device)
     return pipe
@@ -155,11 +172,15 @@ class RGBMean(nn.Module):
 
 
 def accelerate(pipe: DVDPipeline, settings: BenchSettings) -> None:
-    """--attention-backend and --compile; failures that show only at the first call are caught in the warm-up."""
+    """--attention-backend, --cudnn-benchmark and --compile; failures that show only at the first call are caught
+    in the warm-up."""
     if settings.host_only:
         return
     if settings.attention_backend is not None:
         set_attention_backend(pipe, settings.attention_backend)
+    # A process-wide switch (cuDNN tries the convolution algorithms of each new shape and keeps the fastest); no
+    # effect off CUDA.
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
     if settings.compile:
         compile_blocks = getattr(pipe.transformer, "compile_repeated_blocks", None)
         if compile_blocks is None:
@@ -167,6 +188,33 @@ def accelerate(pipe: DVDPipeline, settings: BenchSettings) -> None:
                 "--compile needs diffusers' compile_repeated_blocks, which this diffusers lacks: upgrade diffusers"
             )
         compile_blocks()  # torch.compile of each WanTransformerBlock: lazy, compiled at the first call
+
+
+def check_compiler(device: torch.device) -> None:
+    """DVDError when torch.compile cannot build kernels for `device`: inductor compiles C++ on the CPU and Triton's
+    launchers (C) on CUDA, so a compiler must be installed."""
+    if device.type == "cuda":
+        found = os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")  # Triton's own search
+        if not found:
+            raise DVDError(
+                "--compile on CUDA needs a C compiler for Triton, and none was found (gcc, clang or $CC): install "
+                "one (e.g. apt-get install gcc) or run without --compile"
+            )
+        return
+    if device.type != "cpu":
+        return
+    from torch._inductor import config
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler:
+        tried = ", ".join(str(name) for name in config.cpp.cxx if name)
+        raise DVDError(
+            f"--compile on the CPU needs a C++ compiler for torch's inductor, and none was found (tried {tried}; "
+            "$CXX sets it): install one (e.g. apt-get install g++) or run without --compile"
+        ) from None
 
 
 def set_attention_backend(pipe: DVDPipeline, name: str) -> None:
@@ -181,11 +229,11 @@ def set_attention_backend(pipe: DVDPipeline, name: str) -> None:
         raise DVDError(f"--attention-backend {name} cannot run here: {error}") from None
 
 
-def warm_up_seconds(pipe: DVDPipeline, settings: BenchSettings, window: np.ndarray) -> float:
-    """One untimed batch of the run's window shape (kernels, allocator, compilation); its seconds."""
+def warm_up_seconds(settings: BenchSettings, warm_up: Callable[[], object]) -> float:
+    """`warm_up()` untimed (kernels, allocator, compilation); its seconds."""
     started = time.perf_counter()
     try:
-        pipe.predict_windows([window] * settings.video.batch_windows)
+        warm_up()
     except DVDError:
         raise
     except Exception as error:
@@ -325,9 +373,12 @@ def report(
         "model_size": list(model_hw),
         **asdict(settings.video),
         "fold": settings.fold,
+        "precompute_time": settings.precompute_time,
         "compile": settings.compile,
         "attention_backend": settings.attention_backend,
         "tiled_vae": settings.tiled_vae,
+        "channels_last": settings.channels_last,
+        "cudnn_benchmark": settings.cudnn_benchmark,
         "host_only": settings.host_only,
         "formats": list(settings.formats),
         "output": str(settings.output) if settings.output else None,

@@ -25,13 +25,27 @@ from dvd.errors import DVDError
 from dvd.inference.host import Drain, Prefetch
 from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.profiling import READ, RESIZE_BACK, WRITE, NoTimer
+from dvd.inference.resume import STATE_FILE, Checkpoints, prepare_checkpoints, run_fingerprint
 from dvd.inference.video import VideoEngine, VideoSettings, resize_back
 from dvd.io.atomic import atomic_directory, foreign_entries
 from dvd.io.colormaps import DEFAULT_COLORMAP
 from dvd.io.readers import Source
-from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, WriterGroup, open_writers
+from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, NpyFrames, NpyWriter, WriterGroup, open_writers
+from dvd.metric.post_pass import metric_post_pass
+from dvd.metric.settings import MetricSettings
+from dvd.options import DEFAULT_COLOUR_RANGE
 
 RANGED_FORMATS = {"png16", "mp4", "sbs"}  # 8/16-bit outputs that need a DisparityRange
+COLOUR_RANGE_RULES = {
+    "video": "1st-99th percentiles of the whole video's disparity (a fixed subsample of its pixels), widened by "
+    "10% each side; png16/mp4/sbs written in a second pass over disparity.npy",
+    "first-window": "1st-99th percentiles of the first window's stitched disparity, widened by 10% each side; "
+    "later values beyond it are clipped",
+}
+# The whole-video range is fitted on at most RANGE_FRAMES frames spread evenly over the video, each subsampled on a
+# regular grid to about RANGE_PIXELS values: 4M values at most, deterministic, and one frame in memory at a time.
+RANGE_FRAMES = 256
+RANGE_PIXELS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,7 @@ class OutputSettings:
     keep_model_size: bool = False
     max_frames: int | None = None
     stride: int = 1
+    colour_range: str = DEFAULT_COLOUR_RANGE  # "video": a second pass over disparity.npy; "first-window" streams
 
 
 def predict_to_folder(
@@ -55,6 +70,9 @@ def predict_to_folder(
     overwrite: bool = False,
     host_threads: bool = True,
     timer: NoTimer | None = None,
+    metric: MetricSettings | None = None,
+    resume: bool = False,
+    resumable: bool = False,
 ) -> int:
     """Write every output of `source` into `target` (atomically); returns the number of frames written.
 
@@ -63,17 +81,52 @@ def predict_to_folder(
     function. `host_threads` decodes and writes in threads beside the model calls (`dvd.inference.host`); False
     runs every stage in the calling thread, with the same outputs, for debugging and comparison. `timer` (a
     `dvd.inference.profiling.StageTimer`, for `dvd bench`) records the read, resize, stitch, resize-back and write
-    stages.
+    stages. `metric` (`dvd.metric.settings.MetricSettings`) adds depth_m.npy, the intrinsics and PLY point clouds
+    once the disparity is complete (`dvd.metric.post_pass`).
+
+    `resumable` (what `dvd predict` does) saves a resume point after each model call (`dvd.inference.resume`), and
+    an interrupted run (Ctrl-C, SIGTERM, a crash, kill -9, power loss) then leaves its partial output under a
+    hidden staging name beside `target`; `resume` goes on from its last completed model call, with files
+    bit-identical to an uninterrupted run's (DVDError if the settings, input or weights differ). Without `resume`
+    such a partial output is refused unless `overwrite` discards it. Without `resumable` (the default) an
+    interruption removes the unfinished output, and no time goes into resume points.
     """
-    with atomic_directory(target, overwrite, prediction_folder_problem) as staging:
+    video = video.for_input(source.kind)
+    if resume and not _resumable(output):
+        raise DVDError(
+            "--resume cannot go on with 8/16-bit outputs written as frames arrive (--colour-range first-window with "
+            "png16/mp4/sbs): use --colour-range video, or run without --resume"
+        )
+    resumable = (resumable or resume) and _resumable(output)
+    fingerprint = run_fingerprint(pipe, source, video, output) if resumable else None
+    checkpoints = prepare_checkpoints(target, fingerprint, resume, overwrite)
+    with atomic_directory(
+        target,
+        overwrite,
+        prediction_folder_problem,
+        resumable=STATE_FILE if checkpoints.enabled else None,
+        staging=checkpoints.folder,
+    ) as staging:
         started = time.perf_counter()
+        engine = VideoEngine(pipe.predict_windows, video, timer=timer or NoTimer())
         count, writers_meta, timing = _write_outputs(
-            pipe, source, staging, video, output, progress, host_threads, timer or NoTimer()
+            engine, source, staging, output, progress, host_threads, checkpoints
         )
         meta = _describe(pipe, source, video, output, count, writers_meta, time.perf_counter() - started)
         meta["timing"] = timing
+        meta["shots"] = engine.shots.as_meta(count)
+        meta["failed_seams"] = engine.failed_seams
+        if RANGED_FORMATS & set(output.formats):
+            meta["colour_range"] = {"rule": output.colour_range, "description": COLOUR_RANGE_RULES[output.colour_range]}
+        meta = metric_post_pass(metric, staging, source, output, meta)  # depth_m.npy, PLY (dvd.metric)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return count
+
+
+def _resumable(output: OutputSettings) -> bool:
+    """Whether a run can checkpoint: every output it streams can go on after an interruption (npy and exr can;
+    the videos' encoders cannot, and under the first-window rule they stream)."""
+    return output.colour_range != "first-window" or not RANGED_FORMATS & set(output.formats)
 
 
 def prediction_folder_problem(folder: Path) -> str | None:
@@ -91,53 +144,112 @@ def prediction_folder_problem(folder: Path) -> str | None:
 
 
 def _write_outputs(
-    pipe: DVDPipeline,
+    engine: VideoEngine,
     source: Source,
     directory: Path,
-    video: VideoSettings,
     output: OutputSettings,
     progress: Callable[[int], None] | None,
     threaded: bool,
-    timer: NoTimer,
+    checkpoints: Checkpoints,
 ) -> tuple[int, dict, dict]:
-    engine = VideoEngine(pipe.predict_windows, video, timer=timer)
-    timeline = Timeline(source.output_rate(output.stride))
-    timed = timeline.track(timer.iterate(READ, source.timed_frames(output.max_frames, output.stride)))
+    video, timer = engine.settings, engine.timer
+    # A resumed run decodes every frame again (for its time), resizes and predicts only from the engine's resume
+    # point on, and writes after the frames already on disk.
+    start, written = VideoEngine.resume_points(checkpoints.engine) if checkpoints.resumed else (0, 0)
+    # With the whole-video rule only the raw outputs stream; the 8/16-bit ones follow from disparity.npy.
+    ranged = [name for name in output.formats if name in RANGED_FORMATS]
+    streamed = [name for name in output.formats if output.colour_range == "first-window" or name not in ranged]
+    timeline = Timeline(source.output_rate(output.stride), written)
+    timed = timeline.track(timer.iterate(READ, source.timed_pixels(output.max_frames, output.stride)))
     out_size = video.model_size(source.size) if output.keep_model_size else source.size
     # One model call's worth of frames may wait on either side of the model: enough for reading and writing to go
     # on while it runs, and a bound that does not depend on the length of the video.
     bound = video.window * video.batch_windows
-    with Prefetch(engine.to_model_size(timed, source.size), bound, threaded) as resized:
-        disparity = engine.stitched(resized)
-        # The 8/16-bit range is fixed from the first `window` stitched frames before anything is written (the
-        # second window has been stitched by then, since the first one's overlap frames wait for it). They wait at
-        # model size, which bounds the extra memory to one window whatever the source resolution.
+    resume_points: deque[_ResumePoint] = deque()
+    with Prefetch(engine.to_model_size(itertools.islice(timed, start, None), source.size), bound, threaded) as resized:
+        on_state = (lambda state: resume_points.append(_ResumePoint(state))) if checkpoints.enabled else None
+        disparity = engine.stitched(resized, checkpoints.engine, on_state)
+        # Under the first-window rule the 8/16-bit range is fixed from the first `window` stitched frames before
+        # anything is written (the second window has been stitched by then, since the first one's overlap frames
+        # wait for it). They wait at model size, which bounds the extra memory to one window whatever the source
+        # resolution.
         first = list(itertools.islice(disparity, video.window))
-        if not first:
+        if not first and not written:
             raise DVDError(f"no frames could be decoded from {source.path}: check the file")
-        value_range = DisparityRange.fit(np.stack(first)) if RANGED_FORMATS & set(output.formats) else None
+        value_range = DisparityRange.fit(np.stack(first)) if RANGED_FORMATS & set(streamed) else None
         writers = open_writers(
             directory,
-            list(output.formats),
+            streamed,
             fps=source.output_rate(output.stride),
             value_range=value_range,
             colormap=output.colormap,
             time_base=source.time_base,
+            resume_at=written,
         )
         # Side by side needs each RGB frame beside its depth: a second decoder in lockstep costs no buffer.
         rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
-        sink = _FrameSink(writers, timeline, out_size, rgb, progress, timer)
+        sink = _FrameSink(writers, timeline, out_size, rgb, progress, timer, directory, checkpoints, written)
         try:
-            with Drain(sink.write, bound, threaded) as written:
+            with Drain(sink.write, bound, threaded) as drain:
                 for frame in itertools.chain(first, disparity):
-                    written.put(frame)
+                    while resume_points:  # each one before the frames stitched after it
+                        drain.put(resume_points.popleft())
+                    drain.put(frame)
         finally:
             writers.close()  # after the writing thread has stopped: no frame is written into a closed file
-    return sink.count, writers.meta(), timeline.save(directory)
+    listed = writers.meta()
+    if ranged and output.colour_range == "video":
+        listed.update(_write_ranged(directory, ranged, source, output, timeline, timer))
+    outputs = {name: listed[name] for name in output.formats}
+    return sink.count, outputs, timeline.save(directory)
+
+
+def _write_ranged(
+    directory: Path, formats: list[str], source: Source, output: OutputSettings, timeline: Timeline, timer: NoTimer
+) -> dict:
+    """The second pass of the whole-video rule: png16/mp4/sbs from the finished disparity.npy, frame by frame,
+    with the range of the whole video; sbs decodes the source's RGB again, in lockstep."""
+    # Plain reads, not a memory map: a map's pages stay in the RSS, which would grow by the whole file.
+    disparity = NpyFrames(directory / NpyWriter.filename)
+    writers = open_writers(
+        directory,
+        formats,
+        fps=source.output_rate(output.stride),
+        value_range=video_range(disparity),
+        colormap=output.colormap,
+        time_base=source.time_base,
+    )
+    size = disparity.shape[1:]
+    rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
+    try:
+        for frame, seconds in zip(disparity, timeline.seconds(), strict=True):
+            with timer.stage(WRITE):
+                writers.write(frame, _next_rgb(rgb, size), [Fraction(seconds)])
+    finally:
+        writers.close()
+        disparity.close()
+    return writers.meta()
+
+
+def video_range(disparity: np.ndarray) -> DisparityRange:
+    """The 8/16-bit range of a whole video ([T, H, W], e.g. a memmap of disparity.npy): `DisparityRange.fit` on a
+    deterministic subsample (RANGE_FRAMES frames spread evenly, each on a grid of about RANGE_PIXELS pixels)."""
+    count, height, width = disparity.shape
+    picks = np.unique(np.rint(np.linspace(0, count - 1, min(count, RANGE_FRAMES))).astype(np.int64))
+    step = max(1, int(np.sqrt(height * width / RANGE_PIXELS)))
+    return DisparityRange.fit(np.stack([np.asarray(disparity[index])[::step, ::step] for index in picks]))
+
+
+@dataclass(frozen=True)
+class _ResumePoint:
+    """The engine's state after a model call, on its way to the writing thread with the frames before it."""
+
+    state: dict
 
 
 class _FrameSink:
-    """The last stage of `_write_outputs`: each stitched frame at its output size, written with its time."""
+    """The last stage of `_write_outputs`: each stitched frame at its output size, written with its time; and
+    the engine's resume points, each saved once the frames before it are on disk."""
 
     def __init__(
         self,
@@ -147,12 +259,28 @@ class _FrameSink:
         rgb: Iterator[np.ndarray] | None,
         progress: Callable[[int], None] | None,
         timer: NoTimer,
+        directory: Path,
+        checkpoints: Checkpoints,
+        written: int = 0,
     ) -> None:
         self.writers, self.timeline, self.size, self.rgb, self.progress = writers, timeline, size, rgb, progress
         self.timer = timer
-        self.count = 0
+        self.directory, self.checkpoints = directory, checkpoints
+        self.count = written
+        self._waiting: deque[_ResumePoint] = deque()  # resume points ahead of their frames (the first window's)
+        if written and progress is not None:
+            progress(written)
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, item: np.ndarray | _ResumePoint) -> None:
+        if isinstance(item, _ResumePoint):
+            self._waiting.append(item)
+        else:
+            self._write_frame(item)
+        while self._waiting and VideoEngine.resume_points(self._waiting[0].state)[1] <= self.count:
+            state = self._waiting.popleft().state
+            self.checkpoints.save(self.directory, self.writers, state, VideoEngine.resume_points(state)[1])
+
+    def _write_frame(self, frame: np.ndarray) -> None:
         with self.timer.stage(WRITE):
             with self.timer.stage(RESIZE_BACK):
                 frame = resize_back(frame, self.size)
@@ -173,20 +301,26 @@ class Timeline:
     VARIABLE = 0.25  # an interval this far (relative) from 1 / fps makes the source variable-frame-rate
     FILE = "frame_times.txt"
 
-    def __init__(self, rate: Fraction) -> None:
+    def __init__(self, rate: Fraction, written: int = 0) -> None:
         self.rate = rate
+        self.written = written  # frames already written by the run this one resumes: their times are not popped
         self._pending: deque[Fraction] = deque()
         self._seconds = array("d")  # 8 bytes a frame, for the summary and the times file
 
     def track(self, timed: Iterator[tuple[Fraction, np.ndarray]]) -> Iterator[np.ndarray]:
         for at, frame in timed:
-            self._pending.append(at)
+            if len(self._seconds) >= self.written:
+                self._pending.append(at)
             self._seconds.append(float(at))
             yield frame
 
     def pop(self) -> Fraction:
         """The time of the next frame to be written."""
         return self._pending.popleft()
+
+    def seconds(self) -> np.ndarray:
+        """Every tracked frame's time in seconds, in order (float64; exact to far below one tick of any time base)."""
+        return np.frombuffer(self._seconds, dtype=np.float64)
 
     def save(self, directory: Path) -> dict:
         """The timing summary for meta.json; a variable frame rate also writes every frame's time to FILE."""

@@ -24,14 +24,15 @@ from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel
 from diffusers.utils import BaseOutput
 
 from dvd.errors import DVDError
-from dvd.inference.inputs import Frames, VideoInput, check_inputs, window_as_unit_float
+from dvd.inference.inputs import Frames, VideoInput, check_inputs, unit_tensor, window_as_model_pixels
 from dvd.inference.profiling import TRANSFER, NoTimer
 from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.io.atomic import foreign_entries
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
+from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.frames import pad_to_vae_frame_count
-from dvd.options import DEFAULT_ANCHOR_FRAMES
+from dvd.options import DEFAULT_ANCHOR_FRAMES, DEFAULT_CUT_THRESHOLD
 from dvd.weights import load_weights
 from dvd.weights.formats import check_tau
 from dvd.weights.load import LEGACY_CONFIG, PIPELINE_INDEX
@@ -128,14 +129,21 @@ class DVDPipeline(DiffusionPipeline):
         self.stage_timer = NoTimer()  # a profiler sets a `dvd.inference.profiling.StageTimer` (`dvd bench`)
         self.fold_constants()
 
-    def fold_constants(self) -> None:
-        """The exact fast path (on by default): the DiT's cross-attention over the all-zero text context is a
-        constant per block, computed from one context token (`dvd.model.folding`)."""
-        fold_cross_attention(self.transformer)
+    def fold_constants(self, cross_attention: bool = True, time_conditions: bool = True) -> None:
+        """The exact fast path (both on by default), each part switchable (False: the reference computation):
+        `cross_attention`, the DiT's cross-attention over the all-zero text context as a constant per block,
+        computed from one context token (`dvd.model.folding`); `time_conditions`, the time embedding and every
+        block's modulation input at the fixed timestep, computed once now (`dvd.model.fixed_time`)."""
+        (fold_cross_attention if cross_attention else unfold_cross_attention)(self.transformer)
+        if time_conditions:
+            precompute_time_conditions(self.transformer, self.model.timestep)
+        else:
+            release_time_conditions(self.transformer)
 
     def unfold_constants(self) -> None:
-        """Back to the reference computation: 512 zero text tokens through diffusers' own cross-attention."""
-        unfold_cross_attention(self.transformer)
+        """Back to the reference computation: 512 zero text tokens through diffusers' own cross-attention, and the
+        time conditions computed on every call."""
+        self.fold_constants(cross_attention=False, time_conditions=False)
 
     @classmethod
     def from_pretrained(
@@ -177,7 +185,8 @@ class DVDPipeline(DiffusionPipeline):
                 raise ValueError("windows in one batch must share their shape; predict them separately")
             length = pixels[0].shape[1]
             batch = pad_to_vae_frame_count(torch.stack(pixels)).to(self._execution_device)
-            disparity = self.model(batch, stage=timer.stage)[:, :length]
+            # 8-bit windows travel as uint8, a quarter of the bytes, and become [0, 1] floats where the model runs.
+            disparity = self.model(unit_tensor(batch), stage=timer.stage)[:, :length]
             check_finite_output(disparity, self.model.dtype)
             return list(disparity.float().cpu().numpy())
 
@@ -197,6 +206,9 @@ class DVDPipeline(DiffusionPipeline):
         stitch: str = "openworld",
         anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
         batch_windows: int = 1,
+        cuts: str | None = None,
+        cut_threshold: float = DEFAULT_CUT_THRESHOLD,
+        cut_frames: tuple[int, ...] = (),
         max_frames: int | None = None,
         stride: int = 1,
         keep_model_size: bool = False,
@@ -209,6 +221,8 @@ class DVDPipeline(DiffusionPipeline):
             uint16 or float in [0, 1]), a list of PIL images, or an iterable of frames.
         height, width: minimum model size; frames are scaled to cover it, sides rounded up to multiples of 16.
         window, overlap, stitch, anchor_frames, batch_windows: as the `dvd predict` flags (`dvd predict --help`).
+        cuts, cut_threshold, cut_frames: shots, as the `dvd predict` flags --cuts, --cut-threshold, --cut-frames;
+            cuts=None is "auto" for a video file path and "off" for anything else.
         max_frames, stride: take every `stride`-th frame, at most `max_frames` of them.
         keep_model_size: return the prediction at the model size instead of the source size.
         output_type: "np" (numpy) or "pt" (torch tensor on the CPU).
@@ -224,6 +238,9 @@ class DVDPipeline(DiffusionPipeline):
             stitch=stitch,
             anchor_frames=anchor_frames,
             batch_windows=batch_windows,
+            cuts=cuts,
+            cut_threshold=cut_threshold,
+            cut_frames=tuple(cut_frames),
             max_frames=max_frames,
             stride=stride,
             keep_model_size=keep_model_size,
@@ -260,13 +277,15 @@ class DVDPipeline(DiffusionPipeline):
         except DVDError as error:
             raise ValueError(str(error)) from None
         video_frames = check_inputs(video, max_frames, stride)
+        settings = settings.for_input(video_frames.kind)
         out_hw = settings.model_size(video_frames.size) if keep_model_size else video_frames.size
         return VideoEngine(self.predict_windows, settings), video_frames, out_hw
 
 
 def _window_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """[T, H, W, 3] or [T, 3, H, W] frames -> float32 [3, T, H, W] in [0, 1]; ValueError for other shapes."""
-    unit = window_as_unit_float(frames)
+    """[T, H, W, 3] or [T, 3, H, W] frames -> [3, T, H, W], uint8 or float32 in [0, 1] (`window_as_model_pixels`);
+    ValueError for other shapes."""
+    unit = window_as_model_pixels(frames)
     height, width = unit.shape[1:3]
     if height % 16 or width % 16:
         raise ValueError(f"`frames` are {height}x{width}, not multiples of 16: resize first (dvd.data.raster)")

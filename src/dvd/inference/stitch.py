@@ -19,7 +19,7 @@ anything else that joins windows call it. Presets:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -76,8 +76,12 @@ class Stitcher:
     them, so memory holds the not-yet-final tail (plus the anchors) however long the video is.
     """
 
-    def __init__(self, preset: StitchPreset | str = "openworld") -> None:
+    def __init__(
+        self, preset: StitchPreset | str = "openworld", seam_judge: Callable[[float], bool] | None = None
+    ) -> None:
         self.preset = get_stitch_preset(preset) if isinstance(preset, str) else preset
+        # Told each seam's relative residual; True fails the seam, which is then joined as a cut (see `add`).
+        self.seam_judge = seam_judge
         self._frames: list[np.ndarray] = []
         self._base = 0  # source index of self._frames[0]
         self._frame_shape: tuple[int, ...] = (0, 0)
@@ -85,6 +89,8 @@ class Stitcher:
         self.windows_added = 0
         self.last_fit: tuple[float, float] | None = None  # (scale, shift) applied to the latest window, for diagnostics
         self.last_overlap_mae: float | None = None  # mean |aligned - stitched| over the latest overlap
+        self.last_overlap_relative: float | None = None  # that, over the stitched overlap's mean absolute deviation
+        self.last_seam_cut: int | None = None  # where the latest window started a new shot after a failed seam
 
     @property
     def end(self) -> int:
@@ -113,11 +119,25 @@ class Stitcher:
         scale, shift = self._fit(pred, ref, anchors)
         aligned = apply_scale_shift(pred, scale, shift)
         self.windows_added, self.last_fit, self.last_overlap_mae = self.windows_added + 1, (scale, shift), None
+        self.last_overlap_relative = self.last_seam_cut = None
         if overlap > 0:
             self.last_overlap_mae = float(np.mean(np.abs(aligned[:overlap] - ref), dtype=np.float64))
+            self.last_overlap_relative = self.last_overlap_mae / _variation(ref)
+            if self.seam_judge is not None and self.seam_judge(self.last_overlap_relative):
+                self._join_as_cut(pred, anchors, overlap)
+                return
             del self._frames[len(self._frames) - overlap :]
             self._frames.extend(cross_fade(ref, aligned[:overlap]))
         self._frames.extend(aligned[overlap:])
+
+    def _join_as_cut(self, pred: np.ndarray, anchors: np.ndarray | None, overlap: int) -> None:
+        """After a failed seam: the stitched frames stay as they are and the window's later frames start a new shot
+        at its own scale, as the first window of a video does; later windows align to them (and, anchored, to this
+        window's anchors)."""
+        self.last_seam_cut, self.last_fit = self.end, (1.0, 0.0)
+        if self.preset.anchored:
+            self._anchor_ref = np.array(anchors, dtype=np.float32)
+        self._frames.extend(apply_scale_shift(pred[overlap:], 1.0, 0.0))
 
     def pop(self, before: int) -> np.ndarray:
         """Hand out (and forget) the stitched frames with index below ``before``, as [N, H, W] float32."""
@@ -128,6 +148,32 @@ class Stitcher:
         del self._frames[:count]
         self._base += count
         return done
+
+    def state(self) -> dict:
+        """Everything `restore` needs to go on as if nothing had happened (dvd predict --resume): the not yet
+        handed-out tail, the anchors' reference and the counters. The arrays are the stitcher's own (never changed
+        in place), so taking a state costs no copy."""
+        return {
+            "base": self._base,
+            "tail": list(self._frames),
+            "frame_shape": list(self._frame_shape),
+            "anchor_ref": self._anchor_ref,
+            "windows_added": self.windows_added,
+            "last_fit": None if self.last_fit is None else [float(value) for value in self.last_fit],
+            "last_overlap_mae": self.last_overlap_mae,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from a `state()` of a stitcher with the same preset."""
+        self._base = int(state["base"])
+        self._frames = [np.asarray(frame, dtype=np.float32) for frame in state["tail"]]
+        self._frame_shape = tuple(int(side) for side in state["frame_shape"])
+        self._anchor_ref = None if state["anchor_ref"] is None else np.asarray(state["anchor_ref"], np.float32)
+        self.windows_added = int(state["windows_added"])
+        self.last_fit = (
+            None if state["last_fit"] is None else (float(state["last_fit"][0]), float(state["last_fit"][1]))
+        )
+        self.last_overlap_mae = state["last_overlap_mae"]
 
     def _fit(self, pred: np.ndarray, ref: np.ndarray | None, anchors: np.ndarray | None) -> tuple[float, float]:
         blocks: list[tuple[np.ndarray, np.ndarray, float]] = []
@@ -144,6 +190,14 @@ class Stitcher:
         if self.preset.scale_clip is not None:
             scale = float(np.clip(scale, *self.preset.scale_clip))
         return scale, shift
+
+
+def _variation(ref: np.ndarray) -> float:
+    """The scale a seam's residual is judged against: the mean absolute deviation of the stitched overlap, at least
+    1% of its mean level (a flat overlap, e.g. a black frame, would make any residual look huge)."""
+    level = float(np.mean(np.abs(ref), dtype=np.float64))
+    deviation = float(np.mean(np.abs(ref - np.float32(np.mean(ref, dtype=np.float64))), dtype=np.float64))
+    return max(deviation, 0.01 * level, 1e-12)
 
 
 def stitch_windows(

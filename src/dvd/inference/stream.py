@@ -8,12 +8,14 @@ anchors are held, so memory does not depend on the video length, which need not 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from dvd.errors import DVDError
+from dvd.inference.allocator import release_free_memory
 from dvd.inference.stitch import Stitcher, StitchPreset, anchor_indices, get_stitch_preset, validate_anchor_frames
 from dvd.inference.windows import Window, WindowScheduler, validate_window
 from dvd.options import DEFAULT_ANCHOR_FRAMES
@@ -31,9 +33,47 @@ class WindowReport:
     scale: float
     shift: float
     overlap_mae: float | None  # mean |aligned - stitched| over the overlap (the official eval's "overlap MAE")
+    overlap_relative: float | None = None  # overlap_mae over the stitched overlap's variation (inference/shots)
+    seam_cut: int | None = None  # the frame where this window started a new shot, its seam having failed
 
 
 WindowCallback = Callable[[WindowReport], None]
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """The engine between two model calls, enough to go on from there (dvd predict --resume): the window schedule,
+    the stitcher, the anchors, and which input frames it had taken in and still held.
+
+    A resumed stream is fed the input frames from ``buffer_start`` on (the earlier ones are final already); the
+    ones below ``frames_seen`` are taken back in without a decision, since every window they could decide has
+    been predicted. ``emitted`` stitched frames had been handed out.
+    """
+
+    frames_seen: int
+    buffer_start: int
+    emitted: int
+    scheduler: dict
+    stitcher: dict
+    anchors: np.ndarray | None  # anchored preset: the anchor input frames at model size
+
+    def as_tree(self) -> dict:
+        """Plain values and arrays only (dvd.inference.resume stores it)."""
+        return {
+            "frames_seen": self.frames_seen,
+            "buffer_start": self.buffer_start,
+            "emitted": self.emitted,
+            "scheduler": self.scheduler,
+            "stitcher": self.stitcher,
+            "anchors": self.anchors,
+        }
+
+    @classmethod
+    def from_tree(cls, tree: dict) -> StreamState:
+        return cls(**tree)
+
+
+StateCallback = Callable[[StreamState], None]
 
 
 def validate_stream_settings(
@@ -60,22 +100,37 @@ def stream_disparity(
     batch_windows: int = 1,
     anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
     on_window: WindowCallback | None = None,
+    resume: StreamState | None = None,
+    on_state: StateCallback | None = None,
+    seam_judge: Callable[[float], bool] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the stitched disparity of each input frame ([H, W] float32), in order, as soon as it is final.
 
     ``on_window`` is called with a `WindowReport` after each window is stitched (progress, seam diagnostics); an
-    exception it raises stops the stream between windows.
+    exception it raises stops the stream between windows. ``seam_judge`` (a `dvd.inference.shots.SeamJudge`'s
+    ``failed``) may fail a seam, which the stitcher then joins as a cut.
 
     ``window`` counts every frame the model sees; with ``stitch="anchored"`` that includes the ``anchor_frames``
     anchors, so each window holds ``window - anchor_frames`` video frames. ``predict_windows`` receives at most
     ``batch_windows`` windows of equal length per call; the output does not depend on ``batch_windows``.
+
+    ``on_state`` is called with a `StreamState` after each model call's windows are stitched and their final
+    frames yielded; ``resume`` continues from such a state, with the same settings, fed the same input frames
+    from its ``buffer_start`` on: the frames yielded are exactly those an uninterrupted stream would have yielded
+    after its ``emitted`` frames, and since the windows are grouped into model calls the same way, they are the
+    same bits.
     """
     preset, video_window = validate_stream_settings(window, overlap, stitch, batch_windows, anchor_frames)
     scheduler = WindowScheduler(video_window, overlap, preset.schedule)
-    stitcher = Stitcher(preset)
+    stitcher = Stitcher(preset, seam_judge)
     buffer = _FrameBuffer()
     anchors: np.ndarray | None = None
     pending: list[Window] = []
+    if resume is not None:
+        scheduler.restore(resume.scheduler)
+        stitcher.restore(resume.stitcher)
+        anchors = resume.anchors
+        buffer._base = resume.buffer_start  # the frames before it are not fed again
 
     def flush() -> None:
         nonlocal anchors
@@ -96,17 +151,26 @@ def stream_disparity(
                 if on_window is not None:
                     scale, shift = stitcher.last_fit
                     overlap_mae = stitcher.last_overlap_mae if stitcher.windows_added > 1 else None
-                    on_window(WindowReport(stitcher.windows_added - 1, w, scale, shift, overlap_mae))
+                    relative, cut = stitcher.last_overlap_relative, stitcher.last_seam_cut
+                    on_window(WindowReport(stitcher.windows_added - 1, w, scale, shift, overlap_mae, relative, cut))
         pending.clear()
 
     def decide(frames_seen: int, finished: bool) -> Iterator[np.ndarray]:
         pending.extend(scheduler.advance(frames_seen, finished))
-        if pending and (len(pending) >= batch_windows or finished):
+        flushed = bool(pending) and (len(pending) >= batch_windows or finished)
+        if flushed:
             flush()
         if not pending:
             yield from stitcher.pop(scheduler.earliest_future_start(frames_seen))
         buffer.forget_before(min([scheduler.earliest_future_start(frames_seen)] + [w.start for w in pending]))
+        if flushed and on_state is not None:
+            stitched = stitcher.state()
+            on_state(StreamState(frames_seen, buffer._base, stitched["base"], scheduler.state(), stitched, anchors))
 
+    frames = iter(frames)
+    if resume is not None:
+        for frame in itertools.islice(frames, resume.frames_seen - resume.buffer_start):
+            buffer.append(np.asarray(frame))
     for frame in frames:
         buffer.append(np.asarray(frame))
         yield from decide(buffer.end, finished=False)
@@ -139,8 +203,12 @@ class _FrameBuffer:
 
     def forget_before(self, index: int) -> None:
         drop = max(0, min(index, self.end) - self._base)
-        del self._frames[:drop]
-        self._base += drop
+        if drop:
+            del self._frames[:drop]
+            self._base += drop
+            # Once a window: its frames and the model's temporaries are gone; their pages go back to the system
+            # instead of lingering in the heaps' holes (dvd.inference.allocator).
+            release_free_memory()
 
 
 def _equal_length_runs(windows: list[Window]) -> list[list[Window]]:

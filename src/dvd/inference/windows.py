@@ -91,6 +91,18 @@ class WindowScheduler:
             return min(self._next_start, max(0, frames_seen - self.window))
         return self._next_start
 
+    def state(self) -> dict[str, int | bool]:
+        """Where the schedule stands, for a resumable run's state file (`restore` continues from it)."""
+        return {"next_start": self._next_start, "last_end": self._last_end, "done": self._done}
+
+    def restore(self, state: dict[str, int | bool]) -> None:
+        """Continue the schedule from a `state()` of a scheduler with the same window, overlap and preset."""
+        self._next_start, self._last_end, self._done = (
+            int(state["next_start"]),
+            int(state["last_end"]),
+            bool(state["done"]),
+        )
+
     def _final_window(self, num_frames: int) -> Window:
         if self.preset == "openworld":
             return Window(max(0, num_frames - self.window), num_frames)

@@ -8,6 +8,14 @@ The rename itself decides who gets NAME: a directory cannot be renamed onto a fi
 staging folder is never empty when it is renamed, so of two runs racing for NAME exactly one wins; the other fails
 with one line and removes its own staging folder. An existing NAME is replaced only when the caller allows it
 (`--overwrite`) and a recogniser of the caller's kind of output accepts it as dvd's own.
+
+Resumable outputs. A writer that records its progress in a marker file inside the staging folder (`resumable`,
+e.g. `dvd predict`'s resume state) gets its staging folder kept when it is interrupted (Ctrl-C, SIGTERM) or fails
+for a reason outside its input (a full disk, out of memory): the error then says where it is and how to go on.
+A run killed outright leaves it too. Such a folder still has its hidden staging name, so nothing ever appears under
+NAME unfinished; stale-staging cleanup leaves it alone, and `resumable_staging` + `adopt_staging` let a later run
+(`--resume`) take it over, or `discard_staging` remove it (`--overwrite`). Failures that are the input's or the
+request's (a `DVDError`) remove it as before: going on would meet them again.
 """
 
 from __future__ import annotations
@@ -77,22 +85,42 @@ def _refuse_foreign(final: Path, recognise: Recogniser, flag: str) -> None:
 
 
 @contextmanager
-def atomic_directory(final: Path, overwrite: bool = False, recognise: Recogniser | None = None) -> Iterator[Path]:
+def atomic_directory(
+    final: Path,
+    overwrite: bool = False,
+    recognise: Recogniser | None = None,
+    *,
+    resumable: str | None = None,
+    staging: Path | None = None,
+) -> Iterator[Path]:
     """Yield an empty staging directory next to `final`; on success it becomes `final`, on any error (or Ctrl-C,
     or SIGTERM) it is removed and `final` is left as it was.
 
     Without `overwrite`, an existing `final` (also one that appears meanwhile, e.g. from a concurrent run) makes
     it fail with DVDError. With it, `final` is replaced if `recognise` accepts it as dvd's own output.
-    Staging folders of dead runs for `final` are removed first.
+    Staging folders of dead runs for `final` are removed first, except resumable ones.
+
+    `resumable` names the caller's progress file: a staging folder that holds it is kept on an interruption or a
+    failure that is not a DVDError (see the module docstring), and the error gets a note saying where it is.
+    `staging` continues a folder taken over with `adopt_staging` instead of starting an empty one.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(final)
-    staging = _new_staging(final, "partial")
+    remove_stale_staging(final, keep=resumable)
+    staging = _new_staging(final, "partial") if staging is None else staging
     try:
         yield staging
+        if resumable is not None:
+            (staging / resumable).unlink(missing_ok=True)
         _commit(staging, final, recognise if overwrite else None)
     except BaseException as error:
+        if resumable is not None and not isinstance(error, DVDError) and (staging / resumable).exists():
+            kept = _hand_over(staging, final)
+            error.add_note(
+                f"the unfinished output is kept in {kept}: run the same command again with --resume to go on "
+                "from where it stopped, or delete that folder"
+            )
+            raise
         shutil.rmtree(staging, ignore_errors=True)
         _point_at(error, staging, final)
         raise
@@ -144,17 +172,69 @@ def replace_directory(staging: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_stale_staging(final: Path) -> list[Path]:
+def remove_stale_staging(final: Path, keep: str | None = None) -> list[Path]:
     """Remove the staging folders of `final` whose process is gone (killed, crashed, power lost); those of live
-    runs are left alone, and so is anything not named like dvd's staging folders. Returns what was removed."""
+    runs are left alone, and so is anything not named like dvd's staging folders, and (with `keep`) the folders
+    that hold a file of that name: an interrupted run's progress, which `--resume` continues. Returns what was
+    removed."""
     removed = []
+    for folder in _dead_staging(final):
+        if keep is None or not (folder / keep).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def resumable_staging(final: Path, marker: str) -> list[Path]:
+    """The staging folders of dead runs for `final` that hold `marker` (their progress file), the most recently
+    updated first."""
+    found = [folder for folder in _dead_staging(final) if (folder / marker).is_file()]
+    return sorted(found, key=lambda folder: (folder / marker).stat().st_mtime_ns, reverse=True)
+
+
+def discard_staging(final: Path) -> list[Path]:
+    """Remove every staging folder of a dead run for `final`, resumable ones included (`--overwrite`)."""
+    return remove_stale_staging(final)
+
+
+def adopt_staging(folder: Path, final: Path) -> Path:
+    """Take over `folder`, a dead run's staging folder for `final`, under a staging name of this process (so that
+    no other run takes it or removes it as stale); the rename is atomic, so of two runs only one gets it."""
+    while True:
+        target = _new_staging_name(final, "partial")
+        try:
+            os.rename(folder, target)
+            return target
+        except FileNotFoundError:
+            raise DVDError(
+                f"{folder} was taken over by another run while this one was starting: let that run finish"
+            ) from None
+        except OSError as error:
+            if error.errno not in _TAKEN:
+                raise
+
+
+def _hand_over(staging: Path, final: Path) -> Path:
+    """Rename a kept staging folder to the owner "no process" (pid 0), so that `--resume` can take it over even
+    from this same process (a Python caller that caught the interruption)."""
+    while True:
+        kept = final.parent / f".{final.name}.partial-0-0-{secrets.token_hex(4)}"
+        try:
+            os.rename(staging, kept)
+            return kept
+        except OSError as error:
+            if error.errno not in _TAKEN:
+                return staging  # kept under its own name: it is found once this process has ended
+
+
+def _dead_staging(final: Path) -> list[Path]:
+    folders = []
     with suppress(OSError), os.scandir(Path(final).parent) as entries:
         for entry in entries:
             owner = _staging_owner(entry.name, Path(final).name)
             if owner is not None and entry.is_dir(follow_symlinks=False) and not _running(*owner):
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed.append(Path(entry.path))
-    return removed
+                folders.append(Path(entry.path))
+    return folders
 
 
 def _staging_owner(entry: str, name: str) -> tuple[int, str] | None:
@@ -171,6 +251,11 @@ def _staging_owner(entry: str, name: str) -> tuple[int, str] | None:
 def _new_staging(final: Path, kind: str) -> Path:
     pid = os.getpid()
     return _new_folder(final.parent, f".{final.name}.{kind}-{pid}-{_start_time(pid) or '0'}-")
+
+
+def _new_staging_name(final: Path, kind: str) -> Path:
+    pid = os.getpid()
+    return final.parent / f".{final.name}.{kind}-{pid}-{_start_time(pid) or '0'}-{secrets.token_hex(4)}"
 
 
 def _new_folder(parent: Path, prefix: str) -> Path:
@@ -197,6 +282,8 @@ def _start_time(pid: int) -> str | None:
 
 def _running(pid: int, start: str) -> bool:
     """Whether the process that made a staging folder is still running (not merely a later one with its pid)."""
+    if pid == 0:  # handed over by an interrupted run (`_hand_over`): nobody's
+        return False
     if Path("/proc/self/stat").exists():
         return _start_time(pid) == start
     try:

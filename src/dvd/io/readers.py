@@ -1,7 +1,9 @@
 """Lazy readers for the inputs of `dvd predict`: a video file, a folder of images, one image, or many of those.
 
 A `Source` decodes one frame at a time (PyAV for every format, so 16-bit PNG/TIFF and float EXR keep their
-precision) and yields float32 RGB frames [H, W, 3] in [0, 1] at display orientation. Opening a source checks it
+precision) and yields float32 RGB frames [H, W, 3] in [0, 1] at display orientation (`frames`), or the decoded
+pixels in their own precision (`pixels`: uint8 for 8-bit sources, uint16 for deeper ones, float32 in [0, 1] for
+float images), which is what the engine takes: a quarter of the memory and no float copy of every full-size frame. Opening a source checks it
 up front (exists, decodes, one image size) so that bad inputs fail before any model work, with a one-line DVDError.
 
 Damage found while decoding (a truncated or corrupt video, an image cut short) is never concealed silently: by
@@ -26,6 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dvd.data.naming import natural_key
+from dvd.data.raster import unit_float
 from dvd.errors import DVDError
 from dvd.options import DEFAULT_IMAGE_FPS, MAX_FRAME_RATE, MIN_FRAME_RATE
 
@@ -108,8 +111,20 @@ class Source(ABC):
     def timed_frames(self, max_frames: int | None = None, stride: int = 1) -> Iterator[tuple[Fraction, np.ndarray]]:
         """`frames` with each frame's presentation time in seconds from the first frame: the source's own time
         stamps for a video (variable frame rates included), index / rate for images."""
+        return ((time, unit_float(pixels)) for time, pixels in self.timed_pixels(max_frames, stride))
+
+    def pixels(self, max_frames: int | None = None, stride: int = 1) -> Iterator[np.ndarray]:
+        """The frames of `frames` as decoded: uint8 or uint16 [H, W, 3], or float32 in [0, 1] for float images."""
+        return (pixels for _, pixels in self.timed_pixels(max_frames, stride))
+
+    def timed_pixels(self, max_frames: int | None = None, stride: int = 1) -> Iterator[tuple[Fraction, np.ndarray]]:
+        """`pixels` with each frame's time, as `timed_frames`."""
         stop = None if max_frames is None else _check_max_frames(max_frames) * _check_stride(stride)
         return self._frames(stop, _check_stride(stride))
+
+    def files(self) -> list[Path]:
+        """The files the frames are decoded from (a resumed run checks that they have not changed)."""
+        return [self.path]
 
     def describe(self) -> dict:
         """What meta.json should record about the input."""
@@ -130,7 +145,7 @@ class Source(ABC):
 
     @abstractmethod
     def _frames(self, stop: int | None, stride: int) -> Iterator[tuple[Fraction, np.ndarray]]:
-        """Decoded frames, with their times, with indices in range(0, stop, stride)."""
+        """Decoded pixels (see `pixels`), with their times, with indices in range(0, stop, stride)."""
 
 
 class VideoSource(Source):
@@ -155,7 +170,7 @@ class VideoSource(Source):
         self.rate = Fraction(rate)
         self.time_base = stream.time_base or 1 / self.rate
         self._coded_size = (first.height, first.width)
-        self.size = _to_rgb(first, self._coded_size).shape[:2]
+        self.size = _to_pixels(first, self._coded_size).shape[:2]
 
     def _frames(self, stop: int | None, stride: int) -> Iterator[tuple[Fraction, np.ndarray]]:
         with _open_video(self.path) as container:
@@ -169,7 +184,7 @@ class VideoSource(Source):
                 time = _frame_time(frame, decoded, self.rate)
                 start = time if start is None else start
                 if decoded % stride == 0:
-                    yield time - start, _to_rgb(frame, self._coded_size)
+                    yield time - start, _to_pixels(frame, self._coded_size)
                 decoded += 1
                 if decoded == stop:
                     return
@@ -228,6 +243,9 @@ class ImageSequenceSource(Source):
         self.num_frames = len(self._files)
         self.num_frames_exact = True
 
+    def files(self) -> list[Path]:
+        return list(self._files)
+
     def _frames(self, stop: int | None, stride: int) -> Iterator[tuple[Fraction, np.ndarray]]:
         for index in range(0, len(self._files) if stop is None else min(stop, len(self._files)), stride):
             file = self._files[index]
@@ -272,17 +290,19 @@ def open_source(
     )
 
 
-def resolve_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+def resolve_inputs(inputs: Iterable[str | Path], missing: dict[Path, str] | None = None) -> list[Path]:
     """Expand the inputs into one path per source, without decoding anything: a .txt file becomes the paths it lists
     (one per line, relative to its folder; blank lines and # comments skipped), a folder holding only videos becomes
-    those videos (natural order). Fails if two inputs would write to the same OUT/<name>/."""
+    those videos (natural order). Fails if two inputs would write to the same OUT/<name>/. With `missing` (dvd
+    predict --keep-going), a listed path that does not exist goes there with its error instead of failing."""
     paths: list[Path] = []
     for item in inputs:
         path = _existing(Path(item).expanduser())
-        entries = _read_list(path) if path.suffix.lower() == LIST_EXTENSION and path.is_file() else [path]
+        is_list = path.suffix.lower() == LIST_EXTENSION and path.is_file()
+        entries = _read_list(path, missing) if is_list else [path]
         for entry in entries:
             paths.extend(_expand_folder(entry) if entry.is_dir() else [entry])
-    if not paths:
+    if not paths and not missing:
         raise DVDError("no inputs given: pass a video, an image, a folder or a .txt list of paths")
     seen: dict[str, Path] = {}
     for path in paths:
@@ -308,7 +328,7 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _read_list(list_file: Path) -> list[Path]:
+def _read_list(list_file: Path, missing: dict[Path, str] | None = None) -> list[Path]:
     entries = []
     for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
         text = line.strip()
@@ -316,11 +336,15 @@ def _read_list(list_file: Path) -> list[Path]:
             continue
         entry = list_file.parent / Path(text).expanduser()
         if not entry.exists():
-            raise DVDError(f"{text} (line {number} of {list_file}) not found: fix the path, relative to the list")
+            problem = f"{text} (line {number} of {list_file}) not found: fix the path, relative to the list"
+            if missing is None:
+                raise DVDError(problem)
+            missing[entry] = problem
+            continue
         if entry.suffix.lower() == LIST_EXTENSION and entry.is_file():
             raise DVDError(f"{list_file} line {number} names another list ({text}): lists cannot be nested")
         entries.append(entry)
-    if not entries:
+    if not entries and not missing:
         raise DVDError(f"{list_file} lists no inputs: write one path per line")
     return entries
 
@@ -383,17 +407,18 @@ def _frames_from_duration(container: av.container.InputContainer, stream: av.Vid
     return max(1, round(seconds * rate))
 
 
-def _to_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """float32 [H, W, 3] in [0, 1] at the frame's display orientation; frames are scaled to `size` (H, W) first,
-    so that a stream that changes resolution midway still yields one size."""
+def _to_pixels(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+    """RGB [H, W, 3] at the frame's display orientation: uint8 for 8-bit formats, uint16 for deeper ones, float32
+    in [0, 1] for float ones; frames are scaled to `size` (H, W) first, so that a stream that changes resolution
+    midway still yields one size."""
     height, width = size
     name = frame.format.name
     if "f32" in name or "f16" in name:
         image = _linear_to_srgb(frame.to_ndarray(format="gbrpf32le", width=width, height=height))
     elif max(component.bits for component in frame.format.components) > 8:
-        image = frame.to_ndarray(format="rgb48le", width=width, height=height).astype(np.float32) / np.float32(65535)
+        image = frame.to_ndarray(format="rgb48le", width=width, height=height)
     else:
-        image = frame.to_ndarray(format="rgb24", width=width, height=height).astype(np.float32) / np.float32(255)
+        image = frame.to_ndarray(format="rgb24", width=width, height=height)
     quarter_turns = round(frame.rotation / 90) % 4
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
@@ -423,7 +448,7 @@ def _read_image(file: Path, conceal: bool) -> np.ndarray:
         raise DVDError(f"cannot decode image {file}: it holds no picture")
     if frame.is_corrupt and not conceal:
         raise DVDError(f"cannot decode image {file}: it decodes with errors (truncated or corrupt)")
-    return _to_rgb(frame, (frame.height, frame.width))
+    return _to_pixels(frame, (frame.height, frame.width))
 
 
 def _check_same_size(path: Path, files: Sequence[Path]) -> None:

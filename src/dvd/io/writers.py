@@ -17,8 +17,9 @@ recorded in `meta()`, because a streamed video has no global min and max until i
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -30,7 +31,7 @@ from av.video.reformatter import ColorRange, Colorspace, VideoReformatter
 from PIL import Image
 
 from dvd.errors import DVDError
-from dvd.io.colormaps import DEFAULT_COLORMAP, colorize, colormap_table
+from dvd.io.colormaps import DEFAULT_COLORMAP, colorize, colorize_yuv420, colormap_table
 from dvd.io.readers import frame_rate
 from dvd.options import DEFAULT_FORMATS, WRITER_FORMATS
 
@@ -72,7 +73,7 @@ class DisparityRange:
         values = values[np.isfinite(values)]
         if not values.size:
             raise DVDError(
-                "the first window's disparity is all NaN or infinite, so the png16/mp4/sbs outputs have no range to "
+                "the disparity is all NaN or infinite, so the png16/mp4/sbs outputs have no range to "
                 "map it to: the model's output is unusable; check the weights and --dtype (try float32)"
             )
         low, high = (float(p) for p in np.percentile(values, [low_percentile, high_percentile]))
@@ -121,6 +122,10 @@ class Writer(ABC):
     def meta(self) -> dict:
         """What was written, for meta.json."""
 
+    def sync(self) -> None:
+        """Make every frame written so far durable on disk (a resumable run's checkpoint); files finished only by
+        `close` have nothing to make durable before it."""
+
     def __enter__(self) -> Self:
         return self
 
@@ -130,18 +135,29 @@ class Writer(ABC):
 
 class NpyWriter(Writer):
     """disparity.npy, float32 [T, H, W], appended frame by frame. The header reserves room for any T and is
-    rewritten with the real T on close, so T need not be known in advance."""
+    rewritten with the real T on close, so T need not be known in advance.
+
+    `resume_at` > 0 goes on with the unfinished file an interrupted run left in `directory`, after its first
+    `resume_at` frames (dvd predict --resume); whatever it wrote past them is cut off."""
 
     format = "npy"
     filename = "disparity.npy"
     _MAGIC = b"\x93NUMPY\x01\x00"
     _COUNT_DIGITS = 21  # room in the header for any frame count numpy can address
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, resume_at: int = 0) -> None:
         self.path = Path(directory) / self.filename
-        self._file = open(self.path, "wb")  # noqa: SIM115 - stays open across write() calls until close()
         self._frame_shape: tuple[int, int] = (0, 0)
         self._count = 0
+        if resume_at:
+            self._file = open(self.path, "r+b")  # noqa: SIM115 - stays open across write() calls until close()
+            np.lib.format.read_magic(self._file)
+            self._frame_shape = np.lib.format.read_array_header_1_0(self._file)[0][1:]
+            self._count = resume_at
+            self._file.truncate(self._file.tell() + resume_at * self._frame_shape[0] * self._frame_shape[1] * 4)
+            self._file.seek(0, os.SEEK_END)
+        else:
+            self._file = open(self.path, "wb")  # noqa: SIM115 - stays open across write() calls until close()
 
     def write(
         self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
@@ -167,6 +183,10 @@ class NpyWriter(Writer):
     def meta(self) -> dict:
         return {"file": self.filename, "dtype": "float32", "shape": [self._count, *self._frame_shape]}
 
+    def sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
     def _header(self, count: int) -> bytes:
         """A version 1.0 .npy header of fixed length: the count is padded to _COUNT_DIGITS with spaces."""
         height, width = self._frame_shape
@@ -177,23 +197,91 @@ class NpyWriter(Writer):
         return self._MAGIC + len(text).to_bytes(2, "little") + text.encode("latin1")
 
 
+class NpyFrames:
+    """The frames of a [T, H, W] .npy file (such as `NpyWriter`'s), read one at a time with plain reads.
+
+    For a pass over a finished disparity.npy: the pages of a memory map (np.load(mmap_mode="r")) count in the
+    process's RSS once touched, so a pass over a long video through a map grows the RSS by the whole file (3 GiB
+    for 10,000 frames of 320x240); frames read here are the caller's arrays, freed with them.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = open(self.path, "rb")  # noqa: SIM115 - stays open across reads until close()
+        try:
+            version = np.lib.format.read_magic(self._file)
+            header_1_0 = version == (1, 0)
+            read_header = np.lib.format.read_array_header_1_0 if header_1_0 else np.lib.format.read_array_header_2_0
+            shape, fortran_order, self.dtype = read_header(self._file)
+        except ValueError as error:
+            self._file.close()
+            raise DVDError(f"{self.path} is not a readable .npy file ({error}): check the file") from None
+        if len(shape) != 3 or fortran_order:
+            self._file.close()
+            raise DVDError(f"{self.path} holds an array of shape {shape}: expected C-ordered frames [T, H, W]")
+        self.shape: tuple[int, int, int] = tuple(shape)
+        self._offset = self._file.tell()
+        self._frame_bytes = shape[1] * shape[2] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Frame `index` (negative counts from the end) as a new [H, W] array."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"frame {index} of {len(self)}")
+        data = os.pread(self._file.fileno(), self._frame_bytes, self._offset + (index % len(self)) * self._frame_bytes)
+        if len(data) != self._frame_bytes:
+            raise DVDError(f"{self.path} ends inside frame {index}: the file is truncated")
+        return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[index] for index in range(len(self)))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class _ImageSequenceWriter(Writer):
     """One numbered image per frame in a sub-folder: 000000.<ext>, 000001.<ext>, ..."""
 
     folder: ClassVar[str]
     extension: ClassVar[str]
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, resume_at: int = 0) -> None:
+        """`resume_at` > 0 goes on after the first `resume_at` images an interrupted run left (dvd predict
+        --resume); the ones it wrote past them are removed."""
         self.directory = Path(directory) / self.folder
-        self.directory.mkdir()
-        self._count = 0
+        self.directory.mkdir(exist_ok=resume_at > 0)
+        self._count = self._synced = resume_at
+        for path in self.directory.glob(f"*{self.extension}"):
+            if not path.stem.isdigit() or int(path.stem) >= resume_at:
+                path.unlink()
 
     def write(
         self, disparity: np.ndarray, rgb: np.ndarray | None = None, times: Sequence[Fraction] | None = None
     ) -> None:
         for frame in _as_frames(disparity):
-            self._save(frame, self.directory / f"{self._count:06d}{self.extension}")
+            self._save(frame, self._path(self._count))
             self._count += 1
+
+    def sync(self) -> None:
+        for index in range(self._synced, self._count):
+            descriptor = os.open(self._path(index), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        self._synced = self._count
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"{index:06d}{self.extension}"
 
     def close(self) -> None:
         """Every image is complete once `write` returns."""
@@ -295,10 +383,15 @@ class VideoWriter(Writer):
         if times is not None and len(times) != len(frames):
             raise ValueError(f"got {len(times)} frame times for {len(frames)} frames")
         for index, frame in enumerate(frames):
-            picture = colorize(self.value_range.normalise(frame), self.colormap)
+            normalised = self.value_range.normalise(frame)
             if self.needs_rgb:
-                picture = np.concatenate([_to_uint8(rgb[index]), picture], axis=1)
-            self._encode(picture, (self._count / self.rate) if times is None else Fraction(times[index]))
+                picture = np.concatenate([_to_uint8(rgb[index]), colorize(normalised, self.colormap)], axis=1)
+                image = self._rgb_to_yuv(_pad_to_even(picture))
+            else:
+                # The colour map straight to YUV planes: no RGB picture and no per-pixel conversion.
+                planes = colorize_yuv420(_pad_to_even(normalised), self.colormap)
+                image = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+            self._encode(image, (self._count / self.rate) if times is None else Fraction(times[index]))
 
     def close(self) -> None:
         if self._container is None:
@@ -319,18 +412,18 @@ class VideoWriter(Writer):
             **self.value_range.as_dict(),
         }
 
-    def _encode(self, picture: np.ndarray, time: Fraction) -> None:
-        height, width = picture.shape[:2]
-        if height % 2 or width % 2:
-            picture = np.pad(picture, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        if self._container is None:
-            self._open(picture.shape[0], picture.shape[1])
+    def _rgb_to_yuv(self, picture: np.ndarray) -> av.VideoFrame:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
         # Convert with the matrix the stream is tagged with, so players show the colours of the table. One reformatter
         # for the whole video: `VideoFrame.reformat` builds a new conversion context per frame, half the cost.
-        frame = self._reformatter.reformat(
+        return self._reformatter.reformat(
             frame, format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG
         )
+
+    def _encode(self, frame: av.VideoFrame, time: Fraction) -> None:
+        """Encode one yuv420p frame (BT.709, limited range) at `time`."""
+        if self._container is None:
+            self._open(frame.height, frame.width)
         # Time stamps must rise strictly; two source frames closer than one tick (a broken source) are pushed apart.
         frame.pts = self._last_pts = max(round(time / self.time_base), self._last_pts + 1)
         for packet in self._stream.encode(frame):
@@ -386,18 +479,22 @@ def open_writers(
     value_range: DisparityRange | None = None,
     colormap: str = DEFAULT_COLORMAP,
     time_base: Fraction | None = None,
+    resume_at: int = 0,
 ) -> WriterGroup:
     """Writers for `formats` (names from WRITER_FORMATS) in `directory`, which must exist. `value_range` is
-    required by png16, mp4 and sbs; `time_base` is the videos' (see VideoWriter)."""
+    required by png16, mp4 and sbs; `time_base` is the videos' (see VideoWriter). `resume_at` > 0 goes on after
+    that many frames of an interrupted run's npy and exr files (the videos' encoders cannot go on)."""
     unknown = sorted(set(formats) - set(WRITER_FORMATS))
     if unknown:
         raise ValueError(f"unknown output formats {unknown}; known: {WRITER_FORMATS}")
+    if resume_at and set(formats) - {"npy", "exr"}:
+        raise ValueError(f"only npy and exr outputs can be resumed, not {sorted(set(formats) - {'npy', 'exr'})}")
     if value_range is None and set(formats) & {"png16", "mp4", "sbs"}:
         raise ValueError("png16, mp4 and sbs outputs need a DisparityRange (see DisparityRange.fit)")
     factories = {
-        "npy": lambda: NpyWriter(directory),
+        "npy": lambda: NpyWriter(directory, resume_at),
         "png16": lambda: Png16Writer(directory, value_range),
-        "exr": lambda: ExrWriter(directory),
+        "exr": lambda: ExrWriter(directory, resume_at),
         "mp4": lambda: VideoWriter(directory, fps, value_range, colormap, time_base=time_base),
         "sbs": lambda: VideoWriter(directory, fps, value_range, colormap, side_by_side=True, time_base=time_base),
     }
@@ -418,6 +515,14 @@ def _as_frames(disparity: np.ndarray) -> np.ndarray:
     if frames.ndim != 3:
         raise ValueError(f"expected disparity [H,W] or [T,H,W], got shape {frames.shape}")
     return frames
+
+
+def _pad_to_even(picture: np.ndarray) -> np.ndarray:
+    """yuv420p needs even sides: an odd one gets one more edge row or column."""
+    height, width = picture.shape[:2]
+    if not (height % 2 or width % 2):
+        return picture
+    return np.pad(picture, ((0, height % 2), (0, width % 2)) + ((0, 0),) * (picture.ndim - 2), mode="edge")
 
 
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:

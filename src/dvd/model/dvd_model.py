@@ -17,6 +17,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
 from dvd.errors import DVDError
+from dvd.model.fixed_time import fixed_timestep, precompute_time_conditions
 from dvd.model.folding import is_folded
 from dvd.model.timestep import install_float64_timestep_embedding
 
@@ -36,8 +37,12 @@ def regress_depth_latent(transformer: WanTransformer3DModel, latents: torch.Tens
     """The DVD step on its own: one DiT pass at `timestep` with an all-zero text context, RGB latent -> depth latent.
 
     A function of the DiT alone, so training can wrap the DiT (and not the frozen VAE) for DDP, FSDP or DeepSpeed.
-    A DiT whose cross-attention is folded (`dvd.model.folding`) gets one context token: all 512 are the same.
+    A DiT whose cross-attention is folded (`dvd.model.folding`) gets one context token: all 512 are the same. A DiT
+    whose time conditions are cached (`dvd.model.fixed_time`) for another timestep has them recomputed first.
     """
+    cached = fixed_timestep(transformer)
+    if cached is not None and cached != timestep:
+        precompute_time_conditions(transformer, timestep)
     batch = latents.shape[0]
     dtype = transformer.patch_embedding.weight.dtype
     times = torch.full((batch,), timestep, device=latents.device, dtype=dtype)
@@ -134,6 +139,16 @@ class DVDModel(nn.Module):
             depth = self.regress(latents)
         with stage(decode):
             return self.decode(depth).mean(dim=1)
+
+    def set_vae_channels_last(self, enabled: bool) -> None:
+        """The VAE's convolution weights in channels-last layout (NDHWC for the 3D ones), or back to the default.
+        Convolution kernels then run channels-last and pass that layout on, which on some devices (cuDNN with
+        bf16) is faster; the numbers are the same up to rounding (other kernels)."""
+        formats = {5: torch.channels_last_3d, 4: torch.channels_last} if enabled else {}
+        with torch.no_grad():
+            for param in self.vae.parameters():
+                if param.ndim in (4, 5):
+                    param.data = param.data.contiguous(memory_format=formats.get(param.ndim, torch.contiguous_format))
 
     def to_precision(self, dtype: torch.dtype) -> DVDModel:
         """Cast to `dtype`, keeping the DiT's fp32-sensitive modules in float32 (see `cast_transformer`)."""

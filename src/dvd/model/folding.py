@@ -7,13 +7,21 @@ that vector, computed from a single context token on each call (negligible work,
 the text embedding, ``to_v`` and ``to_out``), and the DiT is given one context token instead of 512. Skipped: the
 query and key projections, the attention itself, and 511 tokens of text embedding and key/value projections in
 every block — about 30 % of the DiT's work at small token counts.
+
+What the branch no longer reads — the query side (the block's ``norm2``, ``to_q``, ``norm_q``) and the key side
+(``to_k``, ``norm_k``) — cannot affect the output even unfolded: equal keys make the softmax uniform whatever the
+queries and the keys are, and its gradient with respect to both is zero. Training therefore freezes them
+(`inert_cross_attention_parameters`), folded or not, which also keeps DDP from waiting for gradients that never come.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from diffusers import WanTransformer3DModel
 from diffusers.models.transformers.transformer_wan import WanAttention, WanAttnProcessor
+from torch import nn
 
 
 class ConstantContextAttention:
@@ -48,3 +56,16 @@ def unfold_cross_attention(transformer: WanTransformer3DModel) -> None:
 
 def is_folded(transformer: WanTransformer3DModel) -> bool:
     return all(isinstance(block.attn2.processor, ConstantContextAttention) for block in transformer.blocks)
+
+
+def inert_cross_attention_parameters(transformer: WanTransformer3DModel) -> Iterator[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the query and key side of every block's cross-attention, LoRA layers included: with a
+    context of equal tokens they cannot change the output (see the module docstring). Names as in
+    `transformer.named_parameters()`."""
+    for index, block in enumerate(transformer.blocks):
+        attn = block.attn2
+        sides = {"norm2": block.norm2, "attn2.to_q": attn.to_q, "attn2.norm_q": attn.norm_q}
+        sides |= {"attn2.to_k": attn.to_k, "attn2.norm_k": attn.norm_k}
+        for prefix, module in sides.items():
+            for name, param in module.named_parameters():
+                yield f"blocks.{index}.{prefix}.{name}", param

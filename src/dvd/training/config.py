@@ -41,6 +41,9 @@ class ModelSection:
     tiny_seed: int = 0
     tau: float = 0.5  # timestep = 1000·tau (the τ ablation: any value in (0, 1])
     learned_tau: bool = False  # replace the sinusoidal timestep embedding by a trainable vector
+    # the cross-attention over the zero text context as one constant per block, computed each step from one context
+    # token (`dvd.model.folding`): the same loss and gradients, faster; false runs diffusers' attention over 512 tokens
+    fold_cross_attention: bool = True
 
 
 @dataclass

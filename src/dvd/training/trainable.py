@@ -1,6 +1,8 @@
 """What training changes in a DVDModel: LoRA (or every DiT weight) and, for the τ ablation, a learned timestep vector.
 
-The VAE and the base DiT weights stay frozen. `architecture_signature` describes the trainable part, so a resume
+The VAE and the base DiT weights stay frozen, and so does what the all-zero text context makes inert: the query and
+key side of every cross-attention (`dvd.model.folding.inert_cross_attention_parameters`; their LoRA layers stay in
+the model with lora_B = 0, so the official checkpoint layout keeps all ten per block). `architecture_signature` describes the trainable part, so a resume
 from a checkpoint of another architecture fails before any step.
 """
 
@@ -12,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from dvd.model.dvd_model import DVDModel
+from dvd.model.folding import inert_cross_attention_parameters
 from dvd.model.lora import add_lora
 from dvd.model.timestep import install_float64_timestep_embedding
 from dvd.training.config import FinetuneSection
@@ -53,6 +56,10 @@ def make_trainable(model: DVDModel, finetune: FinetuneSection, learned_tau: bool
         transformer.requires_grad_(True)
     if learned_tau:
         transformer.condition_embedder.timesteps_proj.requires_grad_(True)
+    # The zero text context makes the query and key side of the cross-attention inert (no effect, zero gradient):
+    # training them changes nothing, and a folded DiT does not even call them, which DDP would wait for.
+    for _, param in inert_cross_attention_parameters(transformer):
+        param.requires_grad_(False)
     if gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
 
@@ -88,7 +95,8 @@ def base_fingerprint(model: nn.Module, samples: int = 64) -> str:
     trained = set(architecture_signature(model))
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        if name in trained:
+        # Frozen LoRA layers (the inert ones) hold a fresh random lora_A that depends on the seed, not the base.
+        if name in trained or ".lora_" in name:
             continue
         flat = tensor.detach().reshape(-1)
         picked = flat[:: max(1, flat.numel() // samples)][:samples].to("cpu", torch.float64)

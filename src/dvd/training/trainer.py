@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DVDModel
+from dvd.model.folding import fold_cross_attention
 from dvd.training.batches import SlotBatches, SlotSampler, build_dataset
 from dvd.training.checkpoint import (
     check_compatible,
@@ -151,6 +152,8 @@ class Trainer:
 
         set_seed(train.seed)
         self.model = load_base_model(config.model)
+        if config.model.fold_cross_attention:
+            fold_cross_attention(self.model.transformer)
         make_trainable(self.model, config.finetune, config.model.learned_tau, train.gradient_checkpointing)
         self.model.vae.eval()
         self.signature = architecture_signature(self.model)

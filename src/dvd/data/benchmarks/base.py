@@ -94,7 +94,9 @@ class DatasetReader(ABC):
     clipped to it), ``range_in_mask`` (False: the range only clips predictions, as DIODE), ``kind`` ("video": one
     alignment per sequence; "image": each entry is a 1-frame sequence), ``default_split`` (a pinned list under
     ``dvd/data/benchmarks/splits``), ``eval_crop`` (rows/cols cut from predictions and GT before scoring, as
-    (top, bottom, left, right)), ``start`` / ``frames`` (the default frame selection).
+    (top, bottom, left, right)), ``crop_in_prediction_grid`` (a prediction not at the GT size is cropped by
+    ``eval_crop`` in its own pixel grid and then resized to the cropped GT, as VDA's TAE script; otherwise it is
+    resized to the GT size first), ``start`` / ``frames`` (the default frame selection).
     """
 
     name: ClassVar[str]
@@ -104,6 +106,7 @@ class DatasetReader(ABC):
     range_in_mask: ClassVar[bool] = True
     default_split: ClassVar[str | None] = None
     eval_crop: ClassVar[tuple[int, int, int, int] | None] = None
+    crop_in_prediction_grid: ClassVar[bool] = False
     start: ClassVar[int] = 0
     frames: ClassVar[int | None] = None
     needs_root: ClassVar[bool] = True
@@ -175,6 +178,7 @@ class DatasetReader(ABC):
             "max_depth": number(self.max_depth),
             "range_in_mask": self.range_in_mask,
             "eval_crop": list(self.eval_crop) if self.eval_crop else None,
+            "crop_in_prediction_grid": self.crop_in_prediction_grid,
         }
 
 

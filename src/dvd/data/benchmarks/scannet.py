@@ -69,13 +69,16 @@ class ScanNet(DatasetReader):
 
 class ScanNetTAE(ScanNet):
     """ScanNet TAE as Video Depth Anything: frames 10..179, range (1e-3, 10) m, default split ``scannet_tae``
-    (20 pinned scenes). Predictions and GT are cropped by [8:-8, 11:-11] before scoring ("hard crop") and, as in
-    VDA, the intrinsics are *not* shifted for that crop (reproduced deliberately for comparable numbers)."""
+    (20 pinned scenes). Predictions and GT are cropped by [8:-8, 11:-11] before scoring ("hard crop"); as in VDA a
+    prediction of another size (VDA saves them at the 968x1296 colour size) is cropped by those pixel counts in its
+    own grid and then resized to the cropped GT, and the intrinsics are *not* shifted for the crop (both reproduced
+    deliberately for comparable numbers)."""
 
     name = "scannet_tae"
     min_depth, max_depth = 1e-3, 10.0
     default_split = "scannet_tae"
     eval_crop = (8, 8, 11, 11)
+    crop_in_prediction_grid = True
     start, frames = 10, 170
 
     def read_frame(self, sequence: str, frame_id: str) -> Frame:

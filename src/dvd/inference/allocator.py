@@ -1,0 +1,60 @@
+"""The C heap of a long run: glibc's malloc settings that keep `dvd predict`'s memory flat for hours.
+
+What grew: not the live data (the engine holds a bounded number of frames, `benchmarks/memory_long_video.py`
+samples it) but the heap around it. glibc serves blocks above its mmap threshold with their own mappings, which go
+back to the system when freed; but the threshold is dynamic: each freed mapped block raises it to that block's
+size (up to 32 MiB), so from then on the model's activations, the windows and the frames of every size below it
+come from the heaps (one per thread that allocates: the reading and writing threads have their own), where a
+freed block returns to the system only if nothing above it is still in use. Blocks freed in a different order
+than they were taken leave holes that the next, slightly different, set of temporaries does not fit, and the peak
+creeps up with the length of the run.
+
+`keep_heap_flat` (called once by `dvd predict`) fixes the threshold at `MMAP_THRESHOLD`: every block from 4 MiB up
+is its own mapping, returned when freed, whatever came before; the frames and rows below that size stay in the
+heaps, which are cheap to reuse. `release_free_memory` (after each window) hands the free pages inside the heaps
+back to the system (malloc_trim), so that a hole costs no RSS between windows.
+
+Both are no-ops where the C library is not glibc (macOS, musl): there is nothing to set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+from functools import cache
+
+M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 4 << 20  # bytes; a 1280x720 uint8 frame (2.6 MiB) and float disparity (3.5 MiB) stay below
+TRIM_THRESHOLD = 32 << 20  # free bytes at the top of the main heap kept for reuse, as glibc's dynamic rule ends at
+
+
+@cache
+def _glibc() -> ctypes.CDLL | None:
+    """The process's C library when it is glibc (it has mallopt and malloc_trim), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
+        return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    return libc
+
+
+def keep_heap_flat() -> bool:
+    """Fix glibc's mmap and trim thresholds for the rest of the process (see the module docstring); True if set."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def release_free_memory() -> None:
+    """Return the free pages inside every malloc heap to the system (glibc's malloc_trim); a no-op elsewhere."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
