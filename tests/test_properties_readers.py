@@ -142,17 +142,20 @@ def test_16_bit_depth_masks_and_mattes_read_back_exactly(height, width, seed, un
     assert ((metres == 0) == (depth == 0)).all()  # 0 stays "no depth"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug reported to the owner of dvd.io.readers: FFmpeg's strict decode (err_detect=explode) refuses the "
-    "ExtraSamples tag (338) of a valid RGBA/LA TIFF, so such inputs fail as 'truncated or not a valid image'",
-)
 @pytest.mark.parametrize("mode", ["RGBA", "LA"])
 def test_alpha_tiff_images_are_read(tmp_path: Path, mode: str) -> None:
     image = random_image(np.random.default_rng(0), mode, 5, 7)
     image.save(tmp_path / "frame.tif")
     (pixels,) = list(open_source(tmp_path / "frame.tif").pixels())
     np.testing.assert_array_equal(pixels, expected_rgb(image))
+
+
+def test_truncated_tiff_is_refused(tmp_path: Path) -> None:
+    random_image(np.random.default_rng(1), "RGBA", 40, 50).save(tmp_path / "frame.tif")
+    data = (tmp_path / "frame.tif").read_bytes()
+    (tmp_path / "frame.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DVDError, match="truncated or not a valid image"):
+        list(open_source(tmp_path / "frame.tif").pixels())
 
 
 @st.composite

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dvd.commands.flags import add_device_arguments
 from dvd.errors import DVDError
 from dvd.options import (
     DEFAULT_APP_HOST,
@@ -55,13 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="as for dvd predict: a folder, a checkpoint, a Hub id or 'proof' (default: the official release)",
     )
-    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, then mps, then cpu)")
-    model.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "bfloat16", "float16"],
-        help="compute precision (default: bfloat16 on CUDA, float32 elsewhere)",
-    )
+    add_device_arguments(model)
     server = parser.add_argument_group("server")
     server.add_argument(
         "--host",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dvd.commands.flags import add_device_arguments
 from dvd.options import (
     DEFAULT_BATCH_WINDOWS,
     DEFAULT_BENCH_FRAMES,
@@ -65,13 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         f"{DEFAULT_BENCH_PRESET} unless --weights is given)",
     )
     model.add_argument("--weights", default=None, metavar="SOURCE", help="real weights, as `dvd predict --weights`")
-    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda, mps, cpu)")
-    model.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "bfloat16", "float16"],
-        help="compute precision (default: bfloat16 on CUDA, float32 elsewhere)",
-    )
+    add_device_arguments(model)
     model.add_argument(
         "--threads",
         type=int,

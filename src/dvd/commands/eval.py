@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dvd.commands.flags import add_device_arguments
 from dvd.errors import DVDError
 from dvd.options import DATASET_NAMES, STITCH_PRESETS, TAE_INTRINSICS
 
@@ -80,8 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="window stitching preset (default %(default)s: the official evaluation's)",
     )
     parser.add_argument("--batch-windows", type=int, default=1, help="windows per model call (default %(default)s)")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bfloat16 on CUDA, else float32)")
+    add_device_arguments(parser)
     parser.add_argument("--label", help="name of this run in tables (default: the weights or predictions name)")
     parser.add_argument(
         "-o",

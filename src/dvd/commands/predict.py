@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dvd.commands.flags import add_device_arguments
 from dvd.errors import DVDError
 from dvd.metric.settings import MetricSettings
 from dvd.metric.settings import register_arguments as register_metric_arguments
@@ -108,15 +109,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "single-file model, `proof` (the tiny model of `dvd demo`), or a Hub repository id (default: the "
         "official release from the Hugging Face Hub)",
     )
-    model.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda if available, then mps, then cpu)"
-    )
-    model.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "bfloat16", "float16"],
-        help="compute precision (default: bfloat16 on CUDA, as the official code; float32 elsewhere)",
-    )
+    add_device_arguments(model)
 
     size = parser.add_argument_group("resolution")
     size.add_argument(

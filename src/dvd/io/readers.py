@@ -37,6 +37,7 @@ VIDEO_EXTENSIONS = (
     ".3gp", ".ogv", ".gif",
 )  # fmt: skip
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
+TIFF_EXTENSIONS = (".tif", ".tiff")
 LIST_EXTENSION = ".txt"
 ESTIMATE_TOLERANCE = 0.05  # the shortfall allowed on a frame count estimated from the duration...
 ESTIMATE_SLACK_FRAMES = 2  # ...or this many frames, whichever is more
@@ -434,12 +435,18 @@ def _read_image(file: Path, conceal: bool) -> np.ndarray:
     """One picture. Unless `conceal`, any error the decoder detects fails: by default FFmpeg fills the missing rows
     of a truncated JPEG and says nothing. EXR needs its own check (`_check_exr_chunks`): FFmpeg's decoder leaves
     the missing blocks black without an error."""
-    if not conceal and file.suffix.lower() == ".exr":
+    suffix = file.suffix.lower()
+    if not conceal and suffix == ".exr":
         _check_exr_chunks(file)
+    # FFmpeg's strict mode also fails valid TIFFs on tags it merely does not know (ExtraSamples, the alpha of RGBA
+    # and LA files), so TIFFs are decoded leniently after Pillow has read every strip: a truncated one fails there.
+    lenient = conceal or suffix in TIFF_EXTENSIONS
+    if not conceal and suffix in TIFF_EXTENSIONS:
+        _check_tiff_strips(file)
     try:
         with av.open(str(file)) as container:
             stream = container.streams.video[0]
-            stream.codec_context.options = {} if conceal else {"err_detect": "explode"}
+            stream.codec_context.options = {} if lenient else {"err_detect": "explode"}
             frame = next(container.decode(stream), None)
     except (av.FFmpegError, IndexError) as error:
         reason = getattr(error, "strerror", None) or "no picture stream"
@@ -449,6 +456,15 @@ def _read_image(file: Path, conceal: bool) -> np.ndarray:
     if frame.is_corrupt and not conceal:
         raise DVDError(f"cannot decode image {file}: it decodes with errors (truncated or corrupt)")
     return _to_pixels(frame, (frame.height, frame.width))
+
+
+def _check_tiff_strips(file: Path) -> None:
+    """DVDError unless Pillow can read every strip or tile of the TIFF `file`."""
+    try:
+        with Image.open(file) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DVDError(f"cannot decode image {file} ({error}): it is truncated or not a valid image") from None
 
 
 def _check_same_size(path: Path, files: Sequence[Path]) -> None:
