@@ -73,7 +73,7 @@ EXAMPLES = """\
 examples:
   dvd predict clip.mp4 -o out/                               # out/clip/: disparity.npy, meta.json, depth_vis.mp4
   dvd predict frames/ -o out/ --fps 23.976 --save png16,exr  # image sequence in, 16-bit PNG + EXR per frame out
-  dvd predict videos.txt -o out/ --stitch anchored           # many videos; long ones without scale drift
+  dvd predict videos.txt -o out/ --stitch anchored           # many videos, each window tied to the first
   dvd predict clip.mp4 -o out/ --weights weights/dvd --device cuda --batch-windows 4
   accelerate launch --num_processes 4 -m dvd.cli predict videos/ -o out/   # 4 GPUs, one video each at a time
   accelerate launch --num_processes 4 -m dvd.cli predict long.mp4 -o out/  # 4 GPUs share the windows of one video
@@ -153,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="openworld (default): official script, last window shifted back to full length, scale "
         "clipped to [0.7, 1.5]. benchmark: official evaluation, fixed overlap, short last window, no "
         "clip. anchored: every window also re-predicts --anchor-frames frames of the first window and "
-        "is aligned to them and to the overlap, so scale does not drift over long videos",
+        "is aligned to them and to the overlap (less drift on planted noise; not yet shown on model outputs: README)",
     )
     windows.add_argument(
         "--anchor-frames",
