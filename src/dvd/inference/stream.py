@@ -123,14 +123,14 @@ def stream_disparity(
     preset, video_window = validate_stream_settings(window, overlap, stitch, batch_windows, anchor_frames)
     scheduler = WindowScheduler(video_window, overlap, preset.schedule)
     stitcher = Stitcher(preset, seam_judge)
-    buffer = _FrameBuffer()
+    # On resume the frames before `buffer_start` are not fed again: the buffer starts there.
+    buffer = _FrameBuffer(resume.buffer_start if resume is not None else 0)
     anchors: np.ndarray | None = None
     pending: list[Window] = []
     if resume is not None:
         scheduler.restore(resume.scheduler)
         stitcher.restore(resume.stitcher)
         anchors = resume.anchors
-        buffer._base = resume.buffer_start  # the frames before it are not fed again
 
     def flush() -> None:
         nonlocal anchors
@@ -165,7 +165,7 @@ def stream_disparity(
         buffer.forget_before(min([scheduler.earliest_future_start(frames_seen)] + [w.start for w in pending]))
         if flushed and on_state is not None:
             stitched = stitcher.state()
-            on_state(StreamState(frames_seen, buffer._base, stitched["base"], scheduler.state(), stitched, anchors))
+            on_state(StreamState(frames_seen, buffer.start, stitched["base"], scheduler.state(), stitched, anchors))
 
     frames = iter(frames)
     if resume is not None:
@@ -180,9 +180,13 @@ def stream_disparity(
 class _FrameBuffer:
     """The input frames from some index up to the newest one."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
         self._frames: list[np.ndarray] = []
-        self._base = 0
+        self._base = start
+
+    @property
+    def start(self) -> int:
+        return self._base
 
     @property
     def end(self) -> int:

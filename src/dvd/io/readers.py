@@ -439,10 +439,8 @@ def _read_image(file: Path, conceal: bool) -> np.ndarray:
     if not conceal and suffix == ".exr":
         _check_exr_chunks(file)
     # FFmpeg's strict mode also fails valid TIFFs on tags it merely does not know (ExtraSamples, the alpha of RGBA
-    # and LA files), so TIFFs are decoded leniently after Pillow has read every strip: a truncated one fails there.
+    # and LA files); its lenient TIFF decoder still refuses a truncated file (its directory is missing or cut).
     lenient = conceal or suffix in TIFF_EXTENSIONS
-    if not conceal and suffix in TIFF_EXTENSIONS:
-        _check_tiff_strips(file)
     try:
         with av.open(str(file)) as container:
             stream = container.streams.video[0]
@@ -456,15 +454,6 @@ def _read_image(file: Path, conceal: bool) -> np.ndarray:
     if frame.is_corrupt and not conceal:
         raise DVDError(f"cannot decode image {file}: it decodes with errors (truncated or corrupt)")
     return _to_pixels(frame, (frame.height, frame.width))
-
-
-def _check_tiff_strips(file: Path) -> None:
-    """DVDError unless Pillow can read every strip or tile of the TIFF `file`."""
-    try:
-        with Image.open(file) as image:
-            image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DVDError(f"cannot decode image {file} ({error}): it is truncated or not a valid image") from None
 
 
 def _check_same_size(path: Path, files: Sequence[Path]) -> None:

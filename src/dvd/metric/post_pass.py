@@ -21,6 +21,7 @@ from dvd import __version__
 from dvd.data.raster import resize_pixels, unit_float
 from dvd.errors import DVDError
 from dvd.io.ply import write_ply
+from dvd.io.writers import NpyFrames
 from dvd.metric.align import ShotFit, fit_grid, fit_pixels, fit_shot, keyframe_indices, shot_ranges
 from dvd.metric.intrinsics import Intrinsics, estimated_intrinsics
 from dvd.metric.models import BATCH, TransformersMetricModel, check_metric_model, focal_corrected
@@ -65,7 +66,20 @@ def metric_post_pass(
         return meta
     settings.check()  # again for Python callers, who skip prepare_metric
     started = time.perf_counter()
-    disparity = np.load(staging / "disparity.npy", mmap_mode="r")
+    # Frames are read one at a time (as the colour pass reads them): a memory map would add the whole file to the RSS.
+    with NpyFrames(staging / "disparity.npy") as disparity:
+        return _metric_outputs(settings, staging, source, output, meta, disparity, started)
+
+
+def _metric_outputs(
+    settings: MetricSettings,
+    staging: Path,
+    source: Source,
+    output: OutputSettings,
+    meta: dict,
+    disparity: NpyFrames,
+    started: float,
+) -> dict:
     frames, height, width = disparity.shape
     meta = {**meta, "outputs": dict(meta["outputs"])}
     intrinsics = _given_intrinsics(settings, source.size, (height, width))
@@ -130,7 +144,7 @@ def _output_frames(source: Source, output: OutputSettings, size: tuple[int, int]
 
 
 def _fit_shots(
-    model: MetricModel, disparity: np.ndarray, source: Source, output: OutputSettings, settings: MetricSettings, meta: dict,
+    model: MetricModel, disparity: NpyFrames, source: Source, output: OutputSettings, settings: MetricSettings, meta: dict,
     given: Intrinsics | None,
 ) -> tuple[list[ShotFit], Intrinsics | None]:  # fmt: skip
     """One pass over the source: the metric model on each shot's keyframes, in batches; each shot is fitted as soon
@@ -188,7 +202,7 @@ def _as_prediction(result: np.ndarray | MetricPrediction, count: int, size: tupl
 
 
 def _depth_mapping(
-    settings: MetricSettings, fits: list[ShotFit] | None, disparity: np.ndarray, meta: dict
+    settings: MetricSettings, fits: list[ShotFit] | None, disparity: NpyFrames, meta: dict
 ) -> ToDepth | None:
     """frame index, disparity -> depth (metres, or the --depth-range mapping); records its units in `meta`."""
     if fits is not None:
@@ -229,7 +243,7 @@ def _write_depth_and_points(
     staging: Path,
     source: Source,
     output: OutputSettings,
-    disparity: np.ndarray,
+    disparity: NpyFrames,
     fits: list[ShotFit] | None,
     to_depth: ToDepth | None,
     intrinsics: Intrinsics | None,
