@@ -105,5 +105,23 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+INTERRUPTED_CODES = (130, 143)  # Ctrl-C, SIGTERM
+
+
+def console() -> None:
+    """The `dvd` program (and `python -m dvd.cli`): `main`, then exit with its code.
+
+    After an interrupt the code is passed to os._exit: when the KeyboardInterrupt struck while an extension module
+    ran Python code during its import (torch loads for seconds), CPython remembers it as unhandled and, although
+    `main` handled it and cleaned up, ends the process by SIGINT itself (status -2 instead of 130).
+    """
+    code = main()
+    if code in INTERRUPTED_CODES:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
