@@ -88,7 +88,6 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="square render and model size (default %(default)s)")
     parser.add_argument("--window", type=int, default=9)
     parser.add_argument("--overlap", type=int, default=4)
-    parser.add_argument("--anchor-frames", type=int, default=1, help="anchored preset only (default %(default)s)")
     parser.add_argument("--presets", default=",".join(STITCH_PRESETS), help="comma-separated (default: all)")
     parser.add_argument("--no-record", action="store_true", help="print the table without appending it to RESULTS.md")
     args = parser.parse_args()
@@ -100,7 +99,7 @@ def main() -> None:
     for scene in range(args.scenes):
         clip = render_clip(split_seed("test", scene), args.frames, args.size, args.size)
         for name in presets:
-            settings = VideoSettings(args.size, args.size, args.window, args.overlap, name, args.anchor_frames)
+            settings = VideoSettings(args.size, args.size, args.window, args.overlap, name)
             row = measure(pipe, clip, settings)
             results[name].append(row)
             print(f"scene {scene} {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), file=sys.stderr)
@@ -111,8 +110,7 @@ def main() -> None:
         f"({os.cpu_count()}-core {platform.machine()} CPU, {platform.system()}, torch {torch.__version__}; "
         f"`{command.strip()}`)\n\n"
         f"Weights `{args.weights}`, {args.scenes} held-out procedural scenes of {args.frames} frames at "
-        f"{args.size}x{args.size}, window {args.window}, overlap {args.overlap} (anchored: {args.anchor_frames} anchor "
-        "frame(s) within the window); one global disparity fit per video; "
+        f"{args.size}x{args.size}, window {args.window}, overlap {args.overlap}; one global disparity fit per video; "
         "mean ± std over scenes (lower is better except δ1).\n\n"
         "| stitch | AbsRel | δ1 | scale drift (std log s_t) | seam error (rel.) | seconds |\n"
         "|---|---|---|---|---|---|\n"

@@ -229,7 +229,7 @@ def bad_inputs(clip, tmp_path: Path) -> dict[str, tuple[list, str]]:
         "unwritable output": ([clip, "-o", blocker / "out"], "cannot write to output folder"),
         "bad overlap": ([clip, "-o", out, "--window", 9, "--overlap", 9], "smaller than the window"),
         "bad save format": ([clip, "-o", out, "--save", "npy,gif"], "unknown --save"),
-        "bad anchors": ([clip, "-o", out, "--stitch", "anchored", "--anchor-frames", 4], "anchor-frames"),
+        "removed stitch preset": ([clip, "-o", out, "--stitch", "anchored"], "use --stitch global"),
     }
 
 
@@ -243,7 +243,7 @@ def bad_inputs(clip, tmp_path: Path) -> dict[str, tuple[list, str]]:
         "unwritable output",
         "bad overlap",
         "bad save format",
-        "bad anchors",
+        "removed stitch preset",
     ],
 )
 def test_bad_input_is_one_clear_line_and_no_output(clip, dvd, fake_pipe, tmp_path, capsys, case):
@@ -284,7 +284,6 @@ def test_help_explains_every_option(capsys):
         "--window",
         "--overlap",
         "--stitch",
-        "--anchor-frames",
         "--batch-windows",
         "--max-frames",
         "--stride",

@@ -14,9 +14,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dvd.inference.stitch import Stitcher, anchor_indices, stitch_windows
+from dvd.inference.stitch import Stitcher, stitch_windows
 from dvd.inference.stream import stream_disparity
 from dvd.inference.windows import SCHEDULE_PRESETS, Window, WindowScheduler, window_schedule
+from dvd.options import GLOBAL_LAG_WINDOWS
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 H, W = 2, 3
@@ -48,8 +49,7 @@ def frames_of(count: int) -> np.ndarray:
 
 
 def window_affine(last_index: int) -> tuple[float, float]:
-    """Each window's own (scale, shift), a function of its last frame (a video frame even when anchors come first)
-    so that it never depends on batching, with the scale ratio of any two windows inside the openworld clip."""
+    """Each window's own (scale, shift), a function of its last frame so that it never depends on batching, with the scale ratio of any two windows inside the openworld clip."""
     return 0.9 + 0.2 * ((last_index * 7919) % 13) / 12, 0.05 * ((last_index * 104729) % 5)
 
 
@@ -121,20 +121,16 @@ def test_incremental_schedule_equals_the_known_length_one_and_bounds_what_is_kep
 
 
 @PROPERTY_SETTINGS
-@given(schedules(max_frames=120), st.sampled_from(["openworld", "benchmark", "anchored"]), st.sampled_from([1, 5]))
-def test_stitching_exact_affine_windows_gives_the_first_window_everywhere(case, preset, anchor_count) -> None:
+@given(schedules(max_frames=120), st.sampled_from(["openworld", "benchmark", "global"]))
+def test_stitching_exact_affine_windows_gives_the_first_window_everywhere(case, preset) -> None:
     frames, window, overlap, _ = case
     schedule_preset = "benchmark" if preset == "benchmark" else "openworld"
     windows = window_schedule(frames, window, max(overlap, 1) if window > 1 else 0, schedule_preset)
     if not windows or (len(windows) > 1 and window == 1):
         return  # a 1-frame window cannot overlap its neighbour: nothing ties the windows together
     inputs = frames_of(frames)
-    anchor_frames = inputs[anchor_indices(windows[0].length, anchor_count)] if preset == "anchored" else inputs[:0]
-    # As the engine does: the anchors go first into every window, and the model predicts them with the window.
-    outputs = [stand_in_model(np.concatenate([anchor_frames, inputs[w.start : w.end]])) for w in windows]
-    preds = [out[len(anchor_frames) :] for out in outputs]
-    anchors = [out[: len(anchor_frames)] for out in outputs] if preset == "anchored" else None
-    stitched = stitch_windows(windows, preds, preset, anchors)
+    preds = [stand_in_model(inputs[w.start : w.end]) for w in windows]
+    stitched = stitch_windows(windows, preds, preset)
     assert stitched.shape == (frames, H, W) and stitched.dtype == np.float32
     scale, shift = window_affine(windows[0].end - 1)
     expected = scale * true_disparity(np.arange(frames)) + shift
@@ -166,12 +162,10 @@ def test_stitcher_hands_out_each_frame_once_in_order_however_often_it_is_asked(c
 
 @st.composite
 def stream_settings(draw) -> dict:
-    stitch = draw(st.sampled_from(["openworld", "benchmark", "anchored"]))
-    anchor_frames = draw(st.sampled_from([1, 5])) if stitch == "anchored" else 5
-    video_window = draw(st.integers(2, 24))
-    overlap = draw(st.integers(0, video_window - 1))
-    window = video_window + (anchor_frames if stitch == "anchored" else 0)
-    return {"window": window, "overlap": overlap, "stitch": stitch, "anchor_frames": anchor_frames}
+    stitch = draw(st.sampled_from(["openworld", "benchmark", "global"]))
+    window = draw(st.integers(2, 24))
+    overlap = draw(st.integers(0, window - 1))
+    return {"window": window, "overlap": overlap, "stitch": stitch}
 
 
 class RecordingModel:
@@ -205,19 +199,12 @@ def run_stream(frames: int, batch: int, config: dict) -> tuple[np.ndarray, list[
 
 def offline(frames: int, config: dict) -> np.ndarray:
     """The whole video at once: the known-length schedule, every window predicted, then `stitch_windows`."""
-    anchored = config["stitch"] == "anchored"
-    video_window = config["window"] - (config["anchor_frames"] if anchored else 0)
     schedule = "benchmark" if config["stitch"] == "benchmark" else "openworld"
-    windows = window_schedule(frames, video_window, config["overlap"], schedule)
+    windows = window_schedule(frames, config["window"], config["overlap"], schedule)
     if not windows:
         return np.empty((0, H, W), np.float32)
     inputs = frames_of(frames)
-    first = windows[0]
-    anchors_in = inputs[first.start + anchor_indices(first.length, config["anchor_frames"])] if anchored else inputs[:0]
-    outputs = [stand_in_model(np.concatenate([anchors_in, inputs[w.start : w.end]])) for w in windows]
-    preds = [out[len(anchors_in) :] for out in outputs]
-    anchors = [out[: len(anchors_in)] for out in outputs] if anchored else None
-    return stitch_windows(windows, preds, config["stitch"], anchors)
+    return stitch_windows(windows, [stand_in_model(inputs[w.start : w.end]) for w in windows], config["stitch"])
 
 
 @PROPERTY_SETTINGS
@@ -229,10 +216,11 @@ def test_stream_emits_every_frame_once_in_order_the_same_for_every_batch_size(fr
     np.testing.assert_array_equal(frame_indices(single), np.arange(frames))  # each frame once, in order
     np.testing.assert_array_equal(batched, single)  # bit-identical whatever the batch size
     np.testing.assert_array_equal(single, offline(frames, config))  # streaming changes nothing
-    video_window = config["window"] - (config["anchor_frames"] if config["stitch"] == "anchored" else 0)
-    stride = video_window - config["overlap"]
-    # Bounded buffer: what is held back does not grow with the video, only with the window and the batch.
-    assert max(held, default=0) <= video_window + (batch - 1) * stride  # attained: the bound is tight
+    stride = config["window"] - config["overlap"]
+    # Bounded buffer: what is held back does not grow with the video, only with the window, the batch and (global)
+    # the lag.
+    lag = GLOBAL_LAG_WINDOWS if config["stitch"] == "global" else 0
+    assert max(held, default=0) <= config["window"] + (batch - 1 + lag) * stride  # attained: the bound is tight
     for call in model.calls:
         assert 1 <= len(call) <= batch and len(set(call)) == 1  # one shape per call, at most `batch` windows
         assert call[0][0] <= config["window"] and call[0][1:] == (H, W, 3)

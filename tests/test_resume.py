@@ -71,11 +71,11 @@ def scene(count: int, cut: int | None = None, size: int = 16) -> list[np.ndarray
     return frames
 
 
-@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "anchored"])
+@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "global"])
 @pytest.mark.parametrize("batch_windows", [1, 2, 3])
 def test_stream_resumes_from_every_state_bit_for_bit(stitch, batch_windows):
     frames = scene(37)
-    settings = {"window": 10 if stitch == "anchored" else 9, "overlap": 3, "stitch": stitch, "anchor_frames": 1}
+    settings = {"window": 9, "overlap": 3, "stitch": stitch}
     states = []
     whole = list(
         stream_disparity(frames, fake_predictions, batch_windows=batch_windows, on_state=states.append, **settings)
@@ -92,15 +92,14 @@ def test_stream_resumes_from_every_state_bit_for_bit(stitch, batch_windows):
 
 @pytest.mark.parametrize(
     "cuts,cut_frames,stitch",
-    [("auto", (), "openworld"), ("auto", (40,), "anchored"), ("off", (17, 30), "openworld")],
-    ids=["detected cut", "detected and given cuts, anchored (failed seams too)", "given cuts"],
+    [("auto", (), "openworld"), ("auto", (40,), "global"), ("off", (17, 30), "openworld")],
+    ids=["detected cut", "detected and given cuts, global (failed seams too)", "given cuts"],
 )
 def test_engine_resumes_within_any_shot(cuts, cut_frames, stitch):
     """Shot state (detector, seam judge, shots so far) is part of the engine's state: a resumed engine finds the same
     cuts and failed seams and yields the same frames."""
     frames = scene(50, cut=23)
-    window = 10 if stitch == "anchored" else 9
-    settings = VideoSettings(window=window, overlap=3, stitch=stitch, anchor_frames=1, cuts=cuts, cut_frames=cut_frames)
+    settings = VideoSettings(window=9, overlap=3, stitch=stitch, cuts=cuts, cut_frames=cut_frames)
     states: list[dict] = []
     engine = VideoEngine(fake_predictions, settings)
     whole = list(engine.stitched(iter(frames), on_state=states.append))
@@ -165,8 +164,8 @@ def test_interrupted_run_resumes_to_the_same_files(clip, tmp_path, interrupt_at)
     assert sorted(os.listdir(out)) == ["clip"]  # nothing left beside it, and no state file in it
 
 
-def test_resume_with_batches_and_anchors_and_a_failure_that_is_not_the_inputs(clip, tmp_path):
-    video = replace(SMALL, window=6, stitch="anchored", anchor_frames=1, batch_windows=2)
+def test_resume_with_batches_and_global_stitching_and_a_failure_that_is_not_the_inputs(clip, tmp_path):
+    video = replace(SMALL, window=6, stitch="global", batch_windows=2)
     run_folder(FakePipe(), clip, tmp_path / "whole" / "clip", video)
     with pytest.raises(RuntimeError):
         run_folder(FakePipe(interrupt_at=3, error=RuntimeError("out of memory")), clip, tmp_path / "clip", video)

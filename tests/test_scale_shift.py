@@ -1,4 +1,4 @@
-"""The one scale/shift fit against numpy: plain, weighted, masked, symmetric, streamed, degenerate."""
+"""The one scale/shift fit against numpy: plain, weighted, masked, streamed, degenerate; its moments."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numpy_fits import lstsq_fit, symmetric_fit
+from numpy_fits import lstsq_fit
 
-from dvd.inference.scale_shift import ScaleShiftFit, fit_blocks, fit_scale_shift
+from dvd.inference.scale_shift import ScaleShiftFit, fit_scale_shift
 
 
 def test_fit_matches_numpy_lstsq():
@@ -32,26 +32,31 @@ def test_weighted_fit_matches_numpy_lstsq():
     a = rng.random((3, 4, 4)).astype(np.float32)
     b = rng.random((2, 4, 4)).astype(np.float32)
     rows = [(a, 2 * a + 0.1, 1.0), (b, 0.5 * b - 0.3, 3.5)]  # inconsistent on purpose: the weights matter
-    assert fit_blocks(rows) == pytest.approx(tuple(lstsq_fit(rows)), rel=1e-10)
+    fit = ScaleShiftFit()
+    for pred, ref, weight in rows:
+        fit.add_frames(pred, ref, weight)
+    assert fit.least_squares() == pytest.approx(tuple(lstsq_fit(rows)), rel=1e-10)
 
 
-def test_symmetric_fit_matches_numpy_moments():
+def test_moments_match_numpy_weighted_averages():
     rng = np.random.default_rng(8)
-    a = rng.random((3, 4, 4)).astype(np.float32)
-    b = rng.random((2, 4, 4)).astype(np.float32)
+    a, b = rng.random((3, 4, 4)), rng.random((2, 4, 4))
     rows = [(a, 2 * a + 0.1 + 0.05 * rng.standard_normal(a.shape), 1.0), (b, 1.5 * b - 0.3, 2.5)]
-    assert fit_blocks(rows, symmetric=True) == pytest.approx(symmetric_fit(rows), rel=1e-10)
-
-
-def test_symmetric_fit_has_no_dilution_bias():
-    # Two equally noisy observations of one signal: least squares shrinks the scale by
-    # var(signal) / (var(signal) + var(noise)) = 0.5 here; the symmetric fit recovers 1.
-    rng = np.random.default_rng(9)
-    signal = rng.standard_normal((20, 50, 50))
-    pred = signal + rng.standard_normal(signal.shape)
-    ref = signal + rng.standard_normal(signal.shape)
-    assert fit_scale_shift(pred, ref)[0] == pytest.approx(0.5, abs=0.01)
-    assert fit_blocks([(pred, ref, 1.0)], symmetric=True)[0] == pytest.approx(1.0, abs=0.01)
+    fit = ScaleShiftFit()
+    for pred, ref, weight in rows:
+        fit.add_frames(pred, ref, weight)
+    pred = np.concatenate([p.ravel() for p, _, _ in rows])
+    ref = np.concatenate([r.ravel() for _, r, _ in rows])
+    weights = np.concatenate([np.full(p.size, w) for p, _, w in rows])
+    mean_p, mean_r = np.average(pred, weights=weights), np.average(ref, weights=weights)
+    expected = (
+        mean_p,
+        mean_r,
+        np.average((pred - mean_p) ** 2, weights=weights),
+        np.average((ref - mean_r) ** 2, weights=weights),
+        np.average((pred - mean_p) * (ref - mean_r), weights=weights),
+    )
+    assert fit.moments() == pytest.approx(expected, rel=1e-10)
 
 
 def test_fit_is_float64_accurate_where_float32_sums_are_not():
@@ -72,15 +77,15 @@ def test_no_signal_gives_the_best_constant():
     ref = np.random.default_rng(0).random((2, 3, 3))
     assert fit_scale_shift(np.full((2, 3, 3), 0.4, np.float32), ref) == (0.0, pytest.approx(ref.mean()))
     assert fit_scale_shift(np.zeros((1, 2, 2), np.float32), np.ones((1, 2, 2))) == (0.0, 1.0)
-    pred = np.arange(8.0).reshape(2, 2, 2)
-    assert fit_blocks([(pred, -pred, 1.0)], symmetric=True) == (0.0, pytest.approx(-pred.mean()))
 
 
 def test_no_pixels_raises():
     with pytest.raises(ValueError, match="no pixels"):
         fit_scale_shift(np.ones((1, 2, 2)), np.ones((1, 2, 2)), np.zeros((1, 2, 2), bool))
     with pytest.raises(ValueError, match="no pixels"):
-        fit_blocks([])
+        ScaleShiftFit().least_squares()
+    with pytest.raises(ValueError, match="no pixels"):
+        ScaleShiftFit().moments()
 
 
 @settings(max_examples=40, deadline=None)

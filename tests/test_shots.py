@@ -117,15 +117,13 @@ def test_cuts_off_is_one_shot_and_given_cut_frames_always_cut():
     total=st.integers(1, 60),
     window=st.integers(2, 9),
     overlap_fraction=st.floats(0, 0.9),
-    stitch=st.sampled_from(["openworld", "benchmark", "anchored"]),
+    stitch=st.sampled_from(["openworld", "benchmark", "global"]),
     cuts=st.lists(st.integers(1, 70), max_size=6),
     bad_window=st.none() | st.integers(1, 12),
 )
 def test_every_frame_once_in_order_for_every_batch_size(total, window, overlap_fraction, stitch, cuts, bad_window):
     # One still picture (so that the detector finds no cuts of its own) whose pixel [0, 0] is the frame index.
     frames = np.repeat(np.random.default_rng(total).random((1, 4, 5, 3), dtype=np.float32), total, axis=0)
-    anchors = 1 if stitch == "anchored" else 5
-    video_window = window + anchors if stitch == "anchored" else window
     overlap = min(int(overlap_fraction * window), window - 1)
     fed: list[int] = []
 
@@ -146,10 +144,9 @@ def test_every_frame_once_in_order_for_every_batch_size(total, window, overlap_f
         out, engine, reports = run(
             indexed,
             tagged,
-            window=video_window,
+            window=window,
             overlap=overlap,
             stitch=stitch,
-            anchor_frames=anchors,
             batch_windows=batch,
             cut_frames=tuple(sorted(set(cuts))),
             cuts="auto" if bad_window else "off",

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from numpy_fits import joint_stitch_fits
 
 from dvd.data.raster import unit_float
 from dvd.errors import DVDError
@@ -13,6 +14,7 @@ from dvd.inference.inputs import check_inputs
 from dvd.inference.stream import WindowReport, stream_disparity
 from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.inference.windows import window_schedule
+from dvd.options import GLOBAL_LAG_WINDOWS, GLOBAL_PRIOR_SPREAD
 
 LENGTHS = [1, 2, 5, 44, 45, 46, 81, 82, 150]
 H, W = 3, 4
@@ -47,42 +49,21 @@ def lstsq(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return float(scale), float(shift)
 
 
-def symmetric(rows: list[tuple[np.ndarray, np.ndarray, float]]) -> tuple[float, float]:
-    """The anchored fit: scale = std(ref) / std(pred) (weighted), shift matching the weighted means."""
-    pred = np.concatenate([p.ravel() for p, _, _ in rows]).astype(np.float64)
-    ref = np.concatenate([r.ravel() for _, r, _ in rows]).astype(np.float64)
-    weights = np.concatenate([np.full(p.size, w) for p, _, w in rows])
-    mean_p, mean_r = np.average(pred, weights=weights), np.average(ref, weights=weights)
-    scale = np.sqrt(
-        np.average((ref - mean_r) ** 2, weights=weights) / np.average((pred - mean_p) ** 2, weights=weights)
-    )
-    return float(scale), float(mean_r - scale * mean_p)
-
-
-def direct_stitch(frames: np.ndarray, window: int, overlap: int, stitch: str, anchor_frames: int = 5) -> np.ndarray:
-    """The whole-video algorithm (the official overlap alignment, plus the anchored fit), written independently of dvd.inference."""
-    anchored = stitch == "anchored"
-    video_window = window - anchor_frames if anchored else window
-    schedule = window_schedule(
-        len(frames), video_window, overlap, "benchmark" if stitch == "benchmark" else "openworld"
-    )
-    anchors = None
-    if anchored:
-        first_length = schedule[0].end
-        anchors = frames[np.rint(np.linspace(0, first_length - 1, anchor_frames)).astype(int)]
+def direct_stitch(frames: np.ndarray, window: int, overlap: int, stitch: str) -> np.ndarray:
+    """The whole-video algorithm (the official overlap alignment; global: numpy's dense solve of its fits), written
+    independently of dvd.inference."""
+    schedule = window_schedule(len(frames), window, overlap, "benchmark" if stitch == "benchmark" else "openworld")
+    outs = [fake_model(frames[start:end]) for start, end in schedule]
+    if stitch == "global" and len(schedule) > 1:
+        fits = joint_stitch_fits(schedule, outs, GLOBAL_PRIOR_SPREAD, GLOBAL_LAG_WINDOWS)
     result = None
-    anchor_ref = None
-    for start, end in schedule:
-        model_in = frames[start:end] if anchors is None else np.concatenate([anchors, frames[start:end]])
-        out = fake_model(model_in)
-        if anchored:
-            anchor_out, out = out[:anchor_frames], out[anchor_frames:]
+    for index, ((start, _), out) in enumerate(zip(schedule, outs)):
         if result is None:
-            result, anchor_ref = out, (anchor_out if anchored else None)
+            result = out
             continue
         ro = len(result) - start
-        if anchored:
-            scale, shift = symmetric([(out[:ro], result[start:], 1.0), (anchor_out, anchor_ref, ro / anchor_frames)])
+        if stitch == "global":
+            scale, shift = fits[index]
         else:
             scale, shift = lstsq(out[:ro], result[start:])
         if stitch == "openworld":
@@ -94,7 +75,7 @@ def direct_stitch(frames: np.ndarray, window: int, overlap: int, stitch: str, an
     return result
 
 
-@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "anchored"])
+@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "global"])
 @pytest.mark.parametrize("total", LENGTHS)
 def test_stream_equals_the_direct_computation(stitch, total):
     frames = make_frames(total, seed=total)
@@ -103,7 +84,7 @@ def test_stream_equals_the_direct_computation(stitch, total):
     np.testing.assert_allclose(out, direct_stitch(frames, 45, 9, stitch), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "anchored"])
+@pytest.mark.parametrize("stitch", ["openworld", "benchmark", "global"])
 def test_batched_windows_give_identical_results(stitch):
     frames = make_frames(150, seed=7)
     single = np.stack(list(stream_disparity(iter(frames), batched([]), window=25, overlap=5, stitch=stitch)))
@@ -126,7 +107,7 @@ def test_default_window_on_odd_lengths():
         np.testing.assert_allclose(out, direct_stitch(frames, 81, 21, "openworld"), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("stitch", "batch"), [("openworld", 1), ("benchmark", 1), ("anchored", 1), ("openworld", 3)])
+@pytest.mark.parametrize(("stitch", "batch"), [("openworld", 1), ("benchmark", 1), ("global", 1), ("global", 3), ("openworld", 3)])
 def test_frames_come_out_early_and_memory_stays_bounded(stitch, batch):
     """Output frame i appears before the source is read much past i, and the source is never read all at once."""
     total, window, overlap = 600, 25, 5
@@ -146,8 +127,10 @@ def test_frames_come_out_early_and_memory_stays_bounded(stitch, batch):
     ):
         lags.append(consumed - index)
     assert len(lags) == total
-    # A window, a stride per extra batched window, and one more stride before a frame is known to be final.
-    bound = window + (batch + 1) * (window - overlap)
+    # A window, a stride per extra batched window, and one more stride before a frame is known to be final;
+    # global also holds the windows within its lag.
+    lag = GLOBAL_LAG_WINDOWS if stitch == "global" else 0
+    bound = window + (batch + 1 + lag) * (window - overlap)
     assert max(lags) <= bound
 
 
@@ -166,8 +149,8 @@ def test_bad_settings_are_user_errors():
         list(stream_disparity(iter([]), batched([]), batch_windows=0))
     with pytest.raises(DVDError, match="smaller than the window"):
         list(stream_disparity(iter([]), batched([]), window=9, overlap=9))
-    with pytest.raises(DVDError, match="anchor"):
-        list(stream_disparity(iter([]), batched([]), window=9, overlap=4, stitch="anchored", anchor_frames=5))
+    with pytest.raises(DVDError, match="anchored was removed"):
+        list(stream_disparity(iter([]), batched([]), window=9, overlap=4, stitch="anchored"))
 
 
 def brightness(windows: list[np.ndarray]) -> list[np.ndarray]:

@@ -15,16 +15,23 @@ class StitchPreset:
     """How windows are scheduled and joined (dvd.inference.stitch implements them)."""
 
     schedule: str  # window schedule preset, see dvd.inference.windows
-    scale_clip: tuple[float, float] | None
-    anchored: bool
-    symmetric_fit: bool  # symmetric (geometric-mean) fit instead of least squares, see dvd.inference.scale_shift
+    scale_clip: tuple[float, float] | None  # chained presets: the range a window's fitted scale is clipped to
+    joint: bool = False  # one least-squares problem over all seams (dvd.inference.joint_fit) instead of a chain
 
 
 STITCH_PRESETS: dict[str, StitchPreset] = {
-    "openworld": StitchPreset("openworld", (0.7, 1.5), anchored=False, symmetric_fit=False),
-    "benchmark": StitchPreset("benchmark", None, anchored=False, symmetric_fit=False),
-    "anchored": StitchPreset("openworld", None, anchored=True, symmetric_fit=True),
+    "openworld": StitchPreset("openworld", (0.7, 1.5)),
+    "benchmark": StitchPreset("benchmark", None),
+    "global": StitchPreset("openworld", None, joint=True),
 }
+REMOVED_STITCH_PRESETS: dict[str, str] = {
+    "anchored": "--stitch anchored was removed: on model outputs it did worse than openworld "
+    "(benchmarks/RESULTS.md, stitching end to end); use --stitch global",
+}
+# --stitch global (dvd.inference.joint_fit): a window's scale is trusted to within this fraction of its own
+# prediction's contrast, and a window is written once this many later windows have been fitted (its delay).
+GLOBAL_PRIOR_SPREAD = 0.3
+GLOBAL_LAG_WINDOWS = 2
 
 # dvd.inference.video.VideoSettings: the official open-world settings.
 DEFAULT_MIN_HEIGHT = 480  # frames are scaled to cover height x width, sides rounded up to /16
@@ -32,7 +39,6 @@ DEFAULT_MIN_WIDTH = 640
 DEFAULT_WINDOW = 81
 DEFAULT_OVERLAP = 21
 DEFAULT_STITCH = "openworld"
-DEFAULT_ANCHOR_FRAMES = 5  # anchored preset only
 DEFAULT_BATCH_WINDOWS = 1
 
 # dvd.inference.shots: hard cuts. "auto" runs PySceneDetect's ContentDetector on the frames as they arrive; None

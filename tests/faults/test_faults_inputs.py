@@ -72,9 +72,9 @@ OPTIONS = [
         "unknown save format", lambda ws: predict(ws, ws.clip, extra=("--save", "npy,gif")), message="unknown --save"
     ),
     Fault(
-        "anchor frames not 1+4n",
-        lambda ws: predict(ws, ws.clip, extra=("--stitch", "anchored", "--anchor-frames", 4)),
-        message="anchor-frames",
+        "removed stitch preset",
+        lambda ws: predict(ws, ws.clip, extra=("--stitch", "anchored")),
+        message="use --stitch global",
     ),
     Fault("zero stride", lambda ws: predict(ws, ws.clip, extra=("--stride", 0)), message="stride"),
     Fault("zero max frames", lambda ws: predict(ws, ws.clip, extra=("--max-frames", 0)), message="max-frames"),

@@ -27,14 +27,12 @@ from dvd.commands.predict import PredictSettings, check_model_sides, check_sourc
 from dvd.data.naming import natural_key
 from dvd.errors import DVDError
 from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.stitch import get_stitch_preset
 from dvd.inference.stream import validate_stream_settings
 from dvd.inference.video import VideoSettings
 from dvd.inference.windows import window_schedule
 from dvd.io.colormaps import colorize
 from dvd.io.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, open_source
 from dvd.options import (
-    DEFAULT_ANCHOR_FRAMES,
     DEFAULT_APP_KEEP_MINUTES,
     DEFAULT_APP_MAX_SECONDS,
     DEFAULT_APP_MAX_UPLOAD_MB,
@@ -84,7 +82,6 @@ class JobRequest:
     window: int = DEFAULT_WINDOW
     overlap: int = DEFAULT_OVERLAP
     stitch: str = DEFAULT_STITCH
-    anchor_frames: int = DEFAULT_ANCHOR_FRAMES
     save: tuple[str, ...] = DEFAULT_FORMATS
     colormap: str = DEFAULT_COLORMAP
     max_frames: int | None = None
@@ -99,7 +96,6 @@ class JobRequest:
             window=_whole(self.window, "window"),
             overlap=_whole(self.overlap, "overlap"),
             stitch=self.stitch,
-            anchor_frames=_whole(self.anchor_frames, "anchor frames"),
         )
         video.validate()
         check_model_sides(video.height, video.width)
@@ -294,16 +290,10 @@ class JobRunner:
                 f"{upload.name} is {seconds:.1f} s long (with these frame settings) and this app takes at most "
                 f"{self.limits.max_seconds:g} s per job (dvd app --max-seconds): set a frame limit or trim the video"
             )
-        _, video_window = validate_stream_settings(
-            settings.video.window,
-            settings.video.overlap,
-            settings.video.stitch,
-            settings.video.batch_windows,
-            settings.video.anchor_frames,
-        )
-        preset = get_stitch_preset(settings.video.stitch).schedule
+        video = settings.video
+        preset = validate_stream_settings(video.window, video.overlap, video.stitch, video.batch_windows)
         job.frames_total = frames
-        job.windows_total = len(window_schedule(frames, video_window, settings.video.overlap, preset))
+        job.windows_total = len(window_schedule(frames, video.window, video.overlap, preset.schedule))
         return source, settings
 
     def _predict(self, job: DepthJob, source: Source, settings: PredictSettings) -> JobResult:

@@ -88,7 +88,6 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                         overlap = _whole_number("Overlap, frames (--overlap)", DEFAULTS.overlap, "dvd-overlap")
                     with gr.Row():
                         stitch = gr.Dropdown(list(STITCH_PRESETS), value=DEFAULTS.stitch, label="Stitch (--stitch)")
-                        anchor_frames = _whole_number("Anchor frames (--anchor-frames)", DEFAULTS.anchor_frames)
                     save = gr.CheckboxGroup(
                         list(WRITER_FORMATS),
                         value=list(DEFAULTS.save),
@@ -122,7 +121,7 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                 npy_file = gr.File(label="disparity.npy (raw float32 [T, H, W])", interactive=False, elem_id="dvd-npy")
                 downloads = gr.File(label="All outputs", file_count="multiple", interactive=False, elem_id="dvd-files")
 
-        settings = [height, width, window, overlap, stitch, anchor_frames, save, colormap, max_frames, stride, fps]
+        settings = [height, width, window, overlap, stitch, save, colormap, max_frames, stride, fps]
         results = [npy_file, downloads, depth_video, sbs_video, status, npy_path]
 
         cleared = [npy_file, downloads, depth_video, sbs_video, npy_path, frame, frame_image, frame_info]
@@ -140,7 +139,6 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
             window: int = DEFAULTS.window,
             overlap: int = DEFAULTS.overlap,
             stitch: str = DEFAULTS.stitch,
-            anchor_frames: int = DEFAULTS.anchor_frames,
             save: list[str] | None = None,
             colormap: str = DEFAULTS.colormap,
             max_frames: int | None = None,
@@ -160,7 +158,6 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                 window=window,
                 overlap=overlap,
                 stitch=stitch,
-                anchor_frames=anchor_frames,
                 save=tuple(DEFAULTS.save if save is None else save),
                 colormap=colormap,
                 max_frames=max_frames or None,  # the page sends an empty field as 0

@@ -19,7 +19,6 @@ from dvd.options import (
     COLORMAPS,
     COLOUR_RANGES,
     CUT_MODES,
-    DEFAULT_ANCHOR_FRAMES,
     DEFAULT_BATCH_WINDOWS,
     DEFAULT_COLORMAP,
     DEFAULT_COLOUR_RANGE,
@@ -31,6 +30,7 @@ from dvd.options import (
     DEFAULT_OVERLAP,
     DEFAULT_STITCH,
     DEFAULT_WINDOW,
+    GLOBAL_LAG_WINDOWS,
     MAX_FRAME_RATE,
     MIN_FRAME_RATE,
     POST_PASS_FORMATS,
@@ -73,7 +73,7 @@ EXAMPLES = """\
 examples:
   dvd predict clip.mp4 -o out/                               # out/clip/: disparity.npy, meta.json, depth_vis.mp4
   dvd predict frames/ -o out/ --fps 23.976 --save png16,exr  # image sequence in, 16-bit PNG + EXR per frame out
-  dvd predict videos.txt -o out/ --stitch anchored           # many videos, each window tied to the first
+  dvd predict videos.txt -o out/ --stitch global             # many videos, windows aligned jointly
   dvd predict clip.mp4 -o out/ --weights weights/dvd --device cuda --batch-windows 4
   accelerate launch --num_processes 4 -m dvd.cli predict videos/ -o out/   # 4 GPUs, one video each at a time
   accelerate launch --num_processes 4 -m dvd.cli predict long.mp4 -o out/  # 4 GPUs share the windows of one video
@@ -149,19 +149,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     windows.add_argument(
         "--stitch",
         default=DEFAULT_STITCH,
-        choices=list(STITCH_PRESETS),
-        help="openworld (default): official script, last window shifted back to full length, scale "
-        "clipped to [0.7, 1.5]. benchmark: official evaluation, fixed overlap, short last window, no "
-        "clip. anchored: every window also re-predicts --anchor-frames frames of the first window and "
-        "is aligned to them and to the overlap (less drift on planted noise; not yet shown on model outputs: README)",
-    )
-    windows.add_argument(
-        "--anchor-frames",
-        type=int,
-        default=DEFAULT_ANCHOR_FRAMES,
-        metavar="K",
-        help=f"anchored only: anchor frames per window, 1, 5, 9, ... (default {DEFAULT_ANCHOR_FRAMES}); "
-        "they count towards --window",
+        metavar="{" + ",".join(STITCH_PRESETS) + "}",
+        help="openworld (default): official script, last window shifted back to full length, each window fitted "
+        "to the frames before it, scale clipped to [0.7, 1.5]. benchmark: official evaluation, fixed overlap, "
+        "short last window, no clip. global: every window's scale and shift from one weighted least-squares "
+        f"problem over all seams, frames written {GLOBAL_LAG_WINDOWS} windows later (README: Long videos)",
     )
     windows.add_argument(
         "--batch-windows",

@@ -32,7 +32,7 @@ from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
 from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.frames import pad_to_vae_frame_count
-from dvd.options import DEFAULT_ANCHOR_FRAMES, DEFAULT_CUT_THRESHOLD
+from dvd.options import DEFAULT_CUT_THRESHOLD
 from dvd.weights import load_weights
 from dvd.weights.formats import check_tau
 from dvd.weights.load import LEGACY_CONFIG, PIPELINE_INDEX
@@ -204,7 +204,6 @@ class DVDPipeline(DiffusionPipeline):
         window: int = 81,
         overlap: int = 21,
         stitch: str = "openworld",
-        anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
         batch_windows: int = 1,
         cuts: str | None = None,
         cut_threshold: float = DEFAULT_CUT_THRESHOLD,
@@ -220,7 +219,7 @@ class DVDPipeline(DiffusionPipeline):
         video: a path (video file, image folder, image), an array or tensor [T, H, W, 3] or [T, 3, H, W] (uint8,
             uint16 or float in [0, 1]), a list of PIL images, or an iterable of frames.
         height, width: minimum model size; frames are scaled to cover it, sides rounded up to multiples of 16.
-        window, overlap, stitch, anchor_frames, batch_windows: as the `dvd predict` flags (`dvd predict --help`).
+        window, overlap, stitch, batch_windows: as the `dvd predict` flags (`dvd predict --help`).
         cuts, cut_threshold, cut_frames: shots, as the `dvd predict` flags --cuts, --cut-threshold, --cut-frames;
             cuts=None is "auto" for a video file path and "off" for anything else.
         max_frames, stride: take every `stride`-th frame, at most `max_frames` of them.
@@ -236,7 +235,6 @@ class DVDPipeline(DiffusionPipeline):
             window=window,
             overlap=overlap,
             stitch=stitch,
-            anchor_frames=anchor_frames,
             batch_windows=batch_windows,
             cuts=cuts,
             cut_threshold=cut_threshold,

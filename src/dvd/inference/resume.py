@@ -2,7 +2,7 @@
 
 While `predict_to_folder` runs, its staging folder (`dvd.io.atomic`) holds the outputs written so far and, after
 every model call whose frames are on disk, `STATE_FILE`: the engine's state (`VideoEngine.stitched`: the stitched
-tail, the window schedule, the anchors, the shot detector), how many frames the writers hold, and a fingerprint of
+tail and any windows still waiting, the window schedule, the shot detector), how many frames the writers hold, and a fingerprint of
 everything that decides the numbers (settings, input, weights, device, dtype, dvd version). The writers are synced
 to disk before the state file is replaced (write, fsync, rename, fsync the folder), so after a crash, kill -9 or
 power loss the state never claims frames that are not on disk; frames written past it are cut off on resume.

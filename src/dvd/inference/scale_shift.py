@@ -1,19 +1,17 @@
 """The one scale-and-shift fit: ``scale * pred + shift ~ ref``, used by stitching, evaluation, validation and the
-benchmarks.
+benchmarks; its moments feed `--stitch global`'s joint problem (dvd.inference.joint_fit).
 
 Sums are weighted, centred and float64, and they stream: each `add` folds in one more block of pixels (a frame, a
 masked frame, an overlap) with the pairwise update of Chan, Golub and LeVeque, so a fit over a 100-frame sequence
 holds one frame's float64 copy at a time and is as accurate as a two-pass solve. The plain normal equations in
 float32 (what the official scripts use) lose several digits over millions of pixels.
 
-One rule for the degenerate case: when the prediction carries no usable signal (it is constant, or, for the
-symmetric fit, not positively correlated with the reference) the fit is the best constant, ``(0, mean(ref))``.
+One rule for the degenerate case: when the prediction carries no usable signal (it is constant) the fit is the best
+constant, ``(0, mean(ref))``.
 A fit with no pixels at all raises ValueError: callers decide what "nothing to align to" means for them.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -23,7 +21,7 @@ _RELATIVE_VARIANCE_EPS = 1e-12
 
 
 class ScaleShiftFit:
-    """Weighted moments of (pred, ref) pairs, accumulated block by block; `least_squares` or `symmetric` solves."""
+    """Weighted moments of (pred, ref) pairs, accumulated block by block; `least_squares` solves."""
 
     def __init__(self) -> None:
         self.weight = 0.0  # total weight: the sum over blocks of weight * pixel count
@@ -62,19 +60,18 @@ class ScaleShiftFit:
             self.add(pred_frame, ref_frame, weight)
         return self
 
+    def moments(self) -> tuple[float, float, float, float, float]:
+        """``(mean pred, mean ref, var pred, var ref, cov)`` per unit of weight (dvd.inference.joint_fit)."""
+        if self.weight == 0:
+            raise ValueError("no pixels to take moments of")
+        total = self.weight
+        return self.mean_pred, self.mean_ref, self._var_pred / total, self._var_ref / total, self._cov / total
+
     def least_squares(self) -> tuple[float, float]:
         """``(scale, shift)`` minimising the weighted sum of ``(scale * pred + shift - ref)^2``."""
         if self._no_signal():
             return 0.0, self.mean_ref
         scale = self._cov / self._var_pred
-        return scale, self.mean_ref - scale * self.mean_pred
-
-    def symmetric(self) -> tuple[float, float]:
-        """``scale = std(ref) / std(pred)`` (the geometric mean of the two regressions' slopes), for positively
-        correlated sides; unlike least squares it does not shrink the scale when the prediction is noisy."""
-        if self._no_signal() or self._cov <= 0:
-            return 0.0, self.mean_ref
-        scale = float(np.sqrt(self._var_ref / self._var_pred))
         return scale, self.mean_ref - scale * self.mean_pred
 
     def _no_signal(self) -> bool:
@@ -91,11 +88,3 @@ def fit_scale_shift(pred: np.ndarray, ref: np.ndarray, valid: np.ndarray | None 
     for pred_frame, ref_frame, valid_frame in zip(pred, ref, valid, strict=True):
         fit.add(pred_frame[valid_frame], ref_frame[valid_frame])
     return fit.least_squares()
-
-
-def fit_blocks(blocks: Iterable[tuple[np.ndarray, np.ndarray, float]], symmetric: bool = False) -> tuple[float, float]:
-    """The fit over several weighted ``(pred, ref, weight)`` blocks of frames (stitching's overlap and anchors)."""
-    fit = ScaleShiftFit()
-    for pred, ref, weight in blocks:
-        fit.add_frames(pred, ref, weight)
-    return fit.symmetric() if symmetric else fit.least_squares()

@@ -1,20 +1,15 @@
-"""Stitching window predictions into one video: least-squares scale/shift, clamp, linear cross-fade.
+"""Stitching window predictions into one video: scale/shift per window, clamp, linear cross-fade.
 
-This is the one implementation of the overlap alignment, as in the official scripts; inference, evaluation and
-anything else that joins windows call it. Presets:
+This is the one implementation of the overlap alignment; inference, evaluation and anything else that joins
+windows call it. Presets:
 
-- ``openworld``: the official single-video script (back-shifted last window, scale clipped to [0.7, 1.5]).
+- ``openworld``: the official single-video script (back-shifted last window, each window fitted by least squares
+  to the stitched frames it overlaps, scale clipped to [0.7, 1.5]).
 - ``benchmark``: the official evaluation script (fixed overlap, short last window, no clip).
-- ``anchored``: ours. A chain of pairwise fits lets alignment errors add up from window to window like a random
-  walk; worse, least squares of the stitched overlap on a *noisy* new window is biased towards a smaller scale
-  (regression dilution: the slope shrinks by var(signal) / (var(signal) + var(noise))), and in a chain that bias
-  compounds at every seam, so depth flattens along a long video. Here every window also re-predicts ``K`` anchor
-  frames taken from the first window (prepended to its input), and its scale/shift is fitted jointly to the
-  stitched overlap and to the first window's disparity of those anchors, which ties each window to one common
-  reference: errors stay bounded instead of accumulating, and only ``K`` frames at model resolution are kept.
-  The fit is the symmetric one (scale = sign(cov) * std(ref) / std(pred), the geometric mean of the two
-  regressions), which has no dilution bias when both sides are equally noisy, as two predictions of the same
-  frames are; so later windows keep the first window's depth contrast. ``benchmarks/stitch_drift.py`` measures it.
+- ``global``: ours. The openworld schedule, but every window's scale and shift come from one weighted
+  least-squares problem over all seams and every window's own prediction (`dvd.inference.joint_fit`), solved as
+  windows arrive with a lag of ``GLOBAL_LAG_WINDOWS`` windows, so errors do not compound from seam to seam.
+  ``benchmarks/stitch_end_to_end.py`` measures every preset on model outputs.
 """
 
 from __future__ import annotations
@@ -24,36 +19,20 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from dvd.errors import DVDError
-from dvd.inference.scale_shift import fit_blocks
+from dvd.inference.joint_fit import JointFit, seam_term
+from dvd.inference.scale_shift import ScaleShiftFit
 from dvd.inference.windows import Window
-from dvd.model.frames import is_vae_frame_count
-from dvd.options import STITCH_PRESETS, StitchPreset
+from dvd.options import GLOBAL_LAG_WINDOWS, GLOBAL_PRIOR_SPREAD, REMOVED_STITCH_PRESETS, STITCH_PRESETS, StitchPreset
 
 
 def get_stitch_preset(name: str) -> StitchPreset:
-    """The preset called ``name``; DVDError for an unknown name."""
+    """The preset called ``name``; DVDError for an unknown or removed name."""
+    if name in REMOVED_STITCH_PRESETS:
+        raise DVDError(REMOVED_STITCH_PRESETS[name])
     try:
         return STITCH_PRESETS[name]
     except KeyError:
         raise DVDError(f"unknown stitch preset {name!r}: use one of {', '.join(STITCH_PRESETS)}") from None
-
-
-def validate_anchor_frames(anchor_frames: int, window: int, overlap: int) -> None:
-    """Raise DVDError unless ``anchor_frames`` anchors fit in a window next to more than ``overlap`` video frames."""
-    # 1 + 4m anchors fill whole latent frames of the causal VAE (the first latent holds one frame, each later one
-    # four), so no latent mixes an anchor with a video frame.
-    if not is_vae_frame_count(anchor_frames):
-        raise DVDError(f"--anchor-frames must be 1, 5, 9, ... (1 + a multiple of 4), got {anchor_frames}")
-    if window - anchor_frames <= overlap:
-        raise DVDError(
-            f"window {window} leaves {window - anchor_frames} video frames after {anchor_frames} anchors, "
-            f"not more than the overlap {overlap}: raise --window or lower --overlap/--anchor-frames"
-        )
-
-
-def anchor_indices(num_frames: int, anchor_frames: int) -> np.ndarray:
-    """Indices of ``anchor_frames`` frames spread evenly over the first window's ``num_frames`` frames."""
-    return np.rint(np.linspace(0, num_frames - 1, anchor_frames)).astype(np.int64)
 
 
 def apply_scale_shift(pred: np.ndarray, scale: float, shift: float) -> np.ndarray:
@@ -72,75 +51,140 @@ def cross_fade(ref: np.ndarray, new: np.ndarray) -> np.ndarray:
 class Stitcher:
     """Joins window predictions in schedule order, keeping only frames that are not yet handed out.
 
-    ``add`` aligns a window onto the stitched frames it overlaps; ``pop`` hands out finished frames and forgets
-    them, so memory holds the not-yet-final tail (plus the anchors) however long the video is.
+    ``add`` takes the next window; ``pop`` hands out finished frames and forgets them; ``finish`` (after the last
+    window) writes what is still waiting. The chained presets fit and write each window as it is added; ``global``
+    holds up to ``lag`` windows unwritten while later seams may still move them. Memory holds the not-yet-final tail
+    (and, global, the waiting windows) however long the video is.
     """
 
     def __init__(
-        self, preset: StitchPreset | str = "openworld", seam_judge: Callable[[float], bool] | None = None
+        self,
+        preset: StitchPreset | str = "openworld",
+        seam_judge: Callable[[float], bool] | None = None,
+        lag: int = GLOBAL_LAG_WINDOWS,
     ) -> None:
         self.preset = get_stitch_preset(preset) if isinstance(preset, str) else preset
         # Told each seam's relative residual; True fails the seam, which is then joined as a cut (see `add`).
         self.seam_judge = seam_judge
+        self.lag = lag
         self._frames: list[np.ndarray] = []
         self._base = 0  # source index of self._frames[0]
         self._frame_shape: tuple[int, ...] = (0, 0)
-        self._anchor_ref: np.ndarray | None = None
+        self._added_end = 0  # one past the last frame of the windows added so far (written or waiting)
+        self._joint = JointFit(GLOBAL_PRIOR_SPREAD) if self.preset.joint else None
+        self._waiting: list[tuple[Window, np.ndarray]] = []  # global: added, not yet written
+        self._previous: np.ndarray | None = None  # global: the latest window's raw prediction, for its next seam
         self.windows_added = 0
-        self.last_fit: tuple[float, float] | None = None  # (scale, shift) applied to the latest window, for diagnostics
+        self.last_fit: tuple[float, float] | None = None  # (scale, shift) of the latest window (global: so far)
         self.last_overlap_mae: float | None = None  # mean |aligned - stitched| over the latest overlap
         self.last_overlap_relative: float | None = None  # that, over the stitched overlap's mean absolute deviation
         self.last_seam_cut: int | None = None  # where the latest window started a new shot after a failed seam
 
     @property
     def end(self) -> int:
-        """One past the last stitched frame."""
+        """One past the last stitched (written) frame."""
         return self._base + len(self._frames)
 
-    def add(self, window: Window, pred: np.ndarray, anchors: np.ndarray | None = None) -> None:
-        """Align ``pred`` ([window.length, H, W]) and merge it; ``anchors`` are its predictions of the anchor frames."""
+    def add(self, window: Window, pred: np.ndarray) -> None:
+        """Align ``pred`` ([window.length, H, W]) and merge it (global: when it leaves the lag)."""
         if len(pred) != window.length:
             raise ValueError(f"window {tuple(window)} needs {window.length} predicted frames, got {len(pred)}")
-        if self.preset.anchored and anchors is None:
-            raise ValueError("the anchored preset needs the window's anchor predictions")
+        pred = np.asarray(pred, dtype=np.float32)
         if self.windows_added == 0:
             if window.start != 0:
                 raise ValueError(f"the first window must start at frame 0, got {tuple(window)}")
-            if self.preset.anchored:
-                self._anchor_ref = np.array(anchors, dtype=np.float32)
-            self._frames = list(np.asarray(pred, dtype=np.float32))
             self._frame_shape = tuple(pred.shape[1:])
-            self.windows_added, self.last_fit = 1, (1.0, 0.0)
-            return
-        overlap = self.end - window.start
-        if not self._base <= window.start <= self.end < window.end:
-            raise ValueError(f"window {tuple(window)} does not continue the stitched frames [{self._base}, {self.end})")
+        elif not self._base <= window.start <= self._added_end < window.end:
+            raise ValueError(
+                f"window {tuple(window)} does not continue the stitched frames [{self._base}, {self._added_end})"
+            )
+        self.last_overlap_mae = self.last_overlap_relative = self.last_seam_cut = None
+        if self.windows_added == 0:
+            self.last_fit = (1.0, 0.0)  # the first window is the reference, written as the model gave it
+            self._merge(window, pred)
+            self._start_segment(pred)
+        elif self._joint is None:
+            self._add_chained(window, pred, self._added_end - window.start)
+        else:
+            self._add_joint(window, pred, self._added_end - window.start)
+        self._added_end = window.end
+        self.windows_added += 1
+
+    def finish(self) -> None:
+        """Write the windows still waiting (global); call after the last window."""
+        while self._waiting:
+            self._write_oldest()
+
+    def _add_chained(self, window: Window, pred: np.ndarray, overlap: int) -> None:
         ref = np.stack(self._frames[len(self._frames) - overlap :]) if overlap > 0 else None
-        scale, shift = self._fit(pred, ref, anchors)
-        aligned = apply_scale_shift(pred, scale, shift)
-        self.windows_added, self.last_fit, self.last_overlap_mae = self.windows_added + 1, (scale, shift), None
-        self.last_overlap_relative = self.last_seam_cut = None
+        self.last_fit = self._fit(pred, ref)
+        aligned = apply_scale_shift(pred, *self.last_fit)
+        if ref is not None and self._seam_failed(aligned[:overlap], ref):
+            self._join_as_cut(pred, overlap)
+            return
+        self._merge(window, aligned)
+
+    def _add_joint(self, window: Window, pred: np.ndarray, overlap: int) -> None:
+        if overlap == 0:
+            # Nothing ties this window to the ones before (--overlap 0): it starts a segment, joined as it is.
+            self.finish()
+            self.last_fit = (1.0, 0.0)
+            self._merge(window, apply_scale_shift(pred, 1.0, 0.0))
+            self._start_segment(pred)
+            return
+        self._joint.add(pred, seam_term(self._previous[len(self._previous) - overlap :], pred[:overlap]))
+        solution = self._joint.solve()
+        self.last_fit = (float(solution[-1, 0]), float(solution[-1, 1]))
+        before = solution[-2] if len(solution) > 1 else self._joint.fixed
+        ref = apply_scale_shift(self._previous[len(self._previous) - overlap :], *before)
+        if self._seam_failed(apply_scale_shift(pred[:overlap], *self.last_fit), ref):
+            self._joint.discard_newest()
+            self.finish()
+            self._join_as_cut(pred, overlap)
+            self._start_segment(pred)
+            return
+        self._waiting.append((window, pred))
+        while len(self._waiting) > self.lag:
+            self._write_oldest()
+        self._previous = pred
+
+    def _start_segment(self, pred: np.ndarray) -> None:
+        """Global: ``pred``'s window is written at its own scale and the next window is tied to it."""
+        if self._joint is not None:
+            self._joint.start()
+            self._previous = pred
+
+    def _write_oldest(self) -> None:
+        scale, shift = self._joint.fix_oldest(self._joint.solve())
+        window, pred = self._waiting.pop(0)
+        self._merge(window, apply_scale_shift(pred, scale, shift))
+
+    def _seam_failed(self, aligned: np.ndarray, ref: np.ndarray) -> bool:
+        """Note the seam's residual; True when the judge fails it."""
+        self.last_overlap_mae = float(np.mean(np.abs(aligned - ref), dtype=np.float64))
+        self.last_overlap_relative = self.last_overlap_mae / _variation(ref)
+        return self.seam_judge is not None and self.seam_judge(self.last_overlap_relative)
+
+    def _merge(self, window: Window, aligned: np.ndarray) -> None:
+        """Cross-fade ``aligned`` into the stitched frames it overlaps and append the rest."""
+        overlap = self.end - window.start
         if overlap > 0:
-            self.last_overlap_mae = float(np.mean(np.abs(aligned[:overlap] - ref), dtype=np.float64))
-            self.last_overlap_relative = self.last_overlap_mae / _variation(ref)
-            if self.seam_judge is not None and self.seam_judge(self.last_overlap_relative):
-                self._join_as_cut(pred, anchors, overlap)
-                return
+            ref = np.stack(self._frames[len(self._frames) - overlap :])
             del self._frames[len(self._frames) - overlap :]
             self._frames.extend(cross_fade(ref, aligned[:overlap]))
         self._frames.extend(aligned[overlap:])
 
-    def _join_as_cut(self, pred: np.ndarray, anchors: np.ndarray | None, overlap: int) -> None:
+    def _join_as_cut(self, pred: np.ndarray, overlap: int) -> None:
         """After a failed seam: the stitched frames stay as they are and the window's later frames start a new shot
-        at its own scale, as the first window of a video does; later windows align to them (and, anchored, to this
-        window's anchors)."""
+        at its own scale, as the first window of a video does; later windows align to them."""
         self.last_seam_cut, self.last_fit = self.end, (1.0, 0.0)
-        if self.preset.anchored:
-            self._anchor_ref = np.array(anchors, dtype=np.float32)
         self._frames.extend(apply_scale_shift(pred[overlap:], 1.0, 0.0))
 
     def pop(self, before: int) -> np.ndarray:
-        """Hand out (and forget) the stitched frames with index below ``before``, as [N, H, W] float32."""
+        """Hand out (and forget) the stitched frames with index below ``before``, as [N, H, W] float32; frames a
+        waiting window overlaps are kept until it is written."""
+        if self._waiting:
+            before = min(before, self._waiting[0][0].start)
         count = min(before, self.end) - self._base
         if count <= 0:
             return np.empty((0,) + self._frame_shape, dtype=np.float32)
@@ -151,13 +195,17 @@ class Stitcher:
 
     def state(self) -> dict:
         """Everything `restore` needs to go on as if nothing had happened (dvd predict --resume): the not yet
-        handed-out tail, the anchors' reference and the counters. The arrays are the stitcher's own (never changed
-        in place), so taking a state costs no copy."""
+        handed-out tail, the waiting windows and the counters. The arrays are the stitcher's own (never changed in
+        place), so taking a state costs no copy."""
         return {
             "base": self._base,
             "tail": list(self._frames),
             "frame_shape": list(self._frame_shape),
-            "anchor_ref": self._anchor_ref,
+            "added_end": self._added_end,
+            "waiting": [[window.start, window.end] for window, _ in self._waiting],
+            "waiting_preds": [pred for _, pred in self._waiting],
+            "previous": self._previous,
+            "joint": None if self._joint is None else self._joint.state(),
             "windows_added": self.windows_added,
             "last_fit": None if self.last_fit is None else [float(value) for value in self.last_fit],
             "last_overlap_mae": self.last_overlap_mae,
@@ -168,25 +216,22 @@ class Stitcher:
         self._base = int(state["base"])
         self._frames = [np.asarray(frame, dtype=np.float32) for frame in state["tail"]]
         self._frame_shape = tuple(int(side) for side in state["frame_shape"])
-        self._anchor_ref = None if state["anchor_ref"] is None else np.asarray(state["anchor_ref"], np.float32)
+        self._added_end = int(state["added_end"])
+        preds = [np.asarray(pred, dtype=np.float32) for pred in state["waiting_preds"]]
+        self._waiting = [(Window(int(start), int(end)), pred) for (start, end), pred in zip(state["waiting"], preds)]
+        self._previous = None if state["previous"] is None else np.asarray(state["previous"], np.float32)
+        if self._joint is not None:
+            self._joint.restore(state["joint"])
         self.windows_added = int(state["windows_added"])
         self.last_fit = (
             None if state["last_fit"] is None else (float(state["last_fit"][0]), float(state["last_fit"][1]))
         )
         self.last_overlap_mae = state["last_overlap_mae"]
 
-    def _fit(self, pred: np.ndarray, ref: np.ndarray | None, anchors: np.ndarray | None) -> tuple[float, float]:
-        blocks: list[tuple[np.ndarray, np.ndarray, float]] = []
-        if ref is not None:
-            blocks.append((pred[: len(ref)], ref, 1.0))
-        if self.preset.anchored:
-            # The overlap and the anchors get equal total weight whatever their frame counts, so the pull towards
-            # the common reference does not fade when the overlap is long.
-            anchor_weight = len(ref) / len(anchors) if ref is not None else 1.0
-            blocks.append((anchors, self._anchor_ref, anchor_weight))
-        if not blocks:
+    def _fit(self, pred: np.ndarray, ref: np.ndarray | None) -> tuple[float, float]:
+        if ref is None:
             return 1.0, 0.0  # windows that do not overlap have nothing to align to: they are joined as they are
-        scale, shift = fit_blocks(blocks, symmetric=self.preset.symmetric_fit)
+        scale, shift = ScaleShiftFit().add_frames(pred[: len(ref)], ref).least_squares()
         if self.preset.scale_clip is not None:
             scale = float(np.clip(scale, *self.preset.scale_clip))
         return scale, shift
@@ -201,13 +246,11 @@ def _variation(ref: np.ndarray) -> float:
 
 
 def stitch_windows(
-    windows: Sequence[Window],
-    predictions: Sequence[np.ndarray],
-    preset: StitchPreset | str = "openworld",
-    anchors: Sequence[np.ndarray] | None = None,
+    windows: Sequence[Window], predictions: Sequence[np.ndarray], preset: StitchPreset | str = "openworld"
 ) -> np.ndarray:
     """Stitch all window predictions of a video at once (for evaluation and tests): [T, H, W] float32."""
     stitcher = Stitcher(preset)
-    for index, (window, pred) in enumerate(zip(windows, predictions, strict=True)):
-        stitcher.add(window, pred, None if anchors is None else anchors[index])
+    for window, pred in zip(windows, predictions, strict=True):
+        stitcher.add(window, pred)
+    stitcher.finish()
     return stitcher.pop(stitcher.end)

@@ -2,8 +2,8 @@
 
 Frames arrive one at a time (already at model size); windows are cut as soon as they are decidable, predicted in
 batches of ``batch_windows``, stitched, and every frame is yielded as soon as no later window can overlap it.
-Only the input frames that a pending or future window may still need, the not-yet-final stitched tail and the
-anchors are held, so memory does not depend on the video length, which need not be known in advance.
+Only the input frames that a pending or future window may still need and the not-yet-final stitched tail (with
+``--stitch global``, also the windows still within its lag) are held, so memory does not depend on the video length, which need not be known in advance.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ import numpy as np
 
 from dvd.errors import DVDError
 from dvd.inference.allocator import release_free_memory
-from dvd.inference.stitch import Stitcher, StitchPreset, anchor_indices, get_stitch_preset, validate_anchor_frames
+from dvd.inference.stitch import Stitcher, StitchPreset, get_stitch_preset
 from dvd.inference.windows import Window, WindowScheduler, validate_window
-from dvd.options import DEFAULT_ANCHOR_FRAMES
 
 WindowPredictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 """Predicts disparity for several windows at once: list of [L, H, W, 3] frames -> list of [L, H, W]."""
@@ -43,7 +42,7 @@ WindowCallback = Callable[[WindowReport], None]
 @dataclass(frozen=True)
 class StreamState:
     """The engine between two model calls, enough to go on from there (dvd predict --resume): the window schedule,
-    the stitcher, the anchors, and which input frames it had taken in and still held.
+    the stitcher, and which input frames it had taken in and still held.
 
     A resumed stream is fed the input frames from ``buffer_start`` on (the earlier ones are final already); the
     ones below ``frames_seen`` are taken back in without a decision, since every window they could decide has
@@ -55,7 +54,6 @@ class StreamState:
     emitted: int
     scheduler: dict
     stitcher: dict
-    anchors: np.ndarray | None  # anchored preset: the anchor input frames at model size
 
     def as_tree(self) -> dict:
         """Plain values and arrays only (dvd.inference.resume stores it)."""
@@ -65,7 +63,6 @@ class StreamState:
             "emitted": self.emitted,
             "scheduler": self.scheduler,
             "stitcher": self.stitcher,
-            "anchors": self.anchors,
         }
 
     @classmethod
@@ -76,18 +73,13 @@ class StreamState:
 StateCallback = Callable[[StreamState], None]
 
 
-def validate_stream_settings(
-    window: int, overlap: int, stitch: str, batch_windows: int, anchor_frames: int
-) -> tuple[StitchPreset, int]:
-    """(stitch preset, video frames per window) for these settings; DVDError if they cannot work."""
+def validate_stream_settings(window: int, overlap: int, stitch: str, batch_windows: int) -> StitchPreset:
+    """The stitch preset for these settings; DVDError if they cannot work."""
     if batch_windows < 1:
         raise DVDError(f"--batch-windows must be at least 1, got {batch_windows}")
     preset = get_stitch_preset(stitch)
-    if preset.anchored:
-        validate_anchor_frames(anchor_frames, window, overlap)
-    video_window = window - anchor_frames if preset.anchored else window
-    validate_window(video_window, overlap)
-    return preset, video_window
+    validate_window(window, overlap)
+    return preset
 
 
 def stream_disparity(
@@ -98,7 +90,6 @@ def stream_disparity(
     overlap: int = 21,
     stitch: str = "openworld",
     batch_windows: int = 1,
-    anchor_frames: int = DEFAULT_ANCHOR_FRAMES,
     on_window: WindowCallback | None = None,
     resume: StreamState | None = None,
     on_state: StateCallback | None = None,
@@ -110,9 +101,7 @@ def stream_disparity(
     exception it raises stops the stream between windows. ``seam_judge`` (a `dvd.inference.shots.SeamJudge`'s
     ``failed``) may fail a seam, which the stitcher then joins as a cut.
 
-    ``window`` counts every frame the model sees; with ``stitch="anchored"`` that includes the ``anchor_frames``
-    anchors, so each window holds ``window - anchor_frames`` video frames. ``predict_windows`` receives at most
-    ``batch_windows`` windows of equal length per call; the output does not depend on ``batch_windows``.
+    ``predict_windows`` receives at most ``batch_windows`` windows of equal length per call; the output does not depend on ``batch_windows``.
 
     ``on_state`` is called with a `StreamState` after each model call's windows are stitched and their final
     frames yielded; ``resume`` continues from such a state, with the same settings, fed the same input frames
@@ -120,34 +109,23 @@ def stream_disparity(
     after its ``emitted`` frames, and since the windows are grouped into model calls the same way, they are the
     same bits.
     """
-    preset, video_window = validate_stream_settings(window, overlap, stitch, batch_windows, anchor_frames)
-    scheduler = WindowScheduler(video_window, overlap, preset.schedule)
+    preset = validate_stream_settings(window, overlap, stitch, batch_windows)
+    scheduler = WindowScheduler(window, overlap, preset.schedule)
     stitcher = Stitcher(preset, seam_judge)
     # On resume the frames before `buffer_start` are not fed again: the buffer starts there.
     buffer = _FrameBuffer(resume.buffer_start if resume is not None else 0)
-    anchors: np.ndarray | None = None
     pending: list[Window] = []
     if resume is not None:
         scheduler.restore(resume.scheduler)
         stitcher.restore(resume.stitcher)
-        anchors = resume.anchors
 
     def flush() -> None:
-        nonlocal anchors
-        if preset.anchored and anchors is None:
-            first = pending[0]
-            anchors = buffer.stack(first.start + anchor_indices(first.length, anchor_frames))
         for group in _equal_length_runs(pending):
             inputs = [buffer.stack(np.arange(w.start, w.end)) for w in group]
-            if anchors is not None:
-                inputs = [np.concatenate([anchors, frames_in]) for frames_in in inputs]
             outputs = predict_windows(inputs)
             _check_outputs(inputs, outputs)
             for w, out in zip(group, outputs):
-                if anchors is None:
-                    stitcher.add(w, out)
-                else:
-                    stitcher.add(w, out[anchor_frames:], anchors=out[:anchor_frames])
+                stitcher.add(w, out)
                 if on_window is not None:
                     scale, shift = stitcher.last_fit
                     overlap_mae = stitcher.last_overlap_mae if stitcher.windows_added > 1 else None
@@ -161,11 +139,13 @@ def stream_disparity(
         if flushed:
             flush()
         if not pending:
+            if scheduler.done:
+                stitcher.finish()
             yield from stitcher.pop(scheduler.earliest_future_start(frames_seen))
         buffer.forget_before(min([scheduler.earliest_future_start(frames_seen)] + [w.start for w in pending]))
         if flushed and on_state is not None:
             stitched = stitcher.state()
-            on_state(StreamState(frames_seen, buffer.start, stitched["base"], scheduler.state(), stitched, anchors))
+            on_state(StreamState(frames_seen, buffer.start, stitched["base"], scheduler.state(), stitched))
 
     frames = iter(frames)
     if resume is not None:

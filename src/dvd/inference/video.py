@@ -26,7 +26,6 @@ from dvd.inference.shots import (
     split_shots,
     validate_cut_settings,
 )
-from dvd.inference.stitch import get_stitch_preset
 from dvd.inference.stream import (
     StreamState,
     WindowCallback,
@@ -37,7 +36,6 @@ from dvd.inference.stream import (
 )
 from dvd.inference.windows import Window
 from dvd.options import (
-    DEFAULT_ANCHOR_FRAMES,
     DEFAULT_BATCH_WINDOWS,
     DEFAULT_CUT_THRESHOLD,
     DEFAULT_MIN_HEIGHT,
@@ -58,7 +56,6 @@ class VideoSettings:
     window: int = DEFAULT_WINDOW
     overlap: int = DEFAULT_OVERLAP
     stitch: str = DEFAULT_STITCH
-    anchor_frames: int = DEFAULT_ANCHOR_FRAMES  # anchored preset only
     batch_windows: int = DEFAULT_BATCH_WINDOWS
     cuts: str | None = None  # "auto" | "off"; None: auto for video files, off otherwise (see `for_input`)
     cut_threshold: float = DEFAULT_CUT_THRESHOLD
@@ -68,7 +65,7 @@ class VideoSettings:
         """Raise DVDError for settings that cannot work, before any frame is decoded or any model is loaded."""
         if self.height < 1 or self.width < 1:
             raise DVDError(f"--height/--width must be positive, got {self.height}x{self.width}")
-        validate_stream_settings(self.window, self.overlap, self.stitch, self.batch_windows, self.anchor_frames)
+        validate_stream_settings(self.window, self.overlap, self.stitch, self.batch_windows)
         validate_cut_settings(self.cuts, self.cut_threshold, self.cut_frames)
 
     def for_input(self, kind: str) -> VideoSettings:
@@ -84,11 +81,9 @@ class VideoSettings:
         return model_size(*size, self.height, self.width)
 
     def as_meta(self) -> dict:
-        """The settings as recorded in meta.json (anchor_frames only where it applies)."""
+        """The settings as recorded in meta.json."""
         meta = asdict(self)
         meta["min_height"], meta["min_width"] = meta.pop("height"), meta.pop("width")
-        if not get_stitch_preset(self.stitch).anchored:
-            del meta["anchor_frames"]
         return meta
 
 
@@ -222,7 +217,6 @@ class VideoEngine:
                 overlap=s.overlap,
                 stitch=s.stitch,
                 batch_windows=s.batch_windows,
-                anchor_frames=s.anchor_frames,
                 on_window=report,
                 seam_judge=judge.judge,
                 resume=stream,
