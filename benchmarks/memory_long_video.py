@@ -78,14 +78,14 @@ def _rss_mib(pid: int) -> float | None:
 
 
 def peak_rss_of_predict(
-    video: Path, weights: Path, out: Path, env: dict[str, str], sample: float
+    video: Path, weights: Path, out: Path, env: dict[str, str], sample: float, stitch: str
 ) -> tuple[float, float, list[float]]:
     """(peak RSS in MiB, wall seconds, RSS samples in MiB) of one `dvd predict` run in a fresh process."""
     # Two spinning torch threads on a shared 2-core box crawl.
     child_env = dict(os.environ, OMP_NUM_THREADS="1", **env)
     argv = [sys.executable, "-c", DRIVER, "predict", str(video), "-o", str(out), "--weights", str(weights)]
     started = time.perf_counter()
-    process = subprocess.Popen([*argv, *PREDICT_ARGS], env=child_env)
+    process = subprocess.Popen([*argv, *PREDICT_ARGS, "--stitch", stitch], env=child_env)
     samples: list[float] = []
     done = threading.Event()
 
@@ -120,6 +120,7 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[150, 1500, 10000])
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="extra environment variables")
     parser.add_argument("--sample", type=float, default=0.5, help="seconds between RSS samples (default 0.5)")
+    parser.add_argument("--stitch", default="openworld", help="stitch preset (default %(default)s)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
@@ -131,7 +132,7 @@ def main() -> None:
         for length in args.lengths:
             video = root / f"synthetic_{length}.mp4"
             write_video(video, length)
-            peak, seconds, samples = peak_rss_of_predict(video, weights, root / f"out_{length}", env, args.sample)
+            peak, seconds, samples = peak_rss_of_predict(video, weights, root / f"out_{length}", env, args.sample, args.stitch)
             median, first, last = describe_samples(samples)
             rows.append((length, peak, seconds, median, first, last))
             print(
@@ -147,8 +148,9 @@ def main() -> None:
         f"### memory vs video length, {datetime.date.today().isoformat()} ({os.cpu_count()}-core "
         f"{platform.machine()} CPU, shared, {platform.system()}, tiny random model, CPU float32; "
         f"`python benchmarks/memory_long_video.py --lengths {' '.join(map(str, args.lengths))}"
-        f"{' --env ' + settings if args.env else ''}`)\n\n"
-        f"`dvd predict` on a synthetic {WIDTH}x{HEIGHT} H.264 video, {' '.join(PREDICT_ARGS)} (model size "
+        f"{' --env ' + settings if args.env else ''} --stitch {args.stitch}`)\n\n"
+        f"`dvd predict` on a synthetic {WIDTH}x{HEIGHT} H.264 video, {' '.join(PREDICT_ARGS)} --stitch {args.stitch} "
+        f"(model size "
         f"{MODEL_SIZE}, outputs npy + mp4), each run in a fresh process; peak RSS from wait4, RSS sampled every "
         f"{args.sample:g} s from /proc; extra environment: {settings}. "
         f"Target: peak at 10,000 frames <= 1.1 x peak at 150.\n\n"

@@ -105,7 +105,7 @@ def test_video_with_tiny_official_weights(clip, dvd, tiny_weights, tmp_path):
     meta = json.loads((result / "meta.json").read_text())
     assert meta["kind"] == "disparity" and meta["fps"] == 24.0 and meta["num_frames"] == 6
     assert meta["source_size"] == [90, 160] and meta["model_size"] == [32, 64]
-    assert (meta["window"], meta["overlap"], meta["stitch"]) == (5, 2, "openworld")
+    assert (meta["window"], meta["overlap"], meta["stitch"]) == (5, 2, "global")
     assert str(tiny_weights) in meta["weights"]
     # The 16-bit PNGs decode back to the raw disparity through the mapping recorded in meta.json.
     png = meta["outputs"]["png16"]

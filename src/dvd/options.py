@@ -38,7 +38,7 @@ DEFAULT_MIN_HEIGHT = 480  # frames are scaled to cover height x width, sides rou
 DEFAULT_MIN_WIDTH = 640
 DEFAULT_WINDOW = 81
 DEFAULT_OVERLAP = 21
-DEFAULT_STITCH = "openworld"
+DEFAULT_STITCH = "global"
 DEFAULT_BATCH_WINDOWS = 1
 
 # dvd.inference.shots: hard cuts. "auto" runs PySceneDetect's ContentDetector on the frames as they arrive; None

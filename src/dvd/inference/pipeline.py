@@ -32,7 +32,7 @@ from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
 from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.frames import pad_to_vae_frame_count
-from dvd.options import DEFAULT_CUT_THRESHOLD
+from dvd.options import DEFAULT_CUT_THRESHOLD, DEFAULT_STITCH
 from dvd.weights import load_weights
 from dvd.weights.formats import check_tau
 from dvd.weights.load import LEGACY_CONFIG, PIPELINE_INDEX
@@ -203,7 +203,7 @@ class DVDPipeline(DiffusionPipeline):
         width: int = 640,
         window: int = 81,
         overlap: int = 21,
-        stitch: str = "openworld",
+        stitch: str = DEFAULT_STITCH,
         batch_windows: int = 1,
         cuts: str | None = None,
         cut_threshold: float = DEFAULT_CUT_THRESHOLD,

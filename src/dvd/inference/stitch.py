@@ -204,7 +204,8 @@ class Stitcher:
             "added_end": self._added_end,
             "waiting": [[window.start, window.end] for window, _ in self._waiting],
             "waiting_preds": [pred for _, pred in self._waiting],
-            "previous": self._previous,
+            # The latest window is usually the newest waiting one: stored once.
+            "previous": None if self._waiting and self._previous is self._waiting[-1][1] else self._previous,
             "joint": None if self._joint is None else self._joint.state(),
             "windows_added": self.windows_added,
             "last_fit": None if self.last_fit is None else [float(value) for value in self.last_fit],
@@ -219,7 +220,10 @@ class Stitcher:
         self._added_end = int(state["added_end"])
         preds = [np.asarray(pred, dtype=np.float32) for pred in state["waiting_preds"]]
         self._waiting = [(Window(int(start), int(end)), pred) for (start, end), pred in zip(state["waiting"], preds)]
-        self._previous = None if state["previous"] is None else np.asarray(state["previous"], np.float32)
+        if state["previous"] is not None:
+            self._previous = np.asarray(state["previous"], np.float32)
+        else:
+            self._previous = self._waiting[-1][1] if self._waiting else None
         if self._joint is not None:
             self._joint.restore(state["joint"])
         self.windows_added = int(state["windows_added"])

@@ -18,6 +18,7 @@ from dvd.errors import DVDError
 from dvd.inference.allocator import release_free_memory
 from dvd.inference.stitch import Stitcher, StitchPreset, get_stitch_preset
 from dvd.inference.windows import Window, WindowScheduler, validate_window
+from dvd.options import DEFAULT_STITCH
 
 WindowPredictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 """Predicts disparity for several windows at once: list of [L, H, W, 3] frames -> list of [L, H, W]."""
@@ -88,7 +89,7 @@ def stream_disparity(
     *,
     window: int = 81,
     overlap: int = 21,
-    stitch: str = "openworld",
+    stitch: str = DEFAULT_STITCH,
     batch_windows: int = 1,
     on_window: WindowCallback | None = None,
     resume: StreamState | None = None,
