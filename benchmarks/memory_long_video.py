@@ -132,7 +132,9 @@ def main() -> None:
         for length in args.lengths:
             video = root / f"synthetic_{length}.mp4"
             write_video(video, length)
-            peak, seconds, samples = peak_rss_of_predict(video, weights, root / f"out_{length}", env, args.sample, args.stitch)
+            peak, seconds, samples = peak_rss_of_predict(
+                video, weights, root / f"out_{length}", env, args.sample, args.stitch
+            )
             median, first, last = describe_samples(samples)
             rows.append((length, peak, seconds, median, first, last))
             print(

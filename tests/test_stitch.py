@@ -89,8 +89,9 @@ def noisy_windows(total: int, window: int, overlap: int, seed: int) -> tuple[lis
     truth = 0.6 + 0.3 * np.sin(2 * np.pi * (xs + t / 13.0)) * np.cos(2 * np.pi * (xs.transpose(0, 2, 1) - t / 17.0))
     windows = window_schedule(total, window, overlap, "openworld")
     preds = [
-        (truth[w.start : w.end] * rng.uniform(0.7, 1.3) + rng.normal(0, 0.05) + rng.normal(0, 0.03, (w.length, 5, 5)))
-        .astype(np.float32)
+        (
+            truth[w.start : w.end] * rng.uniform(0.7, 1.3) + rng.normal(0, 0.05) + rng.normal(0, 0.03, (w.length, 5, 5))
+        ).astype(np.float32)
         for w in windows
     ]
     return windows, preds
@@ -102,7 +103,9 @@ def stitched_with(windows: list[Window], preds: list[np.ndarray], fits: list[tup
     for window, pred, fit in zip(windows[1:], preds[1:], fits[1:]):
         aligned = apply_scale_shift(pred, *fit)
         overlap = len(out) - window.start
-        out = np.concatenate([out[: window.start], cross_fade(out[window.start :], aligned[:overlap]), aligned[overlap:]])
+        out = np.concatenate(
+            [out[: window.start], cross_fade(out[window.start :], aligned[:overlap]), aligned[overlap:]]
+        )
     return out
 
 

@@ -107,7 +107,9 @@ def test_default_window_on_odd_lengths():
         np.testing.assert_allclose(out, direct_stitch(frames, 81, 21, "global"), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("stitch", "batch"), [("openworld", 1), ("benchmark", 1), ("global", 1), ("global", 3), ("openworld", 3)])
+@pytest.mark.parametrize(
+    ("stitch", "batch"), [("openworld", 1), ("benchmark", 1), ("global", 1), ("global", 3), ("openworld", 3)]
+)
 def test_frames_come_out_early_and_memory_stays_bounded(stitch, batch):
     """Output frame i appears before the source is read much past i, and the source is never read all at once."""
     total, window, overlap = 600, 25, 5

@@ -150,10 +150,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--stitch",
         default=DEFAULT_STITCH,
         metavar="{" + ",".join(STITCH_PRESETS) + "}",
-        help="openworld (default): official script, last window shifted back to full length, each window fitted "
-        "to the frames before it, scale clipped to [0.7, 1.5]. benchmark: official evaluation, fixed overlap, "
-        "short last window, no clip. global: every window's scale and shift from one weighted least-squares "
-        f"problem over all seams, frames written {GLOBAL_LAG_WINDOWS} windows later (README: Long videos)",
+        help="global (default): every window's scale and shift from one weighted least-squares problem over all "
+        f"seams, each frame written {GLOBAL_LAG_WINDOWS} windows after it is predicted. openworld: the official "
+        "script, each window fitted to the frames before it, scale clipped to [0.7, 1.5]. benchmark: the official "
+        "evaluation, fixed overlap, short last window, no clip. Measured: README, Long videos",
     )
     windows.add_argument(
         "--batch-windows",
