@@ -49,7 +49,7 @@ from dvd.options import (
 @dataclass(frozen=True)
 class VideoSettings:
     """How a video is sized, cut into windows and joined: the `dvd predict` flags of the same names and defaults
-    (the official open-world settings)."""
+    (the official open-world sizes and windows, stitched by `global`)."""
 
     height: int = DEFAULT_MIN_HEIGHT  # minimum model height: frames are scaled to cover height x width
     width: int = DEFAULT_MIN_WIDTH
