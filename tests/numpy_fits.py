@@ -48,7 +48,7 @@ def joint_stitch_fits(
             x, y = preds[j - 1][-overlap:].ravel(), preds[j][:overlap].ravel()
             design = np.stack([y, np.ones_like(y)], 1)
             residual = x - design @ np.linalg.lstsq(design, x, rcond=None)[0]
-            variance = max(float(np.mean(residual**2)), 1e-9 * float(np.mean(x**2)))
+            variance = max(float(np.mean(residual**2)), 1e-12 * float(np.mean(x**2)))
             add_rows(1.0 / (variance * x.size), [(j, y, 1.0), (j - 1, -x, -1.0)], np.zeros_like(x))
         for i in range(1, last + 1):
             p = preds[i].ravel()

@@ -41,7 +41,7 @@ from dvd.inference.scale_shift import ScaleShiftFit
 
 # A residual or contrast below this fraction of the signal's power is rounding noise, not a perfect fit: it would
 # give one term a weight that swamps every other.
-_RELATIVE_FLOOR = 1e-9
+_RELATIVE_FLOOR = 1e-12
 
 
 @dataclass(frozen=True)
