@@ -52,21 +52,22 @@ class StandInPipe:
         return [window[..., 1] for window in windows]
 
 
-def run_once(video: Path, out: Path, threaded: bool, profile: bool) -> tuple[int, float, float]:
-    """(frames written, wall seconds, CPU seconds of the whole process) of one `predict_to_folder` run with the
-    stand-in model."""
+def run_once(video: Path, out: Path, threaded: bool, profile: bool) -> tuple[int, float, float, float]:
+    """(frames written, wall seconds, CPU seconds of the whole process, of which in the kernel) of one
+    `predict_to_folder` run with the stand-in model."""
     source = open_source(video)
     output = OutputSettings(formats=FORMATS)
     profiler = cProfile.Profile() if profile else None
-    started, cpu = time.perf_counter(), time.process_time()
+    started, times = time.perf_counter(), os.times()
     if profiler:
         profiler.enable()
     count = predict_to_folder(StandInPipe(), source, out, VideoSettings(), output, host_threads=threaded)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    seconds, end = time.perf_counter() - started, os.times()
+    cpu, kernel = end.user + end.system - times.user - times.system, end.system - times.system
     if profiler:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-    return count, seconds, cpu
+    return count, seconds, cpu, kernel
 
 
 def main() -> None:
@@ -97,11 +98,13 @@ def main() -> None:
         )
         for repeat in range(args.repeats):
             for mode in args.modes:
-                count, seconds, cpu = run_once(video, Path(scratch) / f"{mode}{repeat}", MODES[mode], args.profile)
-                rows.append((mode, count, seconds, cpu))
+                run = run_once(video, Path(scratch) / f"{mode}{repeat}", MODES[mode], args.profile)
+                count, seconds, cpu, kernel = run
+                rows.append((mode, *run))
                 print(
                     f"{mode}: {count} frames in {seconds:.2f} s = {count / seconds:.1f} frames/s, "
-                    f"{1000 * cpu / count:.0f} CPU ms/frame (load {os.getloadavg()[0]:.1f})",
+                    f"{1000 * cpu / count:.0f} CPU ms/frame ({1000 * kernel / count:.0f} in the kernel; load "
+                    f"{os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
 
@@ -118,19 +121,22 @@ def main() -> None:
         "zero-cost stand-in (the green channel of the RGB window); `dvd predict`'s allocator settings "
         "(`dvd.inference.allocator`). Target: >= 30 frames/s.\n\n"
         "CPU ms/frame is the CPU time of all threads (x264's too) per frame: two free cores give 66 ms a frame at 30 "
-        "frames/s. Runs of the modes are interleaved; the machine is shared, so the best run is the figure for two "
-        "free cores and the median the typical one.\n\n"
-        "| host path | runs | frames | frames/s best | frames/s median | CPU ms/frame best | CPU ms/frame median |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "frames/s; kernel ms/frame is the part of it spent in the kernel (page faults, file writes). Runs of the "
+        "modes are interleaved; the machine is shared, so the best run is the figure for two free cores and the "
+        "median the typical one.\n\n"
+        "| host path | runs | frames | frames/s best | frames/s median | CPU ms/frame best | CPU ms/frame median "
+        "| kernel ms/frame median |\n"
+        "|---|---|---|---|---|---|---|---|\n"
     )
     table = ""
     for mode in args.modes:
-        runs = [(count, seconds, cpu) for name, count, seconds, cpu in rows if name == mode]
-        fps = [count / seconds for count, seconds, _ in runs]
-        cpu_ms = [1000 * cpu / count for count, _, cpu in runs]
+        runs = [run for name, *run in rows if name == mode]
+        fps = [count / seconds for count, seconds, _, _ in runs]
+        cpu_ms = [1000 * cpu / count for count, _, cpu, _ in runs]
+        kernel_ms = [1000 * kernel / count for count, _, _, kernel in runs]
         table += (
             f"| {mode} | {len(runs)} | {runs[0][0]} | {max(fps):.1f} | {statistics.median(fps):.1f} | "
-            f"{min(cpu_ms):.0f} | {statistics.median(cpu_ms):.0f} |\n"
+            f"{min(cpu_ms):.0f} | {statistics.median(cpu_ms):.0f} | {statistics.median(kernel_ms):.0f} |\n"
         )
     print(header + table)
     with RESULTS.open("a", encoding="utf-8") as results:

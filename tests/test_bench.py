@@ -63,6 +63,14 @@ def test_host_only_runs_no_model(capsys, monkeypatch):
     assert result["frames"] == 12
 
 
+def test_bench_runs_with_the_allocator_settings_of_predict(capsys, monkeypatch):
+    """The host path is timed as `dvd predict` runs it: with its malloc settings (dvd.inference.allocator)."""
+    calls: list[bool] = []
+    monkeypatch.setattr(benchmark, "keep_heap_flat", lambda: calls.append(True) or True)
+    code, _, _ = bench(capsys, "--host-only", "--json", *SMALL)
+    assert code == 0 and calls == [True]
+
+
 def bench_disparity(capsys, tmp_path, name: str, *switches: str) -> np.ndarray:
     code, out, _ = bench(capsys, "--save", "npy", "--json", "-o", str(tmp_path / name), *switches, *SMALL)
     assert code == 0

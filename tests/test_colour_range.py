@@ -89,6 +89,28 @@ def test_the_range_reads_a_fixed_subsample_and_memmaps_alike(tmp_path, monkeypat
     assert video_range(mapped) == DisparityRange.fit(disparity[[0, 12, 24, 37, 49], ::6, ::6])
 
 
+def test_the_range_holds_no_whole_frame_it_has_read():
+    """Each frame read for the range is freed once subsampled: a view of it would keep RANGE_FRAMES whole frames."""
+    import weakref
+
+    alive: set[int] = set()
+    most = 0
+
+    class Frames:
+        shape = (20, 64, 64)
+
+        def __getitem__(self, index: int) -> np.ndarray:
+            nonlocal most
+            frame = np.full(self.shape[1:], float(index), np.float32)
+            alive.add(index)
+            weakref.finalize(frame, alive.discard, index)
+            most = max(most, len(alive))
+            return frame
+
+    assert video_range(Frames()) == video_range(np.arange(20, dtype=np.float32)[:, None, None] * np.ones((64, 64)))
+    assert most == 1
+
+
 SETTINGS = ["--height", "32", "--width", "48", "--window", "9", "--overlap", "3", "--cuts", "off", "--quiet"]
 
 

@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from threadpoolctl import threadpool_info
 
 from dvd.errors import DVDError
 from dvd.inference.host import Drain, Prefetch
@@ -245,3 +246,53 @@ def test_freed_heap_memory_goes_back_to_the_system():
         pytest.skip("the C library is not glibc: the allocator settings are no-ops")
     done = subprocess.run([sys.executable, "-c", HEAP_HOLES], capture_output=True, text=True, check=True)
     assert float(done.stdout) > 300  # of the ~399 MiB freed
+
+
+def test_free_memory_is_released_at_most_once_in_release_seconds(monkeypatch):
+    """The stream may ask after every frame; each trim makes the next frames' pages fresh ones to fault in."""
+    from dvd.inference import allocator
+
+    trims: list[int] = []
+    clock = [100.0]
+    monkeypatch.setattr(allocator, "_glibc", lambda: SimpleNamespace(malloc_trim=trims.append))
+    monkeypatch.setattr(allocator.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(allocator, "_released_at", None)
+    allocator.release_free_memory()
+    allocator.release_free_memory()  # at once: skipped
+    clock[0] += allocator.RELEASE_SECONDS / 2
+    allocator.release_free_memory()  # still too soon
+    clock[0] += allocator.RELEASE_SECONDS
+    allocator.release_free_memory()
+    assert trims == [0, 0]
+
+
+def blas_threads() -> list[int]:
+    """numpy's BLAS thread counts (other libraries may bring their own BLAS, e.g. OpenCV's, loaded later)."""
+    return [
+        pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas" and "numpy" in pool["filepath"]
+    ]
+
+
+def test_blas_runs_on_one_thread_inside_serial_blas_and_as_before_after():
+    from dvd.inference.host import serial_blas
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("threadpoolctl finds no BLAS library of numpy's here")
+    with serial_blas():
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
+
+
+def test_predict_runs_its_host_stages_with_serial_blas(tmp_path: Path, clip: Path) -> None:
+    if not blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS library of numpy's here")
+    seen: list[int] = []
+
+    class Pipe(FakePipe):
+        def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+            seen.extend(blas_threads())
+            return super().predict_windows(windows)
+
+    predict_to_folder(Pipe(), open_source(clip), tmp_path / "out", SMALL, OutputSettings(formats=("npy",)))
+    assert seen and set(seen) == {1}

@@ -189,6 +189,28 @@ def test_colorize_yuv420_is_the_colour_map_in_bt709_limited_range():
         colorize_yuv420(values[:7])
 
 
+@pytest.mark.parametrize("size", [(24, 40), (21, 33), (2, 6)])
+@pytest.mark.parametrize("strip_pixels", [1, 100, 1 << 17])
+def test_the_video_s_picture_is_built_in_strips_with_the_same_bytes(size, strip_pixels, monkeypatch):
+    """Strips of rows (whole 2x2 blocks, any count, the last one short) give the planes of the whole frame."""
+    from dvd.io.colormaps import colorize_yuv420
+    from dvd.io.writers import _pad_to_even
+
+    monkeypatch.setattr(VideoWriter, "STRIP_PIXELS", strip_pixels)
+    value_range = DisparityRange(-0.5, 2.0)
+    disparity = np.random.default_rng(0).normal(0.7, 0.8, size).astype(np.float32)  # clipped at both ends too
+    writer = VideoWriter(".", 24, value_range)
+    picture = writer._colour_yuv420(disparity).to_ndarray()
+    assert np.array_equal(picture, colorize_yuv420(_pad_to_even(value_range.normalise(disparity)), writer.colormap))
+
+
+def test_the_video_is_encoded_by_frame_threads(tmp_path):
+    """x264's frame threads: encoding overlaps the colour mapping of the next frame (see VideoWriter._open)."""
+    with VideoWriter(tmp_path, 24, DisparityRange(0.0, 1.0)) as writer:
+        writer.write(np.full((2, 16, 16), 0.5, dtype=np.float32))
+        assert writer._stream.codec_context.thread_type.name == "FRAME"
+
+
 def test_colour_video_frames_size_fps_and_colour(tmp_path):
     value_range = DisparityRange(0.0, 1.0)
     disparity = np.ones((5, 32, 48), dtype=np.float32)  # all near -> the red end of Spectral_r

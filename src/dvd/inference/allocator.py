@@ -11,8 +11,11 @@ creeps up with the length of the run.
 
 `keep_heap_flat` (called once by `dvd predict`) fixes the threshold at `MMAP_THRESHOLD`: every block from 4 MiB up
 is its own mapping, returned when freed, whatever came before; the frames and rows below that size stay in the
-heaps, which are cheap to reuse. `release_free_memory` (after each window) hands the free pages inside the heaps
-back to the system (malloc_trim), so that a hole costs no RSS between windows.
+heaps, which are cheap to reuse. `release_free_memory` (called by the stream as it lets go of input frames) hands
+the free pages inside the heaps back to the system (malloc_trim), so that a hole costs no RSS for long; at most
+once every `RELEASE_SECONDS`, since every page it hands back is a fresh page to fault in (zeroed by the kernel,
+~3 us each on this project's 2-core VM) when the next frames are allocated. The stream asks after most frames:
+trimming that often cost ~650 more page faults a frame on a 720p video (`benchmarks/host_throughput.py`).
 
 Both are no-ops where the C library is not glibc (macOS, musl): there is nothing to set.
 """
@@ -21,12 +24,16 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 from functools import cache
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 4 << 20  # bytes; a 1280x720 uint8 frame (2.6 MiB) and float disparity (3.5 MiB) stay below
 TRIM_THRESHOLD = 32 << 20  # free bytes at the top of the main heap kept for reuse, as glibc's dynamic rule ends at
+RELEASE_SECONDS = 2.0  # the least time between two malloc_trim calls: about a window of frames at 30 frames/s
+
+_released_at: float | None = None  # time.monotonic() of the last malloc_trim
 
 
 @cache
@@ -54,7 +61,12 @@ def keep_heap_flat() -> bool:
 
 
 def release_free_memory() -> None:
-    """Return the free pages inside every malloc heap to the system (glibc's malloc_trim); a no-op elsewhere."""
+    """Return the free pages inside every malloc heap to the system (glibc's malloc_trim), unless that was done
+    less than RELEASE_SECONDS ago; a no-op where the C library is not glibc."""
+    global _released_at
     libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    now = time.monotonic()
+    if libc is None or (_released_at is not None and now - _released_at < RELEASE_SECONDS):
+        return
+    libc.malloc_trim(0)
+    _released_at = now

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from dvd.errors import DVDError
+from dvd.inference.allocator import keep_heap_flat
 from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.pipeline import DVDPipeline, resolve_device, resolve_dtype
 from dvd.inference.profiling import (
@@ -108,6 +109,7 @@ class BenchSettings:
 def run_bench(settings: BenchSettings) -> dict:
     """Build, warm up, run once timed; the report `dvd bench --json` prints (see `report`)."""
     settings.validate()
+    keep_heap_flat()  # `dvd predict`'s malloc settings (dvd.inference.allocator): its host path, as it runs there
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     if settings.compile and not settings.host_only:

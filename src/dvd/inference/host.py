@@ -10,6 +10,10 @@ benchmarks.
 
 Signals reach the main thread only (Python's rule); every wait here is a short timed wait, so the calling thread
 notices a failed worker and the worker notices a stop within `POLL_SECONDS`.
+
+`serial_blas` keeps numpy's BLAS to one thread while the host stages run: the only BLAS calls there are small
+(the stitcher's dot products), and OpenBLAS's idle workers spin (sched_yield) after each call, taking a core of
+the two that decoding, stitching and writing share.
 """
 
 from __future__ import annotations
@@ -17,7 +21,10 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
+
+from threadpoolctl import threadpool_limits
 
 T = TypeVar("T")
 
@@ -183,3 +190,16 @@ def _stop(thread: threading.Thread, stop: threading.Event, pending: _BoundedQueu
     pending.discard()
     if thread.ident is not None:
         thread.join(JOIN_SECONDS)
+
+
+@contextmanager
+def serial_blas() -> Iterator[None]:
+    """numpy's BLAS on one thread inside the `with` (threadpoolctl), as before after it.
+
+    The host stages' BLAS calls (the stitcher's float64 dot products over a frame) take well under a millisecond
+    on one core; with a thread per core, OpenBLAS's workers spin for a while after each call, and on a 2-core
+    CPU the host path took ~40% more CPU time, user and kernel alike (`benchmarks/host_throughput.py`). One
+    thread also makes the sums, hence the disparity's last bits, the same on every machine. torch's own thread
+    pool is not touched."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield

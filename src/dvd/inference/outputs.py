@@ -22,7 +22,7 @@ import numpy as np
 from dvd import __version__
 from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
-from dvd.inference.host import Drain, Prefetch
+from dvd.inference.host import Drain, Prefetch, serial_blas
 from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.profiling import READ, RESIZE_BACK, WRITE, NoTimer
 from dvd.inference.resume import STATE_FILE, Checkpoints, prepare_checkpoints, run_fingerprint
@@ -100,13 +100,16 @@ def predict_to_folder(
     resumable = (resumable or resume) and _resumable(output)
     fingerprint = run_fingerprint(pipe, source, video, output) if resumable else None
     checkpoints = prepare_checkpoints(target, fingerprint, resume, overwrite)
-    with atomic_directory(
-        target,
-        overwrite,
-        prediction_folder_problem,
-        resumable=STATE_FILE if checkpoints.enabled else None,
-        staging=checkpoints.folder,
-    ) as staging:
+    with (
+        serial_blas(),  # the host stages' BLAS calls are small: idle BLAS threads would only spin (dvd.inference.host)
+        atomic_directory(
+            target,
+            overwrite,
+            prediction_folder_problem,
+            resumable=STATE_FILE if checkpoints.enabled else None,
+            staging=checkpoints.folder,
+        ) as staging,
+    ):
         started = time.perf_counter()
         engine = VideoEngine(pipe.predict_windows, video, timer=timer or NoTimer())
         count, writers_meta, timing = _write_outputs(

@@ -346,6 +346,7 @@ class VideoWriter(Writer):
     """
 
     PRESET = "superfast"
+    STRIP_PIXELS = 1 << 17  # pixels colour-mapped at a time (`_colour_yuv420`): 0.5 MiB of float32, in L2 cache
 
     def __init__(
         self,
@@ -383,14 +384,12 @@ class VideoWriter(Writer):
         if times is not None and len(times) != len(frames):
             raise ValueError(f"got {len(times)} frame times for {len(frames)} frames")
         for index, frame in enumerate(frames):
-            normalised = self.value_range.normalise(frame)
             if self.needs_rgb:
-                picture = np.concatenate([_to_uint8(rgb[index]), colorize(normalised, self.colormap)], axis=1)
+                colour = colorize(self.value_range.normalise(frame), self.colormap)
+                picture = np.concatenate([_to_uint8(rgb[index]), colour], axis=1)
                 image = self._rgb_to_yuv(_pad_to_even(picture))
             else:
-                # The colour map straight to YUV planes: no RGB picture and no per-pixel conversion.
-                planes = colorize_yuv420(_pad_to_even(normalised), self.colormap)
-                image = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+                image = self._colour_yuv420(frame)
             self._encode(image, (self._count / self.rate) if times is None else Fraction(times[index]))
 
     def close(self) -> None:
@@ -411,6 +410,27 @@ class VideoWriter(Writer):
             "colormap": self.colormap,
             **self.value_range.as_dict(),
         }
+
+    def _colour_yuv420(self, disparity: np.ndarray) -> av.VideoFrame:
+        """One disparity frame [H, W] colour-mapped straight to a yuv420p picture (no RGB picture, no per-pixel
+        conversion: `colorize_yuv420`), a strip of rows at a time. Whole-frame temporaries (the normalised values,
+        the table indices, numpy's intp copy of them for each lookup) would be several MiB each: fresh pages to
+        fault in for every frame, and a trip through memory for each step. Strips of `STRIP_PIXELS` stay in the
+        CPU's cache; every value depends on its own pixel or 2x2 block only, so the planes are the same bytes."""
+        disparity = _pad_to_even(disparity)
+        height, width = disparity.shape
+        luma = height * width
+        planes = np.empty(luma * 3 // 2, np.uint8)  # yuv420p: the Y plane, then Cb, then Cr, row after row
+        y_plane, cb_plane, cr_plane = np.split(planes, [luma, luma * 5 // 4])
+        rows = max(2, self.STRIP_PIXELS // width // 2 * 2)  # even: a strip holds whole 2x2 blocks
+        for top in range(0, height, rows):
+            normalised = self.value_range.normalise(disparity[top : top + rows])
+            size = normalised.size
+            y, cb, cr = np.split(colorize_yuv420(normalised, self.colormap).ravel(), [size, size * 5 // 4])
+            y_plane[top * width : top * width + size] = y
+            cb_plane[top * width // 4 : (top * width + size) // 4] = cb
+            cr_plane[top * width // 4 : (top * width + size) // 4] = cr
+        return av.VideoFrame.from_ndarray(planes.reshape(height * 3 // 2, width), format="yuv420p")
 
     def _rgb_to_yuv(self, picture: np.ndarray) -> av.VideoFrame:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
@@ -435,6 +455,10 @@ class VideoWriter(Writer):
         options = {"crf": str(self.crf), "preset": self.PRESET}
         self._stream = self._container.add_stream("libx264", rate=self.rate, options=options)
         self._stream.height, self._stream.width, self._stream.pix_fmt = height, width, "yuv420p"
+        # x264's frame threads (its own count, 1.5 a core) rather than PyAV's default of slice threads: `encode`
+        # hands the frame over and returns, so the next frame is colour-mapped while x264 encodes this one; with
+        # slices each call waits for its frame. The bits depend on the thread count either way.
+        self._stream.codec_context.thread_type = "FRAME"
         self._stream.time_base = self._stream.codec_context.time_base = self.time_base
         context = self._stream.codec_context
         context.colorspace = context.color_primaries = context.color_trc = 1  # BT.709
