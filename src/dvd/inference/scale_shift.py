@@ -61,9 +61,10 @@ class ScaleShiftFit:
         return self
 
     def add_frames(self, pred: np.ndarray, ref: np.ndarray, weight: float = 1.0) -> ScaleShiftFit:
-        """Fold in [T, ...] arrays one frame at a time, so the float64 copies stay one frame large."""
-        if np.shape(pred) != np.shape(ref):
-            raise ValueError(f"prediction {np.shape(pred)} and reference {np.shape(ref)} differ in shape")
+        """Fold in [T, ...] arrays (or sequences of frames) one frame at a time, so the float64 copies stay one frame
+        large."""
+        if len(pred) != len(ref):  # (each frame's shape is checked by `add`)
+            raise ValueError(f"prediction ({len(pred)} frames) and reference ({len(ref)} frames) differ in shape")
         for pred_frame, ref_frame in zip(pred, ref):
             self.add(pred_frame, pred_frame if ref is pred else ref_frame, weight)
         return self

@@ -14,7 +14,7 @@ windows call it. Presets:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -37,22 +37,24 @@ def get_stitch_preset(name: str) -> StitchPreset:
 
 def apply_scale_shift(pred: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """``pred * scale + shift`` in float32 with negative values set to 0 (disparity is never negative)."""
-    aligned = np.asarray(pred, dtype=np.float32) * np.float32(scale) + np.float32(shift)
+    aligned = np.multiply(pred, np.float32(scale), dtype=np.float32)
+    aligned += np.float32(shift)
     np.maximum(aligned, 0.0, out=aligned)
     return aligned
 
 
-def cross_fade(ref: np.ndarray, new: np.ndarray) -> np.ndarray:
+def cross_fade(ref: Sequence[np.ndarray], new: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Linear cross-fade over the overlap frames: the first is pure ``ref``, the last pure ``new``."""
-    alpha = np.linspace(0.0, 1.0, len(ref), dtype=np.float32).reshape((-1,) + (1,) * (ref.ndim - 1))
-    return (1.0 - alpha) * ref + alpha * new
+    alpha = np.linspace(0.0, 1.0, len(ref), dtype=np.float32)
+    return [(1.0 - a) * r + a * n for a, r, n in zip(alpha, ref, new)]
 
 
 class Stitcher:
     """Joins window predictions in schedule order, keeping only frames that are not yet handed out.
 
     ``add`` takes the next window; ``pop`` hands out finished frames and forgets them; ``finish`` (after the last
-    window) writes what is still waiting. The chained presets fit and write each window as it is added; ``global``
+    window) writes what is still waiting. Frames are aligned and held one at a time, never as a window-sized array:
+    a 720p window of float32 is ~100 MB of fresh pages for the kernel to zero, a frame comes from the heap. The chained presets fit and write each window as it is added; ``global``
     holds up to ``lag`` windows unwritten while later seams may still move them. Memory holds the not-yet-final tail
     (and, global, the waiting windows) however long the video is.
     """
@@ -81,6 +83,11 @@ class Stitcher:
         self.last_seam_cut: int | None = None  # where the latest window started a new shot after a failed seam
 
     @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """(H, W) of the frames, once a window has been added."""
+        return self._frame_shape
+
+    @property
     def end(self) -> int:
         """One past the last stitched (written) frame."""
         return self._base + len(self._frames)
@@ -89,6 +96,8 @@ class Stitcher:
         """Align ``pred`` ([window.length, H, W]) and merge it (global: when it leaves the lag)."""
         if len(pred) != window.length:
             raise ValueError(f"window {tuple(window)} needs {window.length} predicted frames, got {len(pred)}")
+        # float32 throughout (a model's own output already is: no copy), so that the held windows, the fits and a
+        # resumed run all see the same numbers.
         pred = np.asarray(pred, dtype=np.float32)
         if self.windows_added == 0:
             if window.start != 0:
@@ -101,7 +110,7 @@ class Stitcher:
         self.last_overlap_mae = self.last_overlap_relative = self.last_seam_cut = None
         if self.windows_added == 0:
             self.last_fit = (1.0, 0.0)  # the first window is the reference, written as the model gave it
-            self._merge(window, pred)
+            self._frames.extend(pred)
             self._start_segment(pred)
         elif self._joint is None:
             self._add_chained(window, pred, self._added_end - window.start)
@@ -116,28 +125,28 @@ class Stitcher:
             self._write_oldest()
 
     def _add_chained(self, window: Window, pred: np.ndarray, overlap: int) -> None:
-        ref = np.stack(self._frames[len(self._frames) - overlap :]) if overlap > 0 else None
-        self.last_fit = self._fit(pred, ref)
-        aligned = apply_scale_shift(pred, *self.last_fit)
-        if ref is not None and self._seam_failed(aligned[:overlap], ref):
+        ref = self._frames[len(self._frames) - overlap :]
+        self.last_fit = self._fit(pred[:overlap], ref)
+        aligned = [apply_scale_shift(frame, *self.last_fit) for frame in pred[:overlap]]
+        if ref and self._seam_failed(aligned, ref):
             self._join_as_cut(pred, overlap)
             return
-        self._merge(window, aligned)
+        self._merge(window, pred, self.last_fit, aligned)
 
     def _add_joint(self, window: Window, pred: np.ndarray, overlap: int) -> None:
         if overlap == 0:
             # Nothing ties this window to the ones before (--overlap 0): it starts a segment, joined as it is.
             self.finish()
             self.last_fit = (1.0, 0.0)
-            self._merge(window, apply_scale_shift(pred, 1.0, 0.0))
+            self._merge(window, pred, self.last_fit)
             self._start_segment(pred)
             return
         self._joint.add(pred, seam_term(self._previous[len(self._previous) - overlap :], pred[:overlap]))
         solution = self._joint.solve()
         self.last_fit = (float(solution[-1, 0]), float(solution[-1, 1]))
         before = solution[-2] if len(solution) > 1 else self._joint.fixed
-        ref = apply_scale_shift(self._previous[len(self._previous) - overlap :], *before)
-        if self._seam_failed(apply_scale_shift(pred[:overlap], *self.last_fit), ref):
+        ref = [apply_scale_shift(frame, *before) for frame in self._previous[len(self._previous) - overlap :]]
+        if self._seam_failed([apply_scale_shift(frame, *self.last_fit) for frame in pred[:overlap]], ref):
             self._joint.discard_newest()
             self.finish()
             self._join_as_cut(pred, overlap)
@@ -157,38 +166,40 @@ class Stitcher:
     def _write_oldest(self) -> None:
         scale, shift = self._joint.fix_oldest(self._joint.solve())
         window, pred = self._waiting.pop(0)
-        self._merge(window, apply_scale_shift(pred, scale, shift))
+        self._merge(window, pred, (scale, shift))
 
-    def _seam_failed(self, aligned: np.ndarray, ref: np.ndarray) -> bool:
+    def _seam_failed(self, aligned: list[np.ndarray], ref: list[np.ndarray]) -> bool:
         """Note the seam's residual; True when the judge fails it."""
-        self.last_overlap_mae = float(np.mean(np.abs(aligned - ref), dtype=np.float64))
+        self.last_overlap_mae = _mean(np.abs(a - r) for a, r in zip(aligned, ref))
         self.last_overlap_relative = self.last_overlap_mae / _variation(ref)
         return self.seam_judge is not None and self.seam_judge(self.last_overlap_relative)
 
-    def _merge(self, window: Window, aligned: np.ndarray) -> None:
-        """Cross-fade ``aligned`` into the stitched frames it overlaps and append the rest."""
+    def _merge(
+        self, window: Window, pred: np.ndarray, fit: tuple[float, float], aligned: list[np.ndarray] | None = None
+    ) -> None:
+        """Align ``pred`` by ``fit``, cross-fade it into the stitched frames it overlaps and append the rest;
+        ``aligned`` may hold its overlap frames already aligned."""
         overlap = self.end - window.start
         if overlap > 0:
-            ref = np.stack(self._frames[len(self._frames) - overlap :])
-            del self._frames[len(self._frames) - overlap :]
-            self._frames.extend(cross_fade(ref, aligned[:overlap]))
-        self._frames.extend(aligned[overlap:])
+            if aligned is None:
+                aligned = [apply_scale_shift(frame, *fit) for frame in pred[:overlap]]
+            start = len(self._frames) - overlap
+            self._frames[start:] = cross_fade(self._frames[start:], aligned)
+        self._frames.extend(apply_scale_shift(frame, *fit) for frame in pred[overlap:])
 
     def _join_as_cut(self, pred: np.ndarray, overlap: int) -> None:
         """After a failed seam: the stitched frames stay as they are and the window's later frames start a new shot
         at its own scale, as the first window of a video does; later windows align to them."""
         self.last_seam_cut, self.last_fit = self.end, (1.0, 0.0)
-        self._frames.extend(apply_scale_shift(pred[overlap:], 1.0, 0.0))
+        self._frames.extend(apply_scale_shift(frame, 1.0, 0.0) for frame in pred[overlap:])
 
-    def pop(self, before: int) -> np.ndarray:
-        """Hand out (and forget) the stitched frames with index below ``before``, as [N, H, W] float32; frames a
+    def pop(self, before: int) -> list[np.ndarray]:
+        """Hand out (and forget) the stitched frames with index below ``before``, [H, W] float32 each; frames a
         waiting window overlaps are kept until it is written."""
         if self._waiting:
             before = min(before, self._waiting[0][0].start)
-        count = min(before, self.end) - self._base
-        if count <= 0:
-            return np.empty((0,) + self._frame_shape, dtype=np.float32)
-        done = np.stack(self._frames[:count])
+        count = max(0, min(before, self.end) - self._base)
+        done = self._frames[:count]
         del self._frames[:count]
         self._base += count
         return done
@@ -232,20 +243,26 @@ class Stitcher:
         )
         self.last_overlap_mae = state["last_overlap_mae"]
 
-    def _fit(self, pred: np.ndarray, ref: np.ndarray | None) -> tuple[float, float]:
-        if ref is None:
+    def _fit(self, pred: np.ndarray, ref: list[np.ndarray]) -> tuple[float, float]:
+        if not ref:
             return 1.0, 0.0  # windows that do not overlap have nothing to align to: they are joined as they are
-        scale, shift = ScaleShiftFit().add_frames(pred[: len(ref)], ref).least_squares()
+        scale, shift = ScaleShiftFit().add_frames(pred, ref).least_squares()
         if self.preset.scale_clip is not None:
             scale = float(np.clip(scale, *self.preset.scale_clip))
         return scale, shift
 
 
-def _variation(ref: np.ndarray) -> float:
+def _mean(frames: Iterable[np.ndarray]) -> float:
+    """The mean over equal-sized frames, in float64, one frame at a time."""
+    return float(np.mean([np.mean(frame, dtype=np.float64) for frame in frames]))
+
+
+def _variation(ref: list[np.ndarray]) -> float:
     """The scale a seam's residual is judged against: the mean absolute deviation of the stitched overlap, at least
     1% of its mean level (a flat overlap, e.g. a black frame, would make any residual look huge)."""
-    level = float(np.mean(np.abs(ref), dtype=np.float64))
-    deviation = float(np.mean(np.abs(ref - np.float32(np.mean(ref, dtype=np.float64))), dtype=np.float64))
+    level = _mean(np.abs(frame) for frame in ref)
+    centre = np.float32(_mean(ref))
+    deviation = _mean(np.abs(frame - centre) for frame in ref)
     return max(deviation, 0.01 * level, 1e-12)
 
 
@@ -257,4 +274,5 @@ def stitch_windows(
     for window, pred in zip(windows, predictions, strict=True):
         stitcher.add(window, pred)
     stitcher.finish()
-    return stitcher.pop(stitcher.end)
+    frames = stitcher.pop(stitcher.end)
+    return np.stack(frames) if frames else np.empty((0,) + stitcher.frame_shape, dtype=np.float32)
