@@ -74,8 +74,8 @@ class Stitcher:
         self._frame_shape: tuple[int, ...] = (0, 0)
         self._added_end = 0  # one past the last frame of the windows added so far (written or waiting)
         self._joint = JointFit(GLOBAL_PRIOR_SPREAD) if self.preset.joint else None
-        self._waiting: list[tuple[Window, np.ndarray]] = []  # global: added, not yet written
-        self._previous: np.ndarray | None = None  # global: the latest window's raw prediction, for its next seam
+        self._waiting: list[tuple[Window, Sequence[np.ndarray]]] = []  # global: added, not yet written
+        self._previous: Sequence[np.ndarray] | None = None  # global: the latest window's raw frames, for its next seam
         self.windows_added = 0
         self.last_fit: tuple[float, float] | None = None  # (scale, shift) of the latest window (global: so far)
         self.last_overlap_mae: float | None = None  # mean |aligned - stitched| over the latest overlap
@@ -153,15 +153,15 @@ class Stitcher:
             self._start_segment(pred)
             return
         # Held as frames copied out of the model's window-sized array, which is then freed: frame-sized blocks come
-        # from the heap and are reused, while a window-sized array held for `lag` windows keeps the next windows'
-        # arrays on fresh pages (~0.3 s of page faults a 720p window on a 2-core VM: benchmarks/RESULTS.md).
+        # from the heap and are reused, while window-sized arrays held for `lag` windows leave the next windows'
+        # arrays to fresh pages (filling one 720p window's took 0.01-0.97 s on a 2-core VM: benchmarks/RESULTS.md).
         frames = [frame.copy() for frame in pred]
         self._waiting.append((window, frames))
         while len(self._waiting) > self.lag:
             self._write_oldest()
         self._previous = frames
 
-    def _start_segment(self, pred: np.ndarray) -> None:
+    def _start_segment(self, pred: Sequence[np.ndarray]) -> None:
         """Global: ``pred``'s window is written at its own scale and the next window is tied to it."""
         if self._joint is not None:
             self._joint.start()
@@ -179,7 +179,11 @@ class Stitcher:
         return self.seam_judge is not None and self.seam_judge(self.last_overlap_relative)
 
     def _merge(
-        self, window: Window, pred: np.ndarray, fit: tuple[float, float], aligned: list[np.ndarray] | None = None
+        self,
+        window: Window,
+        pred: Sequence[np.ndarray],
+        fit: tuple[float, float],
+        aligned: list[np.ndarray] | None = None,
     ) -> None:
         """Align ``pred`` by ``fit``, cross-fade it into the stitched frames it overlaps and append the rest;
         ``aligned`` may hold its overlap frames already aligned."""
