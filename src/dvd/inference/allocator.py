@@ -11,11 +11,11 @@ creeps up with the length of the run.
 
 `keep_heap_flat` (called once by `dvd predict`) fixes the threshold at `MMAP_THRESHOLD`: every block from 4 MiB up
 is its own mapping, returned when freed, whatever came before; the frames and rows below that size stay in the
-heaps, which are cheap to reuse. `release_free_memory` (called by the stream as it lets go of input frames) hands
-the free pages inside the heaps back to the system (malloc_trim), so that a hole costs no RSS for long; at most
-once every `RELEASE_SECONDS`, since every page it hands back is a fresh page to fault in (zeroed by the kernel,
-~3 us each on this project's 2-core VM) when the next frames are allocated. The stream asks after most frames:
-trimming that often cost ~650 more page faults a frame on a 720p video (`benchmarks/host_throughput.py`).
+heaps, which are cheap to reuse. `release_free_memory` (called by the stream after each model call) hands the free
+pages inside the heaps back to the system (malloc_trim), so that a hole costs no RSS for long; at most once every
+`RELEASE_SECONDS`, since every page it hands back is a fresh page to fault in (zeroed by the kernel, ~3 us each on
+this project's 2-core VM) when the next frames are allocated: trimming after most frames, as the stream once did,
+cost ~650 more page faults a frame on a 720p video (`benchmarks/host_throughput.py`).
 
 Both are no-ops where the C library is not glibc (macOS, musl): there is nothing to set.
 """

@@ -141,11 +141,13 @@ class JointFit:
         """Plain values and arrays, for a resumable run; `restore` goes on from them."""
         return {
             "fixed": None if self.fixed is None else list(self.fixed),
-            "terms": [[term.hessian, term.gradient] for term in self.priors + self.seams],
+            "priors": [[term.hessian, term.gradient] for term in self.priors],
+            "seams": [[term.hessian, term.gradient] for term in self.seams],
         }
 
     def restore(self, state: dict) -> None:
         self.fixed = None if state["fixed"] is None else (float(state["fixed"][0]), float(state["fixed"][1]))
-        terms = [Quadratic(np.asarray(h, np.float64), np.asarray(g, np.float64)) for h, g in state["terms"]]
-        half = len(terms) // 2
-        self.priors, self.seams = terms[:half], terms[half:]
+        self.priors, self.seams = (
+            [Quadratic(np.asarray(h, np.float64), np.asarray(g, np.float64)) for h, g in state[kind]]
+            for kind in ("priors", "seams")
+        )

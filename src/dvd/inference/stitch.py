@@ -141,11 +141,12 @@ class Stitcher:
             self._merge(window, pred, self.last_fit)
             self._start_segment(pred)
             return
-        self._joint.add(pred, seam_term(self._previous[len(self._previous) - overlap :], pred[:overlap]))
+        previous = self._previous[len(self._previous) - overlap :]
+        self._joint.add(pred, seam_term(previous, pred[:overlap]))
         solution = self._joint.solve()
         self.last_fit = (float(solution[-1, 0]), float(solution[-1, 1]))
         before = solution[-2] if len(solution) > 1 else self._joint.fixed
-        ref = [apply_scale_shift(frame, *before) for frame in self._previous[len(self._previous) - overlap :]]
+        ref = [apply_scale_shift(frame, *before) for frame in previous]
         if self._seam_failed([apply_scale_shift(frame, *self.last_fit) for frame in pred[:overlap]], ref):
             self._joint.discard_newest()
             self.finish()

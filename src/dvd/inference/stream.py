@@ -144,6 +144,10 @@ def stream_disparity(
                 stitcher.finish()
             yield from stitcher.pop(scheduler.earliest_future_start(frames_seen))
         buffer.forget_before(min([scheduler.earliest_future_start(frames_seen)] + [w.start for w in pending]))
+        if flushed:
+            # Once a model call: its windows' frames and the model's temporaries are gone; their pages go back to
+            # the system instead of lingering in the heaps' holes (dvd.inference.allocator).
+            release_free_memory()
         if flushed and on_state is not None:
             stitched = stitcher.state()
             on_state(StreamState(frames_seen, buffer.start, stitched["base"], scheduler.state(), stitched))
@@ -191,9 +195,6 @@ class _FrameBuffer:
         if drop:
             del self._frames[:drop]
             self._base += drop
-            # Once a window: its frames and the model's temporaries are gone; their pages go back to the system
-            # instead of lingering in the heaps' holes (dvd.inference.allocator).
-            release_free_memory()
 
 
 def _equal_length_runs(windows: list[Window]) -> list[list[Window]]:
