@@ -173,3 +173,17 @@ def test_a_failing_rank_stops_the_others(tiny_weights, tmp_path):
     assert done.returncode != 0
     assert "injected failure on rank 1" in done.stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_command_leaves_the_process_group_it_ran_in(tmp_path):
+    """`dvd` tears the group down itself, even when the command fails: left to interpreter shutdown, gloo's threads
+    can abort a process that succeeded (seen once in CI as SIGABRT of the rank that does not write)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert cli.main(["predict", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "out")]) == 2
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     prog = "dvd"
-    with sigterm_raises():
+    with sigterm_raises(), leaving_process_group():
         try:
             args = build_parser().parse_args(argv)
             prog = f"dvd {args.command}"
@@ -86,6 +86,19 @@ def fail(prog: str, message: str, code: int) -> int:
     """Print `prog: error: message` as one line on stderr; returns `code`."""
     print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return code
+
+
+@contextmanager
+def leaving_process_group() -> Iterator[None]:
+    """Tear down the torch.distributed group a command joined (predict or train under torchrun/accelerate), however
+    it ends, while the interpreter is whole: left to interpreter shutdown, gloo's worker threads can abort
+    (SIGABRT) a process whose run succeeded."""
+    try:
+        yield
+    finally:
+        dist = sys.modules.get("torch.distributed")  # never imported: no group, and no reason to load torch now
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 @contextmanager
