@@ -2,8 +2,9 @@
 
 Runs the real `predict_to_folder` on a 1280x720 video (`../shared/data/videos/tokyo_walk.mp4`, or a generated clip
 when that is absent) at the default model size (864x480) with outputs npy + mp4, but with a zero-cost stand-in for
-the model (a fresh float32 copy per window of the first window's green channel, the model's output shape, as a
-transfer from the device would hand it over), so that only the host work is timed.
+the model (`dvd bench --host-only`'s: each window's green channel as float32 disparity, in recycled host arrays
+as the pipeline hands over a device's output), so that only the host work is timed. Unlike `dvd bench`, it runs
+each setting several times, interleaved, and reports CPU and kernel time per frame.
 The issue's target: at least 30 frames/s on a 2-core CPU, so that the host does not starve a GPU.
 
     python benchmarks/host_throughput.py [--modes threaded single] [--repeats 3] [--video PATH] [--profile]
@@ -23,7 +24,6 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -31,6 +31,7 @@ import torch
 from memory_long_video import write_video
 
 from dvd.inference.allocator import keep_heap_flat
+from dvd.inference.benchmark import BenchSettings, build_pipeline
 from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.video import VideoSettings
 from dvd.io.readers import open_source
@@ -40,28 +41,6 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SHARED_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "tokyo_walk.mp4"
 FORMATS = ("npy", "mp4")
 MODES = {"threaded": True, "single": False}  # mode -> host_threads of predict_to_folder
-
-
-class StandInPipe:
-    """What `predict_to_folder` needs of a DVDPipeline, with a model that costs (almost) nothing.
-
-    Its output is what a real model hands to the host: a fresh float32 array per window, as a copy from the device
-    would be (that copy and its fresh pages are host costs and stay in the measurement). The values are the green
-    channel of the first window, scaled to [0, 1], so the stitcher and the colour map see a picture with detail;
-    converting each window's own channel would cost ~7 ms a frame (a strided uint8 read), more than a transfer.
-    """
-
-    weights_id = "stand-in: the green channel of the first window, copied per window"
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
-
-    def __init__(self) -> None:
-        self._detail: np.ndarray | None = None
-
-    def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        if self._detail is None or len(self._detail) < max(len(w) for w in windows):
-            longest = max(windows, key=len)
-            self._detail = longest[..., 1].astype(np.float32) / np.float32(255)
-        return [self._detail[: len(w)].copy() for w in windows]
 
 
 def run_once(video: Path, out: Path, threaded: bool, profile: bool, stitch: str) -> tuple[int, float, float, float]:
@@ -74,7 +53,8 @@ def run_once(video: Path, out: Path, threaded: bool, profile: bool, stitch: str)
     if profiler:
         profiler.enable()
     settings = VideoSettings(stitch=stitch)
-    count = predict_to_folder(StandInPipe(), source, out, settings, output, host_threads=threaded)
+    pipe = build_pipeline(BenchSettings(settings, host_only=True), torch.device("cpu"), torch.float32)
+    count = predict_to_folder(pipe, source, out, settings, output, host_threads=threaded)
     seconds, end = time.perf_counter() - started, os.times()
     cpu, kernel = end.user + end.system - times.user - times.system, end.system - times.system
     if profiler:
@@ -133,7 +113,7 @@ def main() -> None:
         f"({torch.get_num_threads()} intra-op thread(s)), PyAV {av.__version__}, numpy {np.__version__}.\n"
         f"Settings: `predict_to_folder` on {video.name} ({source.size[1]}x{source.size[0]}, {source.num_frames} frames) "
         f"at model size {model_w}x{model_h}, window 81 / overlap 21, stitch {args.stitch}, outputs {' + '.join(FORMATS)}; the model is a "
-        "zero-cost stand-in (a fresh float32 copy per window of the first window's green channel, like a transfer from "
+        "zero-cost stand-in of `dvd bench --host-only` (each window's green channel as float32, like a transfer from "
         "the device); `dvd predict`'s allocator settings "
         "(`dvd.inference.allocator`). Target: >= 30 frames/s.\n\n"
         "CPU ms/frame is the CPU time of all threads (x264's too) per frame: two free cores give 66 ms a frame at 30 "

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from dvd import cli
-from dvd.inference import outputs
-from dvd.inference.outputs import video_range
+from dvd.inference import colour_range
+from dvd.inference.colour_range import RangeSample, range_stride, video_range
 from dvd.inference.pipeline import DVDPipeline
 from dvd.io.writers import DisparityRange
 
@@ -82,11 +82,30 @@ def test_the_range_reads_a_fixed_subsample_and_memmaps_alike(tmp_path, monkeypat
     np.save(tmp_path / "d.npy", disparity)
     mapped = np.load(tmp_path / "d.npy", mmap_mode="r")
     assert video_range(mapped) == video_range(disparity)
-    monkeypatch.setattr(outputs, "RANGE_FRAMES", 5)
-    monkeypatch.setattr(outputs, "RANGE_PIXELS", 100)
-    # 5 frames spread over 50 (0, 12.25, 24.5, 36.75, 49 rounded half to even), every 6th pixel each way
+    monkeypatch.setattr(colour_range, "RANGE_FRAMES", 5)
+    monkeypatch.setattr(colour_range, "RANGE_PIXELS", 100)
+    # At most 5 of 50 frames: every 16th (every 8th would be 7 frames), every 6th pixel each way
     # (sqrt(4200 / 100) = 6.5 -> 6).
-    assert video_range(mapped) == DisparityRange.fit(disparity[[0, 12, 24, 37, 49], ::6, ::6])
+    assert video_range(mapped) == DisparityRange.fit(disparity[[0, 16, 32, 48], ::6, ::6])
+
+
+@pytest.mark.parametrize("count", [1, 5, 6, 7, 11, 12, 13, 40])
+def test_frames_sampled_as_they_pass_give_the_range_of_the_finished_video(monkeypatch, count):
+    """`RangeSample` sees each frame once, before the length is known, and keeps at most RANGE_FRAMES grids; at the
+    end it holds exactly the frames `video_range` reads from the whole video."""
+    monkeypatch.setattr(colour_range, "RANGE_FRAMES", 3)
+    disparity = np.random.default_rng(count).gamma(2.0, 1.0, (count, 20, 30)).astype(np.float32)
+    sample = RangeSample((20, 30))
+    most = 0
+    for index, frame in enumerate(disparity):
+        sample.add(index, frame)
+        most = max(most, len(sample._samples))
+    assert most <= 3
+    assert sample.range(count) == video_range(disparity)
+    stride = range_stride(count)
+    assert -(-count // stride) <= 3 and (stride == 1 or -(-count // (stride // 2)) > 3)
+    with pytest.raises(ValueError, match="not every"):
+        sample.range(count + stride)  # frames it never saw
 
 
 def test_the_range_holds_no_whole_frame_it_has_read():

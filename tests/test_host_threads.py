@@ -22,7 +22,7 @@ from dvd.inference.host import Drain, Prefetch
 from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.video import VideoSettings
 from dvd.io.readers import VideoSource, open_source
-from dvd.io.writers import NpyWriter
+from dvd.io.writers import NpyWriter, VideoWriter
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -146,6 +146,51 @@ def test_a_writer_error_comes_back_as_itself(tmp_path: Path, clip: Path, monkeyp
     wait_for_no_host_threads()
 
 
+def slow_npy_writes(monkeypatch, fail_at: int | None = None) -> list[tuple[str, float]]:
+    """NpyWriter.write 20 ms slower (a slow disk), failing with ENOSPC at frame `fail_at`; returns a log of
+    (output, time) per frame written, the second pass's mp4 frames included."""
+    log: list[tuple[str, float]] = []
+    write_npy, write_video = NpyWriter.write, VideoWriter.write
+
+    def slow(self, disparity, rgb=None, times=None) -> None:
+        if fail_at is not None and sum(1 for name, _ in log if name == "npy") + 1 == fail_at:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        time.sleep(0.02)
+        write_npy(self, disparity, rgb, times)
+        log.append(("npy", time.monotonic()))
+
+    def video(self, disparity, rgb=None, times=None) -> None:
+        write_video(self, disparity, rgb, times)
+        log.append((self.format, time.monotonic()))
+
+    monkeypatch.setattr(NpyWriter, "write", slow)
+    monkeypatch.setattr(VideoWriter, "write", video)
+    return log
+
+
+def test_the_second_pass_follows_the_writing_thread(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    """png16/mp4/sbs start as soon as the last frame is stitched, reading each frame of disparity.npy once it is
+    written, with the bytes of a run that writes them after disparity.npy is complete (one thread)."""
+    output = OutputSettings(formats=ALL_FORMATS)
+    predict_to_folder(FakePipe(), open_source(clip), tmp_path / "single", SMALL, output, host_threads=False)
+    log = slow_npy_writes(monkeypatch)
+    predict_to_folder(FakePipe(), open_source(clip), tmp_path / "threaded", SMALL, output)
+    assert folder_contents(tmp_path / "threaded") == folder_contents(tmp_path / "single")
+    first_video = min(at for name, at in log if name == "mp4")
+    assert first_video < max(at for name, at in log if name == "npy")  # it began while frames were being written
+    wait_for_no_host_threads()
+
+
+def test_a_writer_error_under_the_second_pass_comes_back_as_itself(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    log = slow_npy_writes(monkeypatch, fail_at=29)
+    with pytest.raises(OSError) as failure:
+        predict_to_folder(FakePipe(), open_source(clip), tmp_path / "out", SMALL, OutputSettings(formats=ALL_FORMATS))
+    assert failure.value.errno == errno.ENOSPC
+    assert any(name == "mp4" for name, _ in log)  # the second pass was waiting for the frame that failed
+    assert list(tmp_path.iterdir()) == []
+    wait_for_no_host_threads()
+
+
 def test_a_decoding_error_comes_back_as_itself(tmp_path: Path, clip: Path, monkeypatch) -> None:
     decode = VideoSource._frames
 
@@ -264,6 +309,39 @@ def test_free_memory_is_released_at_most_once_in_release_seconds(monkeypatch):
     clock[0] += allocator.RELEASE_SECONDS
     allocator.release_free_memory()
     assert trims == [0, 0]
+
+
+def test_the_pool_hands_an_array_out_again_only_when_nothing_refers_to_it():
+    import torch
+
+    from dvd.inference.allocator import ArrayPool
+
+    pool = ArrayPool()
+    array = pool.empty((4, 5), np.float32)
+    address = array.ctypes.data
+    del array
+    assert pool.empty((4, 5), np.float32).ctypes.data == address  # nothing referred to it: the same memory
+    for refer in (lambda array: array[1:], torch.from_numpy, memoryview):
+        array = pool.empty((4, 5), np.float32)
+        keeper = refer(array)
+        del array
+        other = pool.empty((4, 5), np.float32)
+        assert not np.shares_memory(other, np.asarray(keeper))
+        del other, keeper
+    assert len(pool) == 2
+
+
+def test_the_pool_drops_free_arrays_of_other_shapes():
+    from dvd.inference.allocator import ArrayPool
+
+    pool = ArrayPool()
+    window, output = pool.empty((3, 4), np.uint8), pool.empty((3, 4), np.float32)
+    assert len(pool) == 2
+    del window
+    shorter = pool.empty((2, 4), np.uint8)  # a new shape: the free uint8 array leaves, the float32 one in use stays
+    assert len(pool) == 2 and shorter.shape == (2, 4)
+    del output, shorter
+    assert pool.empty((2, 4), np.uint8).shape == (2, 4) and len(pool) == 2
 
 
 def blas_threads() -> list[int]:

@@ -202,12 +202,14 @@ def test_overwrite_replaces_and_its_absence_refuses(clip, dvd, fake_pipe, tmp_pa
 
 
 def test_ctrl_c_leaves_nothing_behind(clip, dvd, monkeypatch, tmp_path, capsys):
-    pipe = FakePipe(interrupt_after=1)
+    """Interrupted in its first model call, before any resume point: nothing to go on from, nothing kept (later
+    interrupts keep the partial output for --resume: tests/test_resume.py)."""
+    pipe = FakePipe(interrupt_after=0)
     monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
     out = tmp_path / "out"
     assert dvd(clip, "-o", out, "--max-frames", 20, *SMALL, "--window", 5, "--overlap", 1, "--quiet") == 130
     assert "interrupted" in capsys.readouterr().err
-    assert pipe.calls == 2
+    assert pipe.calls == 1
     assert list(out.iterdir()) == []
 
 

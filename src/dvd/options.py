@@ -73,7 +73,6 @@ DEFAULT_BENCH_HEIGHT = 96
 DEFAULT_BENCH_WIDTH = 128
 DEFAULT_BENCH_WINDOW = 17
 DEFAULT_BENCH_OVERLAP = 4
-DEFAULT_BENCH_FRAMES = 2 * DEFAULT_BENCH_WINDOW - DEFAULT_BENCH_OVERLAP
 
 # dvd.data.benchmarks: the benchmark readers by name (their `name` attributes), then the generic folder layout.
 DATASET_NAMES: tuple[str, ...] = (

@@ -10,14 +10,17 @@ from typing import TYPE_CHECKING
 from dvd.commands.flags import add_device_arguments
 from dvd.options import (
     DEFAULT_BATCH_WINDOWS,
-    DEFAULT_BENCH_FRAMES,
     DEFAULT_BENCH_HEIGHT,
     DEFAULT_BENCH_OVERLAP,
     DEFAULT_BENCH_PRESET,
     DEFAULT_BENCH_WIDTH,
     DEFAULT_BENCH_WINDOW,
     DEFAULT_FORMATS,
+    DEFAULT_MIN_HEIGHT,
+    DEFAULT_MIN_WIDTH,
+    DEFAULT_OVERLAP,
     DEFAULT_STITCH,
+    DEFAULT_WINDOW,
     MODEL_PRESETS,
     STITCH_PRESETS,
     WRITER_FORMATS,
@@ -45,7 +48,7 @@ examples:
   dvd bench --preset 1.3b --device cuda --height 480 --width 640 --window 81 --overlap 21 --frames 162
   dvd bench --preset 1.3b --device cuda --compile --attention-backend _native_cudnn --batch-windows 2
   dvd bench --input clip.mp4 --weights weights/dvd --no-fold   # the reference cross-attention
-  dvd bench --host-only --source-height 720 --source-width 1280 --frames 720  # everything but the model
+  dvd bench --host-only --input clip.mp4 --save npy,mp4   # everything but the model, at dvd predict's sizes
 """
 
 
@@ -119,8 +122,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     switches.add_argument(
         "--host-only",
         action="store_true",
-        help="replace the model by a zero-cost stand-in of the same output shape (the mean of the RGB window), to "
-        "time everything else; no model is built",
+        help="replace the model by a zero-cost stand-in of its output (each window's green channel, handed over as "
+        "a device's output is), to time everything else at dvd predict's sizes; no model runs",
     )
 
     clip = parser.add_argument_group("input")
@@ -130,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help=f"frames of the synthetic clip (default {DEFAULT_BENCH_FRAMES}: two windows), or at most N of --input",
+        help="frames of the synthetic clip (default: two windows), or at most N of --input",
     )
     clip.add_argument(
         "--source-height",
@@ -142,15 +145,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clip.add_argument("--source-width", type=int, default=None, metavar="W", help="synthetic clip width")
 
     run = parser.add_argument_group("pipeline (as dvd predict)")
-    # Defaults sized for a CPU check; DVD's own settings are 480x640, window 81, overlap 21 (see dvd predict).
-    run.add_argument(
-        "--height", type=int, default=DEFAULT_BENCH_HEIGHT, help="minimum model height (default %(default)s)"
-    )
-    run.add_argument("--width", type=int, default=DEFAULT_BENCH_WIDTH, help="minimum model width (default %(default)s)")
-    run.add_argument("--window", type=int, default=DEFAULT_BENCH_WINDOW, help="frames per window (default %(default)s)")
-    run.add_argument(
-        "--overlap", type=int, default=DEFAULT_BENCH_OVERLAP, help="frames shared by windows (default %(default)s)"
-    )
+    # Defaults sized for a CPU check of the model; without a model (--host-only) there is nothing to keep small,
+    # so the host path is timed at DVD's own settings: 480x640, window 81, overlap 21 (see dvd predict).
+    for name, metavar, bench, predict, what in [
+        ("height", "H", DEFAULT_BENCH_HEIGHT, DEFAULT_MIN_HEIGHT, "minimum model height"),
+        ("width", "W", DEFAULT_BENCH_WIDTH, DEFAULT_MIN_WIDTH, "minimum model width"),
+        ("window", "N", DEFAULT_BENCH_WINDOW, DEFAULT_WINDOW, "frames per window"),
+        ("overlap", "N", DEFAULT_BENCH_OVERLAP, DEFAULT_OVERLAP, "frames shared by windows"),
+    ]:
+        run.add_argument(
+            f"--{name}",
+            type=int,
+            default=None,
+            metavar=metavar,
+            help=f"{what} (default {bench}; {predict} with --host-only)",
+        )
     run.add_argument("--stitch", default=DEFAULT_STITCH, choices=list(STITCH_PRESETS), help="stitching preset")
     run.add_argument("--batch-windows", type=int, default=DEFAULT_BATCH_WINDOWS, metavar="N", help="windows per call")
     run.add_argument(
@@ -176,17 +185,24 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     from dvd.inference.benchmark import BenchSettings
     from dvd.inference.video import VideoSettings
 
-    video = VideoSettings(
-        height=args.height,
-        width=args.width,
-        window=args.window,
-        overlap=args.overlap,
-        stitch=args.stitch,
-        batch_windows=args.batch_windows,
+    defaults = (
+        VideoSettings()
+        if args.host_only
+        else VideoSettings(
+            height=DEFAULT_BENCH_HEIGHT,
+            width=DEFAULT_BENCH_WIDTH,
+            window=DEFAULT_BENCH_WINDOW,
+            overlap=DEFAULT_BENCH_OVERLAP,
+        )
     )
+    sized = {
+        name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
+        for name in ("height", "width", "window", "overlap")
+    }
+    video = VideoSettings(**sized, stitch=args.stitch, batch_windows=args.batch_windows)
     sides = (args.source_height, args.source_width)
     source_size = (
-        None if sides == (None, None) else (args.source_height or args.height, args.source_width or args.width)
+        None if sides == (None, None) else (args.source_height or video.height, args.source_width or video.width)
     )
     return BenchSettings(
         video=video,

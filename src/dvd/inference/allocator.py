@@ -18,14 +18,23 @@ this project's 2-core VM) when the next frames are allocated: trimming after mos
 cost ~650 more page faults a frame on a 720p video (`benchmarks/host_throughput.py`).
 
 Both are no-ops where the C library is not glibc (macOS, musl): there is nothing to set.
+
+Window-sized arrays (a window of frames going to the model, its disparity coming back: ~100 MB each at 864x480)
+are above the threshold, so each one is a fresh mapping whose pages the kernel zeroes, and on virtual machines that
+report free memory to their host (virtio-balloon free page reporting, as on this project's 2-core VMs) each of
+those pages also costs the host a fault: filling one such array took 0.01-0.97 s there. `ArrayPool` hands the same
+arrays out again once nothing refers to them, so every window after the first few lands in warm pages.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+import threading
 import time
 from functools import cache
+
+import numpy as np
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -70,3 +79,39 @@ def release_free_memory() -> None:
         return
     libc.malloc_trim(0)
     _released_at = now
+
+
+class ArrayPool:
+    """Arrays of the shapes a run keeps asking for, handed out again once nothing else refers to them.
+
+    `empty(shape, dtype)` is `np.empty` that reuses a pooled array of that shape and type when the pool holds the
+    only reference to it: any view, tensor (`torch.from_numpy`) or buffer of an array refers to the array itself,
+    so an array whose frames someone still reads is never handed out twice. When none is free, a new array joins
+    the pool, and the free arrays of other shapes leave it (the inputs changed size: a new video, or a shorter last
+    window). So the pool holds as many arrays as were ever in use at once since the shape last changed: the
+    windows a stitcher holds, plus one call's. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """An array of `shape` and `dtype` with undefined contents, as `np.empty`."""
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        with self._lock:
+            free = [index for index in range(len(self._arrays)) if self._unreferenced(index)]
+            for index in free:
+                if self._arrays[index].shape == shape and self._arrays[index].dtype == dtype:
+                    return self._arrays[index]
+            self._arrays = [array for index, array in enumerate(self._arrays) if index not in free]
+            array = np.empty(shape, dtype)
+            self._arrays.append(array)
+            return array
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def _unreferenced(self, index: int) -> bool:
+        # Two references: the pool's list and getrefcount's own argument.
+        return sys.getrefcount(self._arrays[index]) <= 2

@@ -33,10 +33,9 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from torch import nn
 
 from dvd.errors import DVDError
-from dvd.inference.allocator import keep_heap_flat
+from dvd.inference.allocator import ArrayPool, keep_heap_flat
 from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.pipeline import DVDPipeline, resolve_device, resolve_dtype
 from dvd.inference.profiling import (
@@ -54,7 +53,7 @@ from dvd.inference.video import VideoSettings
 from dvd.io.readers import Source, open_source
 from dvd.model.dvd_model import MODEL_STAGES
 from dvd.model.frames import pad_to_vae_frame_count
-from dvd.options import DEFAULT_BENCH_FRAMES, DEFAULT_BENCH_PRESET, DEFAULT_FORMATS, DEFAULT_IMAGE_FPS
+from dvd.options import DEFAULT_BENCH_PRESET, DEFAULT_FORMATS, DEFAULT_IMAGE_FPS
 from dvd.weights.presets import random_modules
 
 STAGES = (READ, RESIZE, TRANSFER, *MODEL_STAGES, STITCH, RESIZE_BACK, WRITE)
@@ -69,7 +68,7 @@ class BenchSettings:
     preset: str | None = None  # None: DEFAULT_BENCH_PRESET, unless `weights` are given
     weights: str | None = None
     input: Path | None = None  # None: a synthetic clip
-    frames: int | None = None  # None: DEFAULT_BENCH_FRAMES of the synthetic clip, or all of the input
+    frames: int | None = None  # None: two windows of the synthetic clip, or all of the input
     source_size: tuple[int, int] | None = None  # of the synthetic clip; None: the model size (height x width)
     formats: tuple[str, ...] = DEFAULT_FORMATS
     output: Path | None = None  # None: a temporary folder, removed afterwards
@@ -156,21 +155,28 @@ def build_pipeline(settings: BenchSettings, device: torch.device, dtype: torch.d
     if settings.channels_last:
         pipe.model.set_vae_channels_last(True)
     if settings.host_only:
-        pipe.model = RGBMean(pipe.model.device)
+        pipe.predict_windows = HostOnlyWindows(pipe)  # what `predict_to_folder` calls: the model never runs
     return pipe
 
 
-class RGBMean(nn.Module):
-    """`--host-only`: a zero-cost stand-in for DVDModel with its output shape ([B, 3, T, H, W] -> [B, T, H, W])."""
+class HostOnlyWindows:
+    """`--host-only`: stands in for `DVDPipeline.predict_windows` with what a model hands the host, at none of a
+    model's cost: a float32 disparity [T, H, W] per window in recycled host arrays, as the pipeline copies a
+    device's output. Its values are the window's own green channel scaled to [0, 1], so that the stitcher, the
+    colour map and the encoder see the video's detail and motion. Its time is the `transfer` stage."""
 
-    dtype = torch.float32
+    def __init__(self, pipe: DVDPipeline) -> None:
+        self._pipe = pipe  # whose `stage_timer` a timed run sets
+        self._host_arrays = ArrayPool()
 
-    def __init__(self, device: torch.device) -> None:
-        super().__init__()
-        self.device = device
-
-    def forward(self, pixels: torch.Tensor, stage: object = None) -> torch.Tensor:
-        return pixels.mean(dim=1)
+    def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        timer = self._pipe.stage_timer
+        timer.count_windows(len(windows))
+        with timer.stage(TRANSFER):
+            host = self._host_arrays.empty((len(windows), *windows[0].shape[:-1]), np.float32)
+            for disparity, window in zip(host, windows):
+                np.multiply(window[..., 1], np.float32(1 / 255), out=disparity)
+            return list(host)
 
 
 def accelerate(pipe: DVDPipeline, settings: BenchSettings) -> None:
@@ -276,7 +282,7 @@ def open_bench_source(settings: BenchSettings, scratch: Path) -> Source:
     if settings.input is not None:
         return open_source(settings.input)
     size = settings.source_size or settings.video.model_size((settings.video.height, settings.video.width))
-    frames = settings.frames or DEFAULT_BENCH_FRAMES
+    frames = settings.frames or 2 * settings.video.window - settings.video.overlap  # two windows
     return open_source(write_synthetic_clip(scratch / f"{SYNTHETIC_NAME}.mp4", frames, size))
 
 
@@ -307,18 +313,16 @@ class TimedRun:
 def timed_run(
     pipe: DVDPipeline, source: Source, target: Path, settings: BenchSettings, timer: StageTimer, device: torch.device
 ) -> TimedRun:
-    """`predict_to_folder` once, every stage timed where it happens. The stages run one after another here (no
-    reader or writer thread), so their times add up to the run's; `dvd predict` overlaps reading and writing with
-    the model calls."""
+    """`predict_to_folder` once, as `dvd predict` runs it (reading and writing in threads beside the model calls),
+    every stage timed where it happens: stages in different threads overlap, so their times add up to more than
+    the run's."""
     outputs = OutputSettings(formats=settings.formats, max_frames=settings.frames)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     pipe.stage_timer = timer
     started = time.perf_counter()
     try:
-        frames = predict_to_folder(
-            pipe, source, target, settings.video, outputs, overwrite=True, host_threads=False, timer=timer
-        )
+        frames = predict_to_folder(pipe, source, target, settings.video, outputs, overwrite=True, timer=timer)
     finally:
         pipe.stage_timer = NoTimer()
     seconds = time.perf_counter() - started

@@ -26,6 +26,8 @@ from typing import Generic, TypeVar
 
 from threadpoolctl import threadpool_limits
 
+from dvd.errors import DVDError
+
 T = TypeVar("T")
 
 POLL_SECONDS = 0.1  # how often a blocked side looks whether the other one has failed or stopped
@@ -155,6 +157,13 @@ class Drain(Generic[T]):
             self._handle(item)
         elif not self._queue.put(item, self._thread.is_alive):
             self._raise_error()
+
+    def check(self) -> None:
+        """Raise the worker's error if it has failed, or DVDError if it stopped without one (the `with` is being
+        left): for a thread that waits on the worker's progress."""
+        self._raise_error()
+        if self._threaded and self._thread.ident is not None and not self._thread.is_alive():
+            raise DVDError("the writing thread stopped before it had written every frame")
 
     def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         if not self._threaded:

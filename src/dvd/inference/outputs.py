@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +24,12 @@ import numpy as np
 from dvd import __version__
 from dvd.data.raster import resize_frames
 from dvd.errors import DVDError
-from dvd.inference.host import Drain, Prefetch, serial_blas
+from dvd.inference.colour_range import RangeSample
+from dvd.inference.host import POLL_SECONDS, Drain, Prefetch, serial_blas
 from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.profiling import READ, RESIZE_BACK, WRITE, NoTimer
 from dvd.inference.resume import STATE_FILE, Checkpoints, prepare_checkpoints, run_fingerprint
+from dvd.inference.stitch import get_stitch_preset
 from dvd.inference.video import VideoEngine, VideoSettings, resize_back
 from dvd.io.atomic import atomic_directory, foreign_entries
 from dvd.io.colormaps import DEFAULT_COLORMAP
@@ -33,19 +37,15 @@ from dvd.io.readers import Source
 from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, NpyFrames, NpyWriter, WriterGroup, open_writers
 from dvd.metric.post_pass import metric_post_pass
 from dvd.metric.settings import MetricSettings
-from dvd.options import DEFAULT_COLOUR_RANGE
+from dvd.options import DEFAULT_COLOUR_RANGE, GLOBAL_LAG_WINDOWS
 
 RANGED_FORMATS = {"png16", "mp4", "sbs"}  # 8/16-bit outputs that need a DisparityRange
 COLOUR_RANGE_RULES = {
-    "video": "1st-99th percentiles of the whole video's disparity (a fixed subsample of its pixels), widened by "
-    "10% each side; png16/mp4/sbs written in a second pass over disparity.npy",
+    "video": "1st-99th percentiles of the whole video's disparity (a fixed subsample of its frames and pixels), "
+    "widened by 10% each side; png16/mp4/sbs written in a second pass over disparity.npy",
     "first-window": "1st-99th percentiles of the first window's stitched disparity, widened by 10% each side; "
     "later values beyond it are clipped",
 }
-# The whole-video range is fitted on at most RANGE_FRAMES frames spread evenly over the video, each subsampled on a
-# regular grid to about RANGE_PIXELS values: 4M values at most, deterministic, and one frame in memory at a time.
-RANGE_FRAMES = 256
-RANGE_PIXELS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -162,12 +162,16 @@ def _write_outputs(
     # With the whole-video rule only the raw outputs stream; the 8/16-bit ones follow from disparity.npy.
     ranged = [name for name in output.formats if name in RANGED_FORMATS]
     streamed = [name for name in output.formats if output.colour_range == "first-window" or name not in ranged]
+    second_pass = [name for name in ranged if name not in streamed]
     timeline = Timeline(source.output_rate(output.stride), written)
     timed = timeline.track(timer.iterate(READ, source.timed_pixels(output.max_frames, output.stride)))
     out_size = video.model_size(source.size) if output.keep_model_size else source.size
     # One model call's worth of frames may wait on either side of the model: enough for reading and writing to go
-    # on while it runs, and a bound that does not depend on the length of the video.
+    # on while it runs, and a bound that does not depend on the length of the video. The writing side also takes
+    # the windows a global stitcher releases at once when it finishes, frames in memory either way: the model's
+    # thread then goes on to the second pass at once instead of waiting for the queue to drain.
     bound = video.window * video.batch_windows
+    lag = GLOBAL_LAG_WINDOWS if get_stitch_preset(video.stitch).joint else 0
     resume_points: deque[_ResumePoint] = deque()
     with Prefetch(engine.to_model_size(itertools.islice(timed, start, None), source.size), bound, threaded) as resized:
         on_state = (lambda state: resume_points.append(_ResumePoint(state))) if checkpoints.enabled else None
@@ -175,11 +179,12 @@ def _write_outputs(
         # Under the first-window rule the 8/16-bit range is fixed from the first `window` stitched frames before
         # anything is written (the second window has been stitched by then, since the first one's overlap frames
         # wait for it). They wait at model size, which bounds the extra memory to one window whatever the source
-        # resolution.
-        first = list(itertools.islice(disparity, video.window))
+        # resolution. Otherwise writing starts with the first frame, while the model still runs.
+        needs_range = bool(RANGED_FORMATS & set(streamed))
+        first = list(itertools.islice(disparity, video.window if needs_range else 1))
         if not first and not written:
             raise DVDError(f"no frames could be decoded from {source.path}: check the file")
-        value_range = DisparityRange.fit(np.stack(first)) if RANGED_FORMATS & set(streamed) else None
+        value_range = DisparityRange.fit(np.stack(first)) if needs_range else None
         writers = open_writers(
             directory,
             streamed,
@@ -189,60 +194,82 @@ def _write_outputs(
             time_base=source.time_base,
             resume_at=written,
         )
+        # The whole-video range, sampled from the stitched frames on their way to the writing thread (and, on
+        # resume, from the frames already on disk): known once the last frame is stitched.
+        sample = _resumed_sample(directory, out_size, written) if second_pass else None
         # Side by side needs each RGB frame beside its depth: a second decoder in lockstep costs no buffer.
         rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
         sink = _FrameSink(writers, timeline, out_size, rgb, progress, timer, directory, checkpoints, written)
+        listed_ranged: dict = {}
         try:
-            with Drain(sink.write, bound, threaded) as drain:
-                for frame in itertools.chain(first, disparity):
+            with Drain(sink.write, bound + lag * video.window, threaded) as drain:
+                for index, frame in enumerate(itertools.chain(first, disparity), start=written):
                     while resume_points:  # each one before the frames stitched after it
                         drain.put(resume_points.popleft())
+                    if sample is not None and sample.wants(index):
+                        sample.add(index, resize_back(frame, out_size))
                     drain.put(frame)
+                if sample is not None:
+                    # The second pass follows the writing thread through disparity.npy, frame by frame, instead of
+                    # waiting for it to finish: the encoder's work overlaps the writing of the last frames.
+                    times = timeline.seconds()
+                    value_range = sample.range(len(times))
+                    listed_ranged = _write_ranged(
+                        directory, second_pass, source, output, times, value_range, timer, partial(sink.wait, drain)
+                    )
         finally:
             writers.close()  # after the writing thread has stopped: no frame is written into a closed file
-    listed = writers.meta()
-    if ranged and output.colour_range == "video":
-        listed.update(_write_ranged(directory, ranged, source, output, timeline, timer))
+    listed = {**writers.meta(), **listed_ranged}
     outputs = {name: listed[name] for name in output.formats}
     return sink.count, outputs, timeline.save(directory)
 
 
+def _resumed_sample(directory: Path, size: tuple[int, int], written: int) -> RangeSample:
+    """A `RangeSample` of frames at output `size` that has seen the `written` frames of disparity.npy."""
+    sample = RangeSample(size)
+    if written:
+        with NpyFrames(directory / NpyWriter.filename, frames=written) as disparity:
+            for index in range(written):
+                if sample.wants(index):
+                    sample.add(index, disparity[index])
+    return sample
+
+
 def _write_ranged(
-    directory: Path, formats: list[str], source: Source, output: OutputSettings, timeline: Timeline, timer: NoTimer
+    directory: Path,
+    formats: list[str],
+    source: Source,
+    output: OutputSettings,
+    times: np.ndarray,
+    value_range: DisparityRange,
+    timer: NoTimer,
+    wait_written: Callable[[int], None],
 ) -> dict:
-    """The second pass of the whole-video rule: png16/mp4/sbs from the finished disparity.npy, frame by frame,
-    with the range of the whole video; sbs decodes the source's RGB again, in lockstep."""
+    """The second pass of the whole-video rule: png16/mp4/sbs from disparity.npy, frame by frame, each read once
+    `wait_written(count)` has returned for it; sbs decodes the source's RGB again, in lockstep. `times` are the
+    frames' seconds (all of them: the count)."""
     # Plain reads, not a memory map: a map's pages stay in the RSS, which would grow by the whole file.
-    disparity = NpyFrames(directory / NpyWriter.filename)
+    wait_written(1)  # the file and its header exist
+    disparity = NpyFrames(directory / NpyWriter.filename, frames=len(times))
     writers = open_writers(
         directory,
         formats,
         fps=source.output_rate(output.stride),
-        value_range=video_range(disparity),
+        value_range=value_range,
         colormap=output.colormap,
         time_base=source.time_base,
     )
     size = disparity.shape[1:]
     rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
     try:
-        for frame, seconds in zip(disparity, timeline.seconds(), strict=True):
+        for index, seconds in enumerate(times):
+            wait_written(index + 1)
             with timer.stage(WRITE):
-                writers.write(frame, _next_rgb(rgb, size), [Fraction(seconds)])
+                writers.write(disparity[index], _next_rgb(rgb, size), [Fraction(seconds)])
     finally:
         writers.close()
         disparity.close()
     return writers.meta()
-
-
-def video_range(disparity: np.ndarray) -> DisparityRange:
-    """The 8/16-bit range of a whole video ([T, H, W], e.g. a memmap of disparity.npy): `DisparityRange.fit` on a
-    deterministic subsample (RANGE_FRAMES frames spread evenly, each on a grid of about RANGE_PIXELS pixels)."""
-    count, height, width = disparity.shape
-    picks = np.unique(np.rint(np.linspace(0, count - 1, min(count, RANGE_FRAMES))).astype(np.int64))
-    step = max(1, int(np.sqrt(height * width / RANGE_PIXELS)))
-    # Each subsample copied out, so that its whole frame is freed at once: a strided view would keep up to
-    # RANGE_FRAMES whole frames alive (0.9 GiB at 720p, all fresh pages to fault in).
-    return DisparityRange.fit(np.stack([np.asarray(disparity[index])[::step, ::step].copy() for index in picks]))
 
 
 @dataclass(frozen=True)
@@ -272,6 +299,7 @@ class _FrameSink:
         self.timer = timer
         self.directory, self.checkpoints = directory, checkpoints
         self.count = written
+        self._counted = threading.Condition()  # notified as `count` grows, for `wait`
         self._waiting: deque[_ResumePoint] = deque()  # resume points ahead of their frames (the first window's)
         if written and progress is not None:
             progress(written)
@@ -290,9 +318,19 @@ class _FrameSink:
             with self.timer.stage(RESIZE_BACK):
                 frame = resize_back(frame, self.size)
             self.writers.write(frame, _next_rgb(self.rgb, self.size), [self.timeline.pop()])
-        self.count += 1
+        with self._counted:
+            self.count += 1
+            self._counted.notify_all()
         if self.progress is not None:
             self.progress(self.count)
+
+    def wait(self, drain: Drain, count: int) -> None:
+        """Return once `count` frames are written (from another thread than `drain`'s, which runs `write`); the
+        writing thread's error if it failed first."""
+        with self._counted:
+            while self.count < count:
+                drain.check()
+                self._counted.wait(POLL_SECONDS)
 
 
 class Timeline:

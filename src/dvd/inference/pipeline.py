@@ -24,6 +24,7 @@ from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel
 from diffusers.utils import BaseOutput
 
 from dvd.errors import DVDError
+from dvd.inference.allocator import ArrayPool
 from dvd.inference.inputs import Frames, VideoInput, check_inputs, unit_tensor, window_as_model_pixels
 from dvd.inference.profiling import TRANSFER, NoTimer
 from dvd.inference.video import VideoEngine, VideoSettings
@@ -127,6 +128,9 @@ class DVDPipeline(DiffusionPipeline):
         self.model = DVDModel(transformer, vae, tau=tau).eval()
         self.weights_id = "in-memory model"
         self.stage_timer = NoTimer()  # a profiler sets a `dvd.inference.profiling.StageTimer` (`dvd bench`)
+        # The batches on their way in and, from a device, the disparity on its way out: window-sized host arrays
+        # that would otherwise be fresh pages for every call (dvd.inference.allocator).
+        self._host_inputs, self._host_outputs = ArrayPool(), ArrayPool()
         self.fold_constants()
 
     def fold_constants(self, cross_attention: bool = True, time_conditions: bool = True) -> None:
@@ -184,11 +188,18 @@ class DVDPipeline(DiffusionPipeline):
             if len({p.shape for p in pixels}) != 1:
                 raise ValueError("windows in one batch must share their shape; predict them separately")
             length = pixels[0].shape[1]
-            batch = pad_to_vae_frame_count(torch.stack(pixels)).to(self._execution_device)
+            stacked = torch.from_numpy(
+                self._host_inputs.empty((len(pixels), *pixels[0].shape), pixels[0].numpy().dtype)
+            )
+            batch = pad_to_vae_frame_count(torch.stack(pixels, out=stacked)).to(self._execution_device)
             # 8-bit windows travel as uint8, a quarter of the bytes, and become [0, 1] floats where the model runs.
             disparity = self.model(unit_tensor(batch), stage=timer.stage)[:, :length]
             check_finite_output(disparity, self.model.dtype)
-            return list(disparity.float().cpu().numpy())
+            if disparity.device.type == "cpu":
+                return list(disparity.float().numpy())  # the model's own output: no copy to make
+            host = self._host_outputs.empty(tuple(disparity.shape), np.float32)
+            torch.from_numpy(host).copy_(disparity)
+            return list(host)
 
     def predict_window(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
         """One window of frames ([T, H, W, 3] or [T, 3, H, W]; uint8, uint16 or float in [0, 1]; any T >= 1; H and W

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dvd.errors import DVDError
-from dvd.inference.allocator import release_free_memory
+from dvd.inference.allocator import ArrayPool, release_free_memory
 from dvd.inference.stitch import Stitcher, StitchPreset, get_stitch_preset
 from dvd.inference.windows import Window, WindowScheduler, validate_window
 from dvd.options import DEFAULT_STITCH
@@ -163,11 +163,12 @@ def stream_disparity(
 
 
 class _FrameBuffer:
-    """The input frames from some index up to the newest one."""
+    """The input frames from some index up to the newest one; windows of them are stacked into recycled arrays."""
 
     def __init__(self, start: int = 0) -> None:
         self._frames: list[np.ndarray] = []
         self._base = start
+        self._pool = ArrayPool()
 
     @property
     def start(self) -> int:
@@ -188,7 +189,8 @@ class _FrameBuffer:
         self._frames.append(frame)
 
     def stack(self, indices: np.ndarray) -> np.ndarray:
-        return np.stack([self._frames[i - self._base] for i in indices])
+        frames = [self._frames[i - self._base] for i in indices]
+        return np.stack(frames, out=self._pool.empty((len(frames), *frames[0].shape), frames[0].dtype))
 
     def forget_before(self, index: int) -> None:
         drop = max(0, min(index, self.end) - self._base)

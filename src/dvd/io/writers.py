@@ -169,6 +169,7 @@ class NpyWriter(Writer):
         elif frames.shape[1:] != self._frame_shape:
             raise ValueError(f"frame size changed from {self._frame_shape} to {frames.shape[1:]}")
         self._file.write(frames.data)
+        self._file.flush()  # a reader of the growing file (the second pass, right behind) sees each frame at once
         self._count += len(frames)
 
     def close(self) -> None:
@@ -203,9 +204,12 @@ class NpyFrames:
     For a pass over a finished disparity.npy: the pages of a memory map (np.load(mmap_mode="r")) count in the
     process's RSS once touched, so a pass over a long video through a map grows the RSS by the whole file (3 GiB
     for 10,000 frames of 320x240); frames read here are the caller's arrays, freed with them.
+
+    `frames` reads a file that `NpyWriter` is still writing, whose header holds the real count only once it is
+    closed: the count to read (each frame must be on disk before it is read).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, frames: int | None = None) -> None:
         self.path = Path(path)
         self._file = open(self.path, "rb")  # noqa: SIM115 - stays open across reads until close()
         try:
@@ -219,7 +223,7 @@ class NpyFrames:
         if len(shape) != 3 or fortran_order:
             self._file.close()
             raise DVDError(f"{self.path} holds an array of shape {shape}: expected C-ordered frames [T, H, W]")
-        self.shape: tuple[int, int, int] = tuple(shape)
+        self.shape: tuple[int, int, int] = (shape[0] if frames is None else frames, shape[1], shape[2])
         self._offset = self._file.tell()
         self._frame_bytes = shape[1] * shape[2] * self.dtype.itemsize
 
