@@ -131,12 +131,14 @@ def test_progress_counts_every_frame_in_order(tmp_path: Path, clip: Path) -> Non
 
 def test_a_writer_error_comes_back_as_itself(tmp_path: Path, clip: Path, monkeypatch) -> None:
     written = 0
+    write = NpyWriter.write
 
     def disk_full(self, disparity, rgb=None, times=None) -> None:
         nonlocal written
         written += 1
         if written == 12:
             raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        write(self, disparity, rgb, times)
 
     monkeypatch.setattr(NpyWriter, "write", disk_full)
     with pytest.raises(OSError) as failure:
