@@ -32,7 +32,7 @@ from dvd.inference.resume import STATE_FILE, Checkpoints, prepare_checkpoints, r
 from dvd.inference.stitch import get_stitch_preset
 from dvd.inference.video import VideoEngine, VideoSettings, resize_back
 from dvd.io.atomic import atomic_directory, foreign_entries
-from dvd.io.colormaps import DEFAULT_COLORMAP
+from dvd.io.colormaps import DEFAULT_COLORMAP, colormap_table
 from dvd.io.readers import Source
 from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, NpyFrames, NpyWriter, WriterGroup, open_writers
 from dvd.metric.post_pass import metric_post_pass
@@ -174,6 +174,8 @@ def _write_outputs(
     lag = GLOBAL_LAG_WINDOWS if get_stitch_preset(video.stitch).joint else 0
     resume_points: deque[_ResumePoint] = deque()
     with Prefetch(engine.to_model_size(itertools.islice(timed, start, None), source.size), bound, threaded) as resized:
+        if ranged:  # its table comes from matplotlib (~0.3 s to import): loaded while the first window is read
+            colormap_table(output.colormap)
         on_state = (lambda state: resume_points.append(_ResumePoint(state))) if checkpoints.enabled else None
         disparity = engine.stitched(resized, checkpoints.engine, on_state)
         # Under the first-window rule the 8/16-bit range is fixed from the first `window` stitched frames before
