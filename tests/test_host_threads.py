@@ -148,26 +148,27 @@ def test_a_writer_error_comes_back_as_itself(tmp_path: Path, clip: Path, monkeyp
     wait_for_no_host_threads()
 
 
-def slow_npy_writes(monkeypatch, fail_at: int | None = None) -> list[tuple[str, float]]:
-    """NpyWriter.write 20 ms slower (a slow disk), failing with ENOSPC at frame `fail_at`; returns a log of
-    (output, time) per frame written, the second pass's mp4 frames included."""
-    log: list[tuple[str, float]] = []
+def npy_waiting_for_the_video(monkeypatch, last: int, fail: bool = False) -> list[bool]:
+    """NpyWriter.write holds frame `last` back until the second pass has written a video frame (10 s at most), then
+    writes it, or fails with ENOSPC when `fail`; returns [whether the video frame came first]."""
+    began = threading.Event()
+    came_first: list[bool] = []
     write_npy, write_video = NpyWriter.write, VideoWriter.write
 
-    def slow(self, disparity, rgb=None, times=None) -> None:
-        if fail_at is not None and sum(1 for name, _ in log if name == "npy") + 1 == fail_at:
-            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
-        time.sleep(0.02)
+    def npy(self, disparity, rgb=None, times=None) -> None:
+        if self._count == last:
+            came_first.append(began.wait(10))
+            if fail:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
         write_npy(self, disparity, rgb, times)
-        log.append(("npy", time.monotonic()))
 
     def video(self, disparity, rgb=None, times=None) -> None:
         write_video(self, disparity, rgb, times)
-        log.append((self.format, time.monotonic()))
+        began.set()
 
-    monkeypatch.setattr(NpyWriter, "write", slow)
+    monkeypatch.setattr(NpyWriter, "write", npy)
     monkeypatch.setattr(VideoWriter, "write", video)
-    return log
+    return came_first
 
 
 def test_the_second_pass_follows_the_writing_thread(tmp_path: Path, clip: Path, monkeypatch) -> None:
@@ -175,20 +176,19 @@ def test_the_second_pass_follows_the_writing_thread(tmp_path: Path, clip: Path, 
     written, with the bytes of a run that writes them after disparity.npy is complete (one thread)."""
     output = OutputSettings(formats=ALL_FORMATS)
     predict_to_folder(FakePipe(), open_source(clip), tmp_path / "single", SMALL, output, host_threads=False)
-    log = slow_npy_writes(monkeypatch)
+    came_first = npy_waiting_for_the_video(monkeypatch, last=29)
     predict_to_folder(FakePipe(), open_source(clip), tmp_path / "threaded", SMALL, output)
+    assert came_first == [True]  # a video frame was written while the npy's last frame was not
     assert folder_contents(tmp_path / "threaded") == folder_contents(tmp_path / "single")
-    first_video = min(at for name, at in log if name == "mp4")
-    assert first_video < max(at for name, at in log if name == "npy")  # it began while frames were being written
     wait_for_no_host_threads()
 
 
 def test_a_writer_error_under_the_second_pass_comes_back_as_itself(tmp_path: Path, clip: Path, monkeypatch) -> None:
-    log = slow_npy_writes(monkeypatch, fail_at=29)
+    came_first = npy_waiting_for_the_video(monkeypatch, last=29, fail=True)
     with pytest.raises(OSError) as failure:
         predict_to_folder(FakePipe(), open_source(clip), tmp_path / "out", SMALL, OutputSettings(formats=ALL_FORMATS))
     assert failure.value.errno == errno.ENOSPC
-    assert any(name == "mp4" for name, _ in log)  # the second pass was waiting for the frame that failed
+    assert came_first == [True]  # the second pass was waiting for the frame that failed
     assert list(tmp_path.iterdir()) == []
     wait_for_no_host_threads()
 
