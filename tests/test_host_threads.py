@@ -333,6 +333,18 @@ def test_the_pool_hands_an_array_out_again_only_when_nothing_refers_to_it():
     assert len(pool) == 2
 
 
+def test_a_copied_pool_starts_empty():
+    import copy
+    import pickle
+
+    from dvd.inference.allocator import ArrayPool
+
+    pool = ArrayPool()
+    pool.empty((3, 4), np.float32)
+    for twin in (copy.deepcopy(pool), pickle.loads(pickle.dumps(pool))):
+        assert len(twin) == 0 and twin.empty((2, 2), np.uint8).shape == (2, 2)
+
+
 def test_the_pool_drops_free_arrays_of_other_shapes():
     from dvd.inference.allocator import ArrayPool
 

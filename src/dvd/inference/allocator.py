@@ -112,6 +112,12 @@ class ArrayPool:
     def __len__(self) -> int:
         return len(self._arrays)
 
+    def __getstate__(self) -> dict:
+        return {}  # a copy (deepcopy, pickle) starts empty: the arrays are scratch memory, not state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
     def _unreferenced(self, index: int) -> bool:
         # Two references: the pool's list and getrefcount's own argument.
         return sys.getrefcount(self._arrays[index]) <= 2
