@@ -137,6 +137,23 @@ def test_a_failure_while_predicting_is_recorded_and_the_batch_goes_on(clip, monk
     assert (out / "seq" / "disparity.npy").exists() and not (out / "clip").exists()
 
 
+def test_a_failure_the_manifest_cannot_record_is_reported_as_itself(clip, monkeypatch, tmp_path, capsys):
+    """A full disk fails the input and then its manifest line: the input's own error is the one reported."""
+    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: FakePipe(fail_on=(32, 64))))
+    record = Manifest.record
+
+    def disk_full(self, *args, **kwargs) -> None:
+        if args[2] == "failed":
+            raise OSError(28, "No space left on device")
+        record(self, *args, **kwargs)
+
+    monkeypatch.setattr(Manifest, "record", disk_full)
+    assert cli.main(["predict", str(clip), "-o", str(tmp_path / "out"), "--keep-going", *SMALL]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "out of memory" in err
+    assert f"could not be recorded in {MANIFEST_FILE} (No space left on device)" in err
+
+
 def test_skip_existing_does_only_what_is_missing(clip, fake_pipe, tmp_path, capsys):
     out = tmp_path / "out"
     first, second = images(tmp_path / "a"), images(tmp_path / "b", count=4)

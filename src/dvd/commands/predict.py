@@ -398,7 +398,11 @@ def predict(settings: PredictSettings) -> int:
                     continue
                 raise
             message = error_line(error)
-            manifest.record(source.path, target, "failed", time.perf_counter() - began, error=message)
+            try:
+                manifest.record(source.path, target, "failed", time.perf_counter() - began, error=message)
+            except OSError as unrecorded:  # a full disk: the input's own error (and its notes) is what to report
+                error.add_note(f"it could not be recorded in {MANIFEST_FILE} ({unrecorded.strerror or unrecorded})")
+                raise error from None
             if not settings.keep_going:
                 raise
             failures.append(f"{source.path} ({message})")
