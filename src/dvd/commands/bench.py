@@ -52,6 +52,17 @@ examples:
 """
 
 
+# The sizing flags: name -> (metavar, help, default, default with --host-only). The defaults are sized for a CPU
+# check of the model; without a model (--host-only) there is nothing to keep small, so the host path is timed at
+# DVD's own settings, dvd predict's.
+SIZE_FLAGS = {
+    "height": ("H", "minimum model height", DEFAULT_BENCH_HEIGHT, DEFAULT_MIN_HEIGHT),
+    "width": ("W", "minimum model width", DEFAULT_BENCH_WIDTH, DEFAULT_MIN_WIDTH),
+    "window": ("N", "frames per window", DEFAULT_BENCH_WINDOW, DEFAULT_WINDOW),
+    "overlap": ("N", "frames shared by windows", DEFAULT_BENCH_OVERLAP, DEFAULT_OVERLAP),
+}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
@@ -145,14 +156,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     clip.add_argument("--source-width", type=int, default=None, metavar="W", help="synthetic clip width")
 
     run = parser.add_argument_group("pipeline (as dvd predict)")
-    # Defaults sized for a CPU check of the model; without a model (--host-only) there is nothing to keep small,
-    # so the host path is timed at DVD's own settings: 480x640, window 81, overlap 21 (see dvd predict).
-    for name, metavar, bench, predict, what in [
-        ("height", "H", DEFAULT_BENCH_HEIGHT, DEFAULT_MIN_HEIGHT, "minimum model height"),
-        ("width", "W", DEFAULT_BENCH_WIDTH, DEFAULT_MIN_WIDTH, "minimum model width"),
-        ("window", "N", DEFAULT_BENCH_WINDOW, DEFAULT_WINDOW, "frames per window"),
-        ("overlap", "N", DEFAULT_BENCH_OVERLAP, DEFAULT_OVERLAP, "frames shared by windows"),
-    ]:
+    for name, (metavar, what, bench, predict) in SIZE_FLAGS.items():
         run.add_argument(
             f"--{name}",
             type=int,
@@ -185,19 +189,9 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     from dvd.inference.benchmark import BenchSettings
     from dvd.inference.video import VideoSettings
 
-    defaults = (
-        VideoSettings()
-        if args.host_only
-        else VideoSettings(
-            height=DEFAULT_BENCH_HEIGHT,
-            width=DEFAULT_BENCH_WIDTH,
-            window=DEFAULT_BENCH_WINDOW,
-            overlap=DEFAULT_BENCH_OVERLAP,
-        )
-    )
     sized = {
-        name: getattr(defaults, name) if getattr(args, name) is None else getattr(args, name)
-        for name in ("height", "width", "window", "overlap")
+        name: getattr(args, name) if getattr(args, name) is not None else (predict if args.host_only else bench)
+        for name, (_, _, bench, predict) in SIZE_FLAGS.items()
     }
     video = VideoSettings(**sized, stitch=args.stitch, batch_windows=args.batch_windows)
     sides = (args.source_height, args.source_width)

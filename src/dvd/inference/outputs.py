@@ -197,7 +197,10 @@ def _write_outputs(
             resume_at=written,
         )
         # The whole-video range, sampled from the stitched frames on their way to the writing thread (and, on
-        # resume, from the frames already on disk): known once the last frame is stitched.
+        # resume, from the frames already on disk): known once the last frame is stitched. A sampled frame is
+        # resized back here and again by the writer: handing the writer the resized frame instead would queue
+        # frames at the source size (up to 6x the memory for 4K), and only every 2^k-th frame is sampled (about
+        # 260 + 130 log2(T / 256) resizes for T frames).
         sample = _resumed_sample(directory, out_size, written) if second_pass else None
         # Side by side needs each RGB frame beside its depth: a second decoder in lockstep costs no buffer.
         rgb = source.frames(output.max_frames, output.stride) if writers.needs_rgb else None
