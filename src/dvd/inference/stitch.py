@@ -54,9 +54,10 @@ class Stitcher:
 
     ``add`` takes the next window; ``pop`` hands out finished frames and forgets them; ``finish`` (after the last
     window) writes what is still waiting. Frames are aligned and held one at a time, never as a window-sized array:
-    a 720p window of float32 is ~100 MB of fresh pages for the kernel to zero, a frame comes from the heap. The chained presets fit and write each window as it is added; ``global``
-    holds up to ``lag`` windows unwritten while later seams may still move them. Memory holds the not-yet-final tail
-    (and, global, the waiting windows) however long the video is.
+    a 720p window of float32 is ~100 MB of fresh pages for the kernel to zero, a frame comes from the heap. The
+    chained presets fit and write each window as it is added; ``global`` holds up to ``lag`` windows unwritten while
+    later seams may still move them. Memory holds the not-yet-final tail (and, global, the waiting windows) however
+    long the video is.
     """
 
     def __init__(
