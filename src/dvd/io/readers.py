@@ -168,10 +168,11 @@ class VideoSource(Source):
             self.num_frames = stream.frames or _frames_from_duration(container, stream, rate)
             if self.num_frames_exact:
                 self._check_tail(container, stream)
-        self.rate = Fraction(rate)
-        self.time_base = stream.time_base or 1 / self.rate
-        self._coded_size = (first.height, first.width)
-        self.size = _to_pixels(first, self._coded_size).shape[:2]
+            # PyAV objects are read only while their container is open (PyAV 18.1.1 enforces it).
+            self.rate = Fraction(rate)
+            self.time_base = stream.time_base or 1 / self.rate
+            self._coded_size = (first.height, first.width)
+            self.size = _to_pixels(first, self._coded_size).shape[:2]
 
     def _frames(self, stop: int | None, stride: int) -> Iterator[tuple[Fraction, np.ndarray]]:
         with _open_video(self.path) as container:
@@ -331,7 +332,8 @@ def _existing(path: Path) -> Path:
 
 def _read_list(list_file: Path, missing: dict[Path, str] | None = None) -> list[Path]:
     entries = []
-    for number, line in enumerate(list_file.read_text(encoding="utf-8").splitlines(), start=1):
+    # A line is a file name, and Linux file names are bytes: those that are not UTF-8 read as os.fsdecode reads them.
+    for number, line in enumerate(list_file.read_text("utf-8", "surrogateescape").splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
@@ -446,14 +448,14 @@ def _read_image(file: Path, conceal: bool) -> np.ndarray:
             stream = container.streams.video[0]
             stream.codec_context.options = {} if lenient else {"err_detect": "explode"}
             frame = next(container.decode(stream), None)
+            if frame is None:
+                raise DVDError(f"cannot decode image {file}: it holds no picture")
+            if frame.is_corrupt and not conceal:
+                raise DVDError(f"cannot decode image {file}: it decodes with errors (truncated or corrupt)")
+            return _to_pixels(frame, (frame.height, frame.width))
     except (av.FFmpegError, IndexError) as error:
         reason = getattr(error, "strerror", None) or "no picture stream"
         raise DVDError(f"cannot decode image {file} ({reason}): it is truncated or not a valid image") from None
-    if frame is None:
-        raise DVDError(f"cannot decode image {file}: it holds no picture")
-    if frame.is_corrupt and not conceal:
-        raise DVDError(f"cannot decode image {file}: it decodes with errors (truncated or corrupt)")
-    return _to_pixels(frame, (frame.height, frame.width))
 
 
 def _check_same_size(path: Path, files: Sequence[Path]) -> None:
