@@ -8,7 +8,15 @@ from PIL import Image
 
 from dvd.errors import DVDError
 from dvd.io.colormaps import colorize, colormap_table
-from dvd.io.writers import DisparityRange, ExrWriter, NpyWriter, Png16Writer, VideoWriter, open_writers
+from dvd.io.writers import (
+    DisparityRange,
+    ExrWriter,
+    NpyWriter,
+    Png16Writer,
+    VideoWriter,
+    open_writers,
+    write_rgb_video,
+)
 
 
 def decode_video(path):
@@ -296,3 +304,30 @@ def test_video_writer_keeps_given_times(tmp_path):
     with av.open(str(tmp_path / "depth_vis.mp4")) as container:
         decoded = [float(frame.time) for frame in container.decode(video=0)]
     np.testing.assert_allclose(decoded, [float(t) for t in times], atol=1e-3)
+
+
+# --- write_rgb_video: the synthetic clips of the app, the demo, bench and doctor ---------------------------------
+
+
+def test_write_rgb_video_keeps_frames_rate_and_pads_odd_sides(tmp_path):
+    frames = np.zeros((3, 31, 45, 3), np.uint8)
+    frames[..., 0] = 200
+    frames[1, ..., 1] = 120
+    frames[2, ..., 2] = 60
+    path = write_rgb_video(tmp_path / "clip.mp4", iter(frames), 12, preset="ultrafast")  # a generator will do
+    decoded, rate = decode_video(path)
+    assert decoded.shape == (3, 32, 46, 3) and rate == 12
+    # Flat colours survive H.264 + yuv420p to within rounding of the colour conversion.
+    np.testing.assert_allclose(decoded[:, :31, :45].astype(int), frames.astype(int), atol=6)
+
+
+def test_write_rgb_video_refuses_frames_it_would_alter(tmp_path):
+    small, wide = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 10, 3), np.uint8)
+    with pytest.raises(ValueError, match="no frames"):
+        write_rgb_video(tmp_path / "a.mp4", [], 24)
+    with pytest.raises(ValueError, match=r"shape \(8, 8, 3\), got uint8 \(8, 10, 3\)"):
+        write_rgb_video(tmp_path / "b.mp4", [small, wide], 24)
+    with pytest.raises(ValueError, match="got float32"):
+        write_rgb_video(tmp_path / "c.mp4", [small, small.astype(np.float32)], 24)
+    with pytest.raises(ValueError, match=r"RGB frames \[H, W, 3\]"):
+        write_rgb_video(tmp_path / "d.mp4", [np.zeros((8, 8), np.uint8)], 24)

@@ -11,6 +11,7 @@ input, the options or the disk, said in one line with the fix; 130 Ctrl-C; 143 S
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import os
 import signal
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 from dvd.errors import DVDError, Terminated
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `run=<function(args) -> int>`.
-COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo", "bench", "app"]
+COMMAND_MODULES = ["predict", "convert", "eval", "train", "demo", "bench", "app", "doctor"]
 DEBUG_VARIABLE = "DVD_DEBUG"  # set to 1 for the traceback of an internal error
 
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     prog = "dvd"
-    with sigterm_raises(), leaving_process_group():
+    with sigterm_raises(), leaving_process_group(), printable_file_names():
         try:
             args = build_parser().parse_args(argv)
             prog = f"dvd {args.command}"
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return fail(
                 prog,
                 f"internal error ({type(error).__name__}: {error}); this is a bug: please report it with the "
-                f"output of the same command run with {DEBUG_VARIABLE}=1"
+                f"output of the same command run with {DEBUG_VARIABLE}=1 and the output of `dvd doctor`"
                 + "".join(f"; {note}" for note in getattr(error, "__notes__", [])),
                 1,
             )
@@ -86,6 +87,44 @@ def fail(prog: str, message: str, code: int) -> int:
     """Print `prog: error: message` as one line on stderr; returns `code`."""
     print(f"{prog}: error: {' '.join(message.split())}", file=sys.stderr)
     return code
+
+
+FILE_NAME_ERRORS = "dvd-file-names"
+
+
+def escape_name_bytes(error: UnicodeError) -> tuple[str, int]:
+    """The codec error handler FILE_NAME_ERRORS: a byte of a file name that is not UTF-8 (a lone surrogate of
+    os.fsdecode) as `\\xNN`, anything else unencodable as Python's backslash escape."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    escaped = [
+        f"\\x{ord(char) - 0xDC00:02x}" if 0xDC80 <= ord(char) <= 0xDCFF else ascii(char)[1:-1]
+        for char in error.object[error.start : error.end]
+    ]
+    return "".join(escaped), error.end
+
+
+codecs.register_error(FILE_NAME_ERRORS, escape_name_bytes)
+
+
+@contextmanager
+def printable_file_names() -> Iterator[None]:
+    """Let stdout and stderr print any file name: Linux names are bytes, and one that is not UTF-8 (legal) reaches
+    Python as lone surrogates, which a strict stream (a UTF-8 locale's stdout) refuses with UnicodeEncodeError
+    after the work is done. Such bytes are printed as `\\xff` escapes instead (`escape_name_bytes`); a stream
+    that already writes them back as the original bytes (surrogateescape, the C locale's stdout) is left so."""
+    changed = {
+        stream: stream.errors
+        for stream in (sys.stdout, sys.stderr)
+        if getattr(stream, "errors", None) in ("strict", "backslashreplace") and hasattr(stream, "reconfigure")
+    }
+    for stream in changed:
+        stream.reconfigure(errors=FILE_NAME_ERRORS)
+    try:
+        yield
+    finally:
+        for stream, errors in changed.items():
+            stream.reconfigure(errors=errors)
 
 
 @contextmanager

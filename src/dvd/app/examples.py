@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import av
-import numpy as np
-
 from dvd.data.procedural import render_clip, split_seed
 from dvd.errors import DVDError
 from dvd.io.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from dvd.io.writers import write_rgb_video
 
 SYNTHETIC_NAME = "synthetic_scene.mp4"
 SYNTHETIC_FRAMES = 48  # two seconds at 24 fps: a couple of windows at the small settings a CPU can afford
@@ -22,15 +20,7 @@ SYNTHETIC_FPS = 24
 def write_synthetic_example(folder: Path, scene: int = 0) -> Path:
     """Render a held-out scene of the procedural world to `folder`/synthetic_scene.mp4 (H.264); about a second."""
     clip = render_clip(split_seed("test", scene), SYNTHETIC_FRAMES, *SYNTHETIC_SIZE)
-    path = Path(folder) / SYNTHETIC_NAME
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=SYNTHETIC_FPS, options={"crf": "18"})
-        stream.height, stream.width, stream.pix_fmt = *SYNTHETIC_SIZE, "yuv420p"
-        for rgb in clip.rgb:
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            container.mux(stream.encode(picture))
-        container.mux(stream.encode())
-    return path
+    return write_rgb_video(Path(folder) / SYNTHETIC_NAME, clip.rgb, SYNTHETIC_FPS)
 
 
 def example_files(paths: Sequence[str | Path]) -> list[Path]:

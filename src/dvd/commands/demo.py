@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the heavy stack is imported where it is used, so that `dvd 
 
 # The proof model was trained at this size on 5-frame clips (benchmarks/train_proof.py).
 TRAINED_SIZE = 64
+DEMO_FPS = 12  # frame rate of the comparison video
 SCALE_UP = 4  # the panels are 64x64; nearest-neighbour x4 keeps pixels visible in a player
 LIMITS = (
     "The demo model is a 2-layer DiT trained for minutes on the procedural synthetic world only: it knows nothing "
@@ -91,16 +92,10 @@ def comparison_frames(rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray,
 
 
 def write_comparison(path: Path, rgb: np.ndarray, disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray) -> None:
-    import av
-    import numpy as np
-
     from dvd.io.atomic import atomic_file
+    from dvd.io.writers import write_rgb_video
 
     frames = comparison_frames(rgb, disparity, depth, valid).repeat(SCALE_UP, axis=1).repeat(SCALE_UP, axis=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp, av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=12, options={"crf": "18"})
-        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
+    with atomic_file(path) as tmp:
+        write_rgb_video(tmp, frames, DEMO_FPS)

@@ -17,9 +17,10 @@ recorded in `meta()`, because a streamed video has no global min and max until i
 
 from __future__ import annotations
 
+import itertools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -534,6 +535,40 @@ def open_writers(
         WriterGroup(writers).close()
         raise
     return WriterGroup(writers)
+
+
+def write_rgb_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float | str | Fraction,
+    *,
+    crf: int = 18,
+    preset: str | None = None,
+) -> Path:
+    """Encode uint8 RGB frames [H, W, 3], all of one size, as an H.264 mp4 (libx264, yuv420p) at `path`; odd sides
+    get one more edge row or column (yuv420p). `preset` is x264's (None: its default, medium). Frames may come from
+    a generator, one at a time. The file is written in place: a caller that must not leave a half-written file
+    writes to a temporary path (`dvd.io.atomic.atomic_file`). Returns `path`."""
+    pictures = iter(frames)
+    first = next(pictures, None)
+    if first is None:
+        raise ValueError(f"no frames to write to {path}")
+    shape = np.shape(first)
+    if len(shape) != 3 or shape[2] != 3:
+        raise ValueError(f"expected RGB frames [H, W, 3], got shape {shape}")
+    options = {"crf": str(crf), **({"preset": preset} if preset else {})}
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=frame_rate(fps), options=options)
+        stream.height, stream.width = _pad_to_even(first).shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for picture in itertools.chain([first], pictures):
+            # The encoder would silently rescale a frame of another size and reinterpret other dtypes.
+            if picture.dtype != np.uint8 or picture.shape != shape:
+                raise ValueError(f"expected uint8 frames of shape {shape}, got {picture.dtype} {picture.shape}")
+            image = av.VideoFrame.from_ndarray(np.ascontiguousarray(_pad_to_even(picture)), format="rgb24")
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())
+    return Path(path)
 
 
 def _as_frames(disparity: np.ndarray) -> np.ndarray:
