@@ -8,7 +8,8 @@
    scale/shift alignment in disparity: AbsRel and δ1 of both trained models, of the untrained start model (trained
    VAE, random DiT), of a constant disparity (the best constant after alignment), and of the VAE's own ceiling
    (the true target passed through encode + decode: what a perfect DiT would reach through this VAE).
-4. Append the table to benchmarks/RESULTS.md; with --ship, write the L2 + LMR model to src/dvd/assets/.
+4. Append the table to benchmarks/RESULTS.md; with --ship, write the L2 + LMR model to src/dvd/assets/, with its
+   training size and clip length as its inference defaults (`dvd.weights.defaults`).
 
     python benchmarks/train_proof.py                 # ~15 min on a 2-core CPU
     python benchmarks/train_proof.py --ship          # also refresh the model shipped for `dvd demo`
@@ -36,6 +37,7 @@ from dvd.training.export import merged_model
 from dvd.training.trainer import train
 from dvd.training.validation import evaluate, score_disparity
 from dvd.weights import load_weights
+from dvd.weights.defaults import ModelDefaults
 from dvd.weights.single_file import save_single_file
 from dvd.weights.tiny import TINY_VAE_BASE_DIM, tiny_transformer
 
@@ -123,6 +125,12 @@ def constant_baseline(samples: list[dict[str, torch.Tensor]]) -> dict[str, float
         score_disparity(np.zeros(s["depth"].shape, np.float32), s["depth"].numpy(), s["valid"].numpy()) for s in samples
     ]
     return {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
+
+
+def proof_defaults(size: int, frames: int) -> ModelDefaults:
+    """The settings the shipped model runs at unless told otherwise: its training size and clip length, windows
+    overlapping by about half (`dvd demo`'s 5 and 2)."""
+    return ModelDefaults(height=size, width=size, window=frames, overlap=frames // 2)
 
 
 def run_proof(
@@ -216,7 +224,8 @@ def main() -> None:
                 handle.write("\n" + table)
         if args.ship:
             ASSET.parent.mkdir(parents=True, exist_ok=True)
-            save_single_file(merged_model(proof["runs"]["lmr"]["model"], None), ASSET)
+            model = merged_model(proof["runs"]["lmr"]["model"], None)
+            save_single_file(model, ASSET, defaults=proof_defaults(args.size, args.frames))
             print(f"wrote {ASSET} ({ASSET.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -131,7 +131,8 @@ def test_gradio_client_gives_the_npy_of_dvd_predict(server, clip, tiny_weights, 
     np.testing.assert_array_equal(np.load(npy), expected)
     assert sorted(Path(file).name for file in files) == ["depth_sbs.mp4", "depth_vis.mp4", "disparity.npy", "meta.json"]
     assert Path(depth_video).name == "depth_vis.mp4" and Path(sbs_video).name == "depth_sbs.mp4"
-    assert 'data-state="done"' in status
+    assert status.startswith("Done: 20 frames in ")  # plain text for scripts; the page draws it as a block
+    assert "<" not in status
 
 
 def test_gradio_client_takes_a_zip_of_frames_and_names_bad_uploads(server, tmp_path):
@@ -150,6 +151,27 @@ def test_gradio_client_takes_a_zip_of_frames_and_names_bad_uploads(server, tmp_p
     with pytest.raises(Exception, match="notes.txt is not a video, an image or a zip of frames"):
         client.predict(gradio_client.handle_file(str(notes)), api_name="/predict")
     _finished_jobs_only(server)
+
+
+def test_the_page_shows_the_weights_and_defaults_to_the_models_settings(tmp_path):
+    """With the proof model the page says what it is, and the form and the API default to its own sizes and
+    windows; the status that API clients get is the plain text, the page's status block is not in the API."""
+    from dvd.app.jobs import AppLimits, JobRunner, Workspace
+    from dvd.app.page import build_page
+    from dvd.inference.pipeline import DVDPipeline
+    from dvd.weights.about import PROOF_NOTICE
+
+    runner = JobRunner(DVDPipeline.from_pretrained("proof", device="cpu"), Workspace(tmp_path, 60), AppLimits())
+    page = build_page(runner, [])
+    (model,) = [c["props"]["value"] for c in page.config["components"] if c["props"].get("elem_id") == "dvd-model"]
+    assert "`dvd/assets/proof_model.safetensors` (proof: " in model and PROOF_NOTICE in model
+    assert "Default settings: 64x64, window 5, overlap 2 (the model's own)" in model
+    endpoint = page.get_api_info()["named_endpoints"]["/predict"]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in endpoint["parameters"]}
+    assert {name: defaults[name] for name in SMALL} == {"height": 64, "width": 64, "window": 5, "overlap": 2}
+    returns = endpoint["returns"]  # npy, all files, depth video, side by side, status: no HTML block among them
+    assert len(returns) == 5 and returns[0]["label"] == "disparity.npy (raw float32 [T, H, W])"
+    assert (returns[-1]["label"], returns[-1]["python_type"]["type"]) == ("Status", "str")
 
 
 # --- in Chromium, as a person would ------------------------------------------------------------------------------

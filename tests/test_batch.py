@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from model_stub import stub_model
 from PIL import Image
 
 from dvd import cli
 from dvd.commands.predict import SOME_FAILED
-from dvd.inference.pipeline import DVDPipeline
 from dvd.io.manifest import MANIFEST_FILE, Manifest, read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -44,7 +44,7 @@ class FakePipe:
 @pytest.fixture
 def fake_pipe(monkeypatch):
     pipe = FakePipe()
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    stub_model(monkeypatch, lambda cls, *a, **k: pipe)
     return pipe
 
 
@@ -126,7 +126,7 @@ def test_without_keep_going_the_first_bad_input_stops_before_the_model(clip, fak
 
 def test_a_failure_while_predicting_is_recorded_and_the_batch_goes_on(clip, monkeypatch, tmp_path, capsys):
     pipe = FakePipe(fail_on=(32, 64))  # the clip's model size; the 30x40 image folder runs at 48x64
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    stub_model(monkeypatch, lambda cls, *a, **k: pipe)
     seq = images(tmp_path / "seq")
     out = tmp_path / "out"
     assert cli.main(["predict", str(clip), str(seq), "-o", str(out), "--keep-going", *SMALL]) == SOME_FAILED
@@ -139,7 +139,7 @@ def test_a_failure_while_predicting_is_recorded_and_the_batch_goes_on(clip, monk
 
 def test_a_failure_the_manifest_cannot_record_is_reported_as_itself(clip, monkeypatch, tmp_path, capsys):
     """A full disk fails the input and then its manifest line: the input's own error is the one reported."""
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: FakePipe(fail_on=(32, 64))))
+    stub_model(monkeypatch, lambda cls, *a, **k: FakePipe(fail_on=(32, 64)))
     record = Manifest.record
 
     def disk_full(self, *args, **kwargs) -> None:
@@ -216,7 +216,7 @@ def test_a_rerun_with_everything_done_loads_no_model(clip, fake_pipe, monkeypatc
     def no_model(cls, *args, **kwargs):
         raise AssertionError("the model was loaded although every input was skipped")
 
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(no_model))
+    stub_model(monkeypatch, no_model)
     capsys.readouterr()
     assert cli.main(["predict", str(clip), "-o", str(out), "--skip-existing", *SMALL]) == 0
     assert "0 written, 1 skipped, 0 failed" in capsys.readouterr().out

@@ -11,12 +11,12 @@ import av
 import numpy as np
 import pytest
 import torch
+from model_stub import stub_model
 from PIL import Image
 
 from dvd import cli
 from dvd.inference import colour_range
 from dvd.inference.colour_range import RangeSample, range_stride, video_range
-from dvd.inference.pipeline import DVDPipeline
 from dvd.io.writers import DisparityRange
 
 
@@ -53,7 +53,7 @@ class FakePipe:
 @pytest.fixture
 def dvd(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", sorted(set(cli.COMMAND_MODULES) | {"predict"}))
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: FakePipe()))
+    stub_model(monkeypatch, lambda cls, *a, **k: FakePipe())
     return lambda *argv: cli.main(["predict", *map(str, argv)])
 
 

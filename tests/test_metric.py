@@ -12,13 +12,13 @@ import av
 import numpy as np
 import pytest
 import torch
+from model_stub import stub_model
 from plyfile import PlyData
 
 from dvd import cli
 from dvd.data.raster import resize_frames, unit_float
 from dvd.errors import DVDError
 from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.video import VideoSettings
 from dvd.io.readers import open_source
 from dvd.metric import MetricPrediction, MetricSettings
@@ -150,7 +150,7 @@ def dvd(monkeypatch):
 
 
 def use_pipe(monkeypatch, pipe) -> None:
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    stub_model(monkeypatch, lambda cls, *a, **k: pipe)
 
 
 def decoded_frames(path: Path) -> np.ndarray:
@@ -365,8 +365,19 @@ def test_depth_range_maps_disparity_for_point_clouds_without_metric(clip, dvd, m
     assert dvd(clip, "-o", out, *SMALL, *argv, "--quiet") == 0
     ply = PlyData.read(str(out / "clip" / "points_ply" / "000000.ply"))
     assert any("NOT metric" in comment for comment in ply.comments)
-    z = ply["vertex"].data["z"]
-    assert z.min() >= 1 - 1e-5 and z.max() <= 4 + 1e-5 and z.max() - z.min() > 1
+    vertices = ply["vertex"].data
+    z = vertices["z"]
+    assert z.min() == pytest.approx(1, abs=1e-5) and z.max() == pytest.approx(4, abs=1e-5)  # percentiles: clipped
+    # Each point's pixel (pinhole, focal 80, principal point at the centre of 160x90) and its disparity: depth is
+    # linear in inverse depth and the nearer (larger disparity) is the smaller z; a reversed map fails here.
+    cols = np.rint(vertices["x"] * 80 / z + 80 - 0.5).astype(int)
+    rows = np.rint(vertices["y"] * 80 / z + 45 - 0.5).astype(int)
+    disparity = np.load(out / "clip" / "disparity.npy")[0][rows, cols]
+    inside = (z > 1 + 1e-4) & (z < 4 - 1e-4)
+    slope, intercept = np.polyfit(disparity[inside], 1 / z[inside], 1)
+    assert slope > 0 and inside.sum() > 0.9 * len(z)
+    np.testing.assert_allclose(1 / z[inside], slope * disparity[inside] + intercept, atol=1e-5)
+    assert np.all(np.diff(z[np.argsort(disparity, kind="stable")]) <= 1e-6)
     meta = json.loads((out / "clip" / "meta.json").read_text())
     assert not (out / "clip" / "depth_m.npy").exists() and "metric" not in meta
     assert meta["intrinsics"]["fx"] == pytest.approx(80)  # 90 degrees over 160 pixels

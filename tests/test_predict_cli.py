@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 from media import shared_video
+from model_stub import stub_model
 from PIL import Image
 
 from dvd import cli
 from dvd.commands import predict
 from dvd.inference.inputs import check_inputs
-from dvd.inference.pipeline import DVDPipeline
 from dvd.inference.video import VideoEngine, VideoSettings
 
 SMALL = ["--height", "32", "--width", "48"]  # 160x90 (the `clip` fixture) -> model size 32x64
@@ -55,7 +55,7 @@ class FakePipe:
 @pytest.fixture
 def fake_pipe(monkeypatch):
     pipe = FakePipe()
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    stub_model(monkeypatch, lambda cls, *a, **k: pipe)
     return pipe
 
 
@@ -205,7 +205,7 @@ def test_ctrl_c_leaves_nothing_behind(clip, dvd, monkeypatch, tmp_path, capsys):
     """Interrupted in its first model call, before any resume point: nothing to go on from, nothing kept (later
     interrupts keep the partial output for --resume: tests/test_resume.py)."""
     pipe = FakePipe(interrupt_after=0)
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: pipe))
+    stub_model(monkeypatch, lambda cls, *a, **k: pipe)
     out = tmp_path / "out"
     assert dvd(clip, "-o", out, "--max-frames", 20, *SMALL, "--window", 5, "--overlap", 1, "--quiet") == 130
     assert "interrupted" in capsys.readouterr().err

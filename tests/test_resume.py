@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import rendezvous
 import torch
+from media import write_test_video
 
 from dvd import cli
 from dvd.errors import DVDError
@@ -212,6 +210,7 @@ def test_stale_cleanup_keeps_resumable_folders_and_only_one_run_takes_one(tmp_pa
     stale = tmp_path / ".clip.partial-0-0-11111111"
     for folder in (kept, stale):
         folder.mkdir()
+        atomic._write_marker(folder, final)  # as dvd makes them
     (kept / STATE_FILE).write_bytes(b"x")
     assert atomic.remove_stale_staging(final, keep=STATE_FILE) == [stale]
     assert atomic.resumable_staging(final, STATE_FILE) == [kept]
@@ -222,30 +221,43 @@ def test_stale_cleanup_keeps_resumable_folders_and_only_one_run_takes_one(tmp_pa
         atomic.adopt_staging(kept, final)
 
 
-def test_kill_9_at_a_random_window_then_resume_gives_identical_files(clip, tiny_weights, tmp_path):
-    """The real thing: `dvd predict` in a child process, killed with SIGKILL right after a random checkpoint."""
+def test_resume_after_the_middle_of_the_input_changed_is_refused(tmp_path):
+    """An edit inside the input that keeps its size, its first and last 16 KiB and its mtime: the resume is refused
+    before any frame of the old input is reused."""
+    source = write_test_video(tmp_path / "in.mp4", size=(360, 640))
+    assert source.stat().st_size > 4 * 16384  # the edit lies well away from the ends
+    output = OutputSettings(formats=("npy",))
+    with pytest.raises(KeyboardInterrupt):
+        run_folder(FakePipe(interrupt_at=3), source, tmp_path / "in", output=output)
+    before = source.stat()
+    data = bytearray(source.read_bytes())
+    middle = slice(len(data) // 2, len(data) // 2 + 1024)
+    data[middle] = bytes(byte ^ 0xFF for byte in data[middle])
+    source.write_bytes(bytes(data))
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert source.stat().st_size == before.st_size and source.stat().st_mtime_ns == before.st_mtime_ns
+    pipe = FakePipe()
+    with pytest.raises(DVDError, match="the input changed since the interrupted run"):
+        run_folder(pipe, source, tmp_path / "in", output=output, resume=True)
+    assert pipe.calls == 0
+    assert atomic.resumable_staging(tmp_path / "in", STATE_FILE)  # refusals keep the partial output
+
+
+def test_kill_9_after_a_checkpoint_then_resume_gives_identical_files(clip, tiny_weights, tmp_path):
+    """The real thing: `dvd predict` in a child process, killed with SIGKILL while it is held right after saving
+    its second resume point (3 model calls in all; the last saves no state)."""
     args = [clip, "--weights", tiny_weights, "--height", 32, "--width", 48, "--window", 5, "--overlap", 1]
     args = [str(arg) for arg in (*args, "--max-frames", 13, "--save", "npy,exr,png16", "--quiet")]
     assert cli.main(["predict", *args, "-o", str(tmp_path / "whole")]) == 0
-    out = tmp_path / "out"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "dvd.cli", "predict", *args, "-o", str(out)], stderr=subprocess.PIPE
-    )
-    target, seen, last = random.randint(1, 2), 0, None  # 3 model calls in all; the last saves no state
-    deadline = time.monotonic() + 120
-    while child.poll() is None and time.monotonic() < deadline:
-        try:
-            stamp = next(out.glob(f".clip.partial-*/{STATE_FILE}")).stat().st_mtime_ns
-        except (StopIteration, FileNotFoundError):  # not written yet, or being replaced this instant
-            stamp = None
-        if stamp is not None and stamp != last:
-            seen, last = seen + 1, stamp
-            if seen >= target:
-                child.send_signal(signal.SIGKILL)
-                break
-        time.sleep(0.002)
-    assert child.wait() == -signal.SIGKILL, f"the run ended before it was killed: {child.stderr.read()}"
+    out, marks = tmp_path / "out", tmp_path / "marks"
+    pause = "dvd.inference.resume:save_checkpoint:2:after"
+    child = rendezvous.start(["predict", *args, "-o", out], marks, {"DVD_TEST_PAUSE": pause, "OMP_NUM_THREADS": "1"})
+    rendezvous.wait_for(marks / "paused", child)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
     assert not (out / "clip").exists()
+    (kept,) = atomic.resumable_staging(out / "clip", STATE_FILE)
+    assert 0 < load_checkpoint(kept).written < 13
     assert cli.main(["predict", *args, "-o", str(out)]) == 2  # a plain run refuses to throw the work away
     assert cli.main(["predict", *args, "-o", str(out), "--resume"]) == 0
     assert_same_files(tmp_path / "whole" / "clip", out / "clip")
@@ -295,3 +307,19 @@ def test_resume_from_a_state_saved_before_any_frame_was_final(clip, tmp_path):
     assert load_checkpoint(kept).written == 0 and len(os.listdir(kept / "depth_exr")) == 2
     run_folder(FakePipe(), clip, tmp_path / "clip", resume=True)
     assert_same_files(tmp_path / "whole" / "clip", tmp_path / "clip")
+
+
+def test_the_input_fingerprint_covers_every_byte(tmp_path):
+    """Same size, same mtime, 200 bytes changed in the middle of a file far larger than any sample of it."""
+    from dvd.inference.resume import input_digest
+
+    path = tmp_path / "in.mp4"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes())
+    path.write_bytes(bytes(data))
+    before = input_digest([path])
+    times = path.stat()
+    data[len(data) // 2 : len(data) // 2 + 200] = bytes(200)
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert path.stat().st_size == times.st_size and path.stat().st_mtime_ns == times.st_mtime_ns
+    assert input_digest([path]) != before

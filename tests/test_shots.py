@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from media import shared_video
+from model_stub import stub_model
 
 from dvd import cli
 from dvd.data.raster import resize_frames
@@ -279,7 +280,7 @@ class FakePipe:
 @pytest.fixture
 def dvd(monkeypatch):
     monkeypatch.setattr(cli, "COMMAND_MODULES", sorted(set(cli.COMMAND_MODULES) | {"predict"}))
-    monkeypatch.setattr(DVDPipeline, "from_pretrained", classmethod(lambda cls, *a, **k: FakePipe()))
+    stub_model(monkeypatch, lambda cls, *a, **k: FakePipe())
     return lambda *argv: cli.main(["predict", *map(str, argv)])
 
 

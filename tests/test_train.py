@@ -474,3 +474,17 @@ def test_training_can_start_from_the_shipped_proof_model(tmp_path):
     assert result.step == 1 and result.validation["abs_rel"] < 0.35
     rows = (tmp_path / "run" / "metrics.csv").read_text()
     assert "0,val/abs_rel," in rows and "1,val/delta1," in rows
+
+
+def test_rng_states_round_trip_through_a_file_that_holds_no_pickle(tmp_path):
+    import random
+
+    from dvd.training.checkpoint import load_rng_states, save_rng_states, set_rng_states
+
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    np.random.standard_normal()  # leaves a cached Gaussian in numpy's legacy state
+    save_rng_states(tmp_path / "rng-0.safetensors")
+    expected = [random.random(), np.random.standard_normal(), *np.random.rand(2), *torch.rand(2).tolist()]
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    set_rng_states(load_rng_states(tmp_path / "rng-0.safetensors"))
+    assert [random.random(), np.random.standard_normal(), *np.random.rand(2), *torch.rand(2).tolist()] == expected

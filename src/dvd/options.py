@@ -33,8 +33,8 @@ REMOVED_STITCH_PRESETS: dict[str, str] = {
 GLOBAL_PRIOR_SPREAD = 0.3
 GLOBAL_LAG_WINDOWS = 2
 
-# dvd.inference.video.VideoSettings: the official open-world sizes and windows; the stitching is ours (README, Long
-# videos: `global` beat `openworld` on every test we could run; `openworld` is the official script's).
+# dvd.inference.video.VideoSettings: the official open-world sizes and windows; the stitching is ours (docs/predict.md,
+# windows and stitching: `global` beat `openworld` on every test we could run; `openworld` is the official script's).
 DEFAULT_MIN_HEIGHT = 480  # frames are scaled to cover height x width, sides rounded up to /16
 DEFAULT_MIN_WIDTH = 640
 DEFAULT_WINDOW = 81

@@ -10,19 +10,19 @@ from __future__ import annotations
 import errno
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from harness import Fault, Workspace, assert_no_leftovers, parametrize, run_fault
+import rendezvous
+from harness import Fault, Workspace, assert_complete_output, assert_no_leftovers, parametrize, run_fault
 from media import write_test_video
+from safetensors.torch import load_file, save_file
 
 from dvd import cli
 from dvd.inference.resume import STATE_FILE
@@ -30,11 +30,17 @@ from dvd.io import atomic
 
 SMALL = ("--height", 32, "--width", 48, "--quiet")
 CHILD_ENV = {"OMP_NUM_THREADS": "1"}  # two cores: children that spin-wait on each other's threads crawl
-LONG_RUN = ("--max-frames", 150, "--window", 5, "--overlap", 1)  # tens of seconds of windows after the model loads
+# Rendezvous points of the child runs (tests/rendezvous.py): before the output is renamed into place; after the
+# first resume point is saved (a window is complete, in the writing thread); before the first model call.
+BEFORE_COMMIT = "dvd.io.atomic:_commit:1:before"
+AFTER_FIRST_CHECKPOINT = "dvd.inference.resume:save_checkpoint:1:after"
+BEFORE_FIRST_WINDOW = "dvd.inference.pipeline:DVDPipeline.predict_windows:1:before"
 
 
-def predict(ws: Workspace, *extra) -> list:
-    return ["predict", ws.clip, "-o", ws.out, "--weights", ws.weights, *SMALL, "--max-frames", 5, *extra]
+def predict(ws: Workspace, *extra, source: Path | None = None) -> list:
+    """`dvd predict` of the first 5 frames of `source` (default the shared clip) into out/; `-o` in `extra` wins."""
+    source = source or ws.clip
+    return ["predict", source, "-o", ws.out, "--weights", ws.weights, *SMALL, "--max-frames", 5, *extra]
 
 
 def predict_onto(make: Callable[[Workspace], object]) -> Callable[[Workspace], list]:
@@ -47,55 +53,26 @@ def predict_onto(make: Callable[[Workspace], object]) -> Callable[[Workspace], l
     return argv
 
 
-def long_clip(ws: Workspace) -> Path:
-    """A 150-frame clip, also named clip.mp4: a run of it lasts long enough for a signal to land mid-way."""
-    path = ws.root / "long" / "clip.mp4"
-    if not path.exists():
-        path.parent.mkdir()
-        write_test_video(path, frames=150)
-    return path
+def child(ws: Workspace, out: str, held: str, pause: str | None = None, release: Path | None = None, **env):
+    """`three_windows` into out/OUT in a child process (tests/rendezvous.py), its marks in marks/HELD, held at `pause`
+    (MODULE:ATTRIBUTE:CALL:before|after) until released."""
+    env = {**CHILD_ENV, **env, **({"DVD_TEST_PAUSE": pause} if pause else {})}
+    return rendezvous.start(three_windows(ws, ws.out / out), ws.root / "marks" / held, env, release)
 
 
-def child(ws: Workspace, *extra, out: Path | None = None) -> subprocess.Popen:
-    """`python -m dvd.cli predict` of a long clip into `out` (default out/), started in the background."""
-    argv = ["predict", long_clip(ws), "-o", out or ws.out, "--weights", ws.weights, *SMALL, *LONG_RUN, *extra]
-    return subprocess.Popen(
-        [sys.executable, "-m", "dvd.cli", *map(str, argv)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **CHILD_ENV},
-    )
+def three_windows(ws: Workspace, out: Path) -> list:
+    """`dvd predict` of 13 frames in three windows into `out`: a resume point after each of the first two."""
+    return predict(ws, "-o", out, "--max-frames", 13, "--window", 5, "--overlap", 1)
 
 
 def staging_folders(out: Path) -> list[Path]:
     return list(out.glob(".clip.partial-*")) if out.exists() else []
 
 
-def wait_for_staging(out: Path, process: subprocess.Popen) -> None:
-    """Until the run has started writing into `out` (its staging folder exists), or has ended."""
-    deadline = time.monotonic() + 120
-    while not staging_folders(out) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str]:
-    try:
-        _, err = process.communicate(timeout=240)
-    finally:
-        process.kill()
-    return process.returncode, err
-
-
 def one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err and len(lines) == 1, f"expected one line, no traceback:\n{err}"
     return lines[0]
-
-
-def is_complete(folder: Path) -> bool:
-    meta = json.loads((folder / "meta.json").read_text())
-    return np.load(folder / "disparity.npy").shape[0] == meta["num_frames"] > 0
 
 
 def fake_prediction(folder: Path, *, kind: str = "disparity", extra: str | None = None) -> Path:
@@ -156,19 +133,77 @@ def earlier_eval(ws: Workspace, *extra) -> list:
     return [*argv, *extra]
 
 
-def earlier_prediction(ws: Workspace, *extra) -> list:
-    assert cli.main([str(a) for a in predict(ws)]) == 0
-    return predict(ws, *extra)
+def changed_weights(ws: Workspace) -> Path:
+    """A copy of the tiny weights with one LoRA tensor doubled: the merged model differs."""
+    folder = ws.root / "changed-weights"
+    shutil.copytree(ws.weights, folder)
+    state = load_file(folder / "model.safetensors")
+    state["pipe.dit.blocks.0.self_attn.q.lora_B.default.weight"] *= 2
+    save_file(state, folder / "model.safetensors")
+    return folder
+
+
+def convert(weights: Path, out: Path) -> list:
+    return ["convert", "--weights", weights, "-o", out]
 
 
 def earlier_conversion(ws: Workspace) -> list:
-    argv = ["convert", "--weights", ws.weights, "-o", ws.out / "converted"]
-    assert cli.main([str(a) for a in argv]) == 0
-    return [*argv, "--overwrite"]
+    """A conversion (copied to first/), then the same command with --overwrite, of weights changed meanwhile;
+    out/fresh holds a conversion of the changed weights."""
+    assert cli.main([str(a) for a in convert(ws.weights, ws.out / "converted")]) == 0
+    shutil.copytree(ws.out / "converted", ws.root / "first")
+    changed = changed_weights(ws)
+    assert cli.main([str(a) for a in convert(changed, ws.out / "fresh")]) == 0
+    return [*convert(changed, ws.out / "converted"), "--overwrite"]
+
+
+CONVERTED_WEIGHTS = ("transformer/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors")
+
+
+def check_replaced_conversion(ws: Workspace) -> None:
+    """The replaced conversion is the changed weights', byte for byte, not the earlier one."""
+    for file in sorted(p.relative_to(ws.out / "fresh") for p in (ws.out / "fresh").rglob("*") if p.is_file()):
+        assert (ws.out / "converted" / file).read_bytes() == (ws.out / "fresh" / file).read_bytes(), file
+    transformer = CONVERTED_WEIGHTS[0]
+    assert (ws.out / "converted" / transformer).read_bytes() != (ws.root / "first" / transformer).read_bytes()
+
+
+def earlier_prediction_of_another_clip(ws: Workspace) -> list:
+    """A prediction of in/clip.mp4, then the same command with --overwrite after that file was replaced by a clip
+    of another size (and another picture); out/fresh/clip holds the prediction of the new clip."""
+    source = ws.root / "in" / "clip.mp4"
+    source.parent.mkdir()
+    shutil.copy(ws.clip, source)
+    assert cli.main([str(a) for a in predict(ws, source=source)]) == 0
+    write_test_video(source, frames=8, size=(72, 128))
+    assert cli.main([str(a) for a in predict(ws, "-o", ws.out / "fresh", source=source)]) == 0
+    return predict(ws, "--overwrite", source=source)
 
 
 def check_replaced_prediction(ws: Workspace) -> None:
-    assert is_complete(ws.out / "clip")
+    assert_complete_output(ws.out / "clip")
+    replaced, fresh = (np.load(ws.out / name / "disparity.npy") for name in ("clip", "fresh/clip"))
+    assert replaced.shape == (5, 72, 128)  # the new clip's size, not the earlier 90x160
+    np.testing.assert_array_equal(replaced, fresh)
+
+
+def earlier_eval_of_other_predictions(ws: Workspace) -> list:
+    """Results of a perfect prediction, then the same command with --overwrite after the prediction was changed to
+    one with errors; out/fresh holds the results of the changed one."""
+    argv = [str(a) for a in earlier_eval(ws)]
+    prediction = ws.root / "pred" / "seq.npy"
+    noise = np.random.default_rng(1).uniform(0.5, 1.5, (3, 12, 16)).astype(np.float32)
+    np.save(prediction, np.load(prediction) * noise)
+    fresh = argv[: argv.index("-o")] + ["-o", str(ws.out / "fresh")]
+    assert cli.main(fresh) == 0
+    return [*argv, "--overwrite"]
+
+
+def check_replaced_results(ws: Workspace) -> None:
+    """The replaced results are the changed prediction's (those of a fresh run), not the perfect score."""
+    replaced, fresh = (json.loads((ws.out / name / "summary.json").read_text())["mean"] for name in ("run", "fresh"))
+    assert replaced == fresh and replaced["abs_rel"] > 0.05, (replaced, fresh)
+    assert json.loads((ws.out / "run.json").read_text())["mean"] == fresh
 
 
 # Finding 1: --overwrite replaces only what dvd wrote; finding 8: eval checks its outputs before any scoring.
@@ -198,7 +233,17 @@ OVERWRITE = [
         lambda ws: ["convert", "--weights", ws.weights, "-o", user_folder(ws)],
         message="already exists",
     ),
-    Fault("convert --overwrite replaces its own conversion", earlier_conversion, code=0, message="converted"),
+    Fault(
+        "convert --overwrite replaces its own conversion",
+        earlier_conversion,
+        code=0,
+        message="converted",
+        check=check_replaced_conversion,
+        replaces=tuple(
+            f"out/converted/{name}"
+            for name in ("model_index.json", "transformer/config.json", "vae/config.json", *CONVERTED_WEIGHTS)
+        ),
+    ),
     Fault(
         "predict --overwrite onto a folder of user files",
         predict_onto(lambda ws: user_folder(ws, "clip")),
@@ -221,7 +266,7 @@ OVERWRITE = [
     ),
     Fault(
         "predict --overwrite replaces its own output",
-        lambda ws: earlier_prediction(ws, "--overwrite"),
+        earlier_prediction_of_another_clip,
         code=0,
         message="5 frames",
         check=check_replaced_prediction,
@@ -254,9 +299,10 @@ OVERWRITE = [
     ),
     Fault(
         "eval --overwrite replaces its own results",
-        lambda ws: earlier_eval(ws, "--overwrite"),
+        earlier_eval_of_other_predictions,
         code=0,
         message="wrote",
+        check=check_replaced_results,
         replaces=tuple(
             f"out/run/{name}" for name in ("summary.json", "per_sequence.jsonl", "summary.md", "summary.csv")
         )
@@ -301,15 +347,19 @@ def test_help_and_argument_errors_do_not_import_torch() -> None:
 
 # Finding 2: two runs into one folder.
 def test_concurrent_runs_one_wins_the_other_fails_cleanly(workspace: Workspace) -> None:
-    first = child(workspace, "--max-frames", 6)
-    time.sleep(1.0)
-    second = child(workspace, "--max-frames", 6)
-    results = [finish(first), finish(second)]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 2], results
+    """Both runs are held once their output is written, just before it is renamed into place (so both are past the
+    check that it does not exist yet), then released together: the rename decides, and exactly one gets it."""
+    release = workspace.root / "release"
+    runs = [child(workspace, "race", f"run{index}", BEFORE_COMMIT, release) for index in range(2)]
+    for index, run in enumerate(runs):
+        rendezvous.wait_for(workspace.root / "marks" / f"run{index}" / "paused", run)
+    assert len(staging_folders(workspace.out / "race")) == 2 and not (workspace.out / "race" / "clip").exists()
+    release.touch()
+    results = [rendezvous.finish(run) for run in runs]
+    assert sorted(code for code, _ in results) == [0, 2], results
     loser = one_line(next(err for code, err in results if code == 2))
-    assert "another dvd run" in loser or "already exists" in loser
-    assert is_complete(workspace.out / "clip")
+    assert f"{workspace.out / 'race' / 'clip'} appeared while this run was writing it (another dvd run?)" in loser
+    assert_complete_output(workspace.out / "race" / "clip")
     assert_no_leftovers(workspace.root)
 
 
@@ -318,57 +368,56 @@ def test_concurrent_runs_one_wins_the_other_fails_cleanly(workspace: Workspace) 
     "signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["Ctrl-C while torch loads", "SIGTERM too"]
 )
 def test_signals_while_torch_loads(workspace: Workspace, signum, code) -> None:
-    process = child(workspace)
-    time.sleep(random.uniform(1.0, 1.5))  # dvd.cli runs after ~0.2 s; importing torch takes seconds more
+    held = workspace.root / "marks" / "run"
+    process = child(workspace, "run", "run", DVD_TEST_IMPORT_MARK="torch")
+    rendezvous.wait_for(held / "import-started", process)
     process.send_signal(signum)
-    returned, err = finish(process)
+    returned, err = rendezvous.finish(process)
+    assert not (held / "import-finished").exists(), "torch had finished loading when the signal landed"
     assert returned == code, err
     assert "unfinished outputs were removed" in one_line(err)
+    assert not (workspace.out / "run").exists() or os.listdir(workspace.out / "run") == []
     assert_no_leftovers(workspace.root)
 
 
 def test_signals_while_writing(workspace: Workspace) -> None:
-    """SIGINT, SIGTERM and SIGKILL at a random moment of three runs (in parallel: each waits seconds for torch)."""
+    """Three runs in parallel (each waits seconds for torch), each signalled at a rendezvous point: SIGINT once a
+    window is complete (its output kept for --resume), SIGTERM before the first window (nothing kept), SIGKILL once
+    a window is complete (its staging folder left; the next runs must not take it for finished or throw it away)."""
+    points = {"int": AFTER_FIRST_CHECKPOINT, "term": BEFORE_FIRST_WINDOW, "kill": AFTER_FIRST_CHECKPOINT}
     signals = {"int": signal.SIGINT, "term": signal.SIGTERM, "kill": signal.SIGKILL}
-    processes = {name: child(workspace, out=workspace.out / name) for name in signals}
+    processes = {name: child(workspace, name, name, point) for name, point in points.items()}
     for name, process in processes.items():
-        wait_for_staging(workspace.out / name, process)
-        time.sleep(random.uniform(0.0, 1.0))
+        held = workspace.root / "marks" / name
+        rendezvous.wait_for(held / "paused", process)
+        assert len(staging_folders(workspace.out / name)) == 1  # it is writing
         process.send_signal(signals[name])
-    results = {name: finish(process) for name, process in processes.items()}
-    for name, code in (("int", 130), ("term", 143)):
-        returned, err = results[name]
-        if returned == 0:  # over before the signal: then it is complete
-            assert is_complete(workspace.out / name / "clip")
-            continue
-        assert returned == code, f"SIG{name.upper()}: exit {returned}\n{err}"
-        assert not (workspace.out / name / "clip").exists()
-        line = one_line(err)
-        kept = staging_folders(workspace.out / name)
-        if kept:  # a window was complete: its partial output stays for --resume, and the line says where
-            assert len(kept) == 1 and f"kept in {kept[0]}" in line and "--resume" in line
-        else:
-            assert "unfinished outputs were removed" in line
-    # SIGKILL leaves its staging folder. Without progress in it, the next run that writes that output removes it;
-    # with progress (a window was complete), a plain run refuses to throw it away, --resume goes on with it (bit
-    # for bit: tests/test_resume.py) and --overwrite discards it.
-    assert staging_folders(workspace.out / "kill"), "the run ended before it was killed"
-    for name in ("int", "term", "kill"):
-        if staging_folders(workspace.out / name):
-            argv = [str(a) for a in predict(workspace, "-o", workspace.out / name)]
-            if atomic.resumable_staging(workspace.out / name / "clip", STATE_FILE):
-                assert cli.main(argv) == 2
-                argv.append("--overwrite")
-            assert cli.main(argv) == 0
-            assert is_complete(workspace.out / name / "clip")
+        rendezvous.release(held)  # a run held in its writing thread goes on there; the signal is the main thread's
+    results = {name: rendezvous.finish(process) for name, process in processes.items()}
+    assert results["int"][0] == 130 and results["term"][0] == 143 and results["kill"][0] == -signal.SIGKILL, results
+    for name in signals:
+        assert not (workspace.out / name / "clip").exists(), f"SIG{name.upper()}: an unfinished output in place"
+    (kept,) = staging_folders(workspace.out / "int")
+    line = one_line(results["int"][1])
+    assert f"kept in {kept}" in line and "--resume" in line, line
+    assert "unfinished outputs were removed" in one_line(results["term"][1])
+    assert staging_folders(workspace.out / "term") == []
+    # A kept or killed run's progress: a plain run refuses to throw it away, --resume goes on with it (bit for bit:
+    # tests/test_resume.py) and --overwrite discards it.
+    for name, finish_with in (("int", "--overwrite"), ("kill", "--resume")):
+        argv = [str(a) for a in three_windows(workspace, workspace.out / name)]
+        assert atomic.resumable_staging(workspace.out / name / "clip", STATE_FILE), name
+        assert cli.main(argv) == 2
+        assert cli.main([*argv, finish_with]) == 0
+        assert_complete_output(workspace.out / name / "clip")
     assert_no_leftovers(workspace.root)
 
 
 def dead_process() -> tuple[int, str]:
-    """The pid and start time of a process that has exited."""
-    done = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    """The pid and start time of a process that has exited (it lives until its stdin closes)."""
+    done = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     start = atomic._start_time(done.pid) or "0"
-    done.wait()
+    done.communicate()
     return done.pid, start
 
 
@@ -382,6 +431,8 @@ def test_only_staging_folders_of_dead_runs_are_removed(workspace: Workspace) -> 
     for folder in [stale, reused, live, *foreign]:
         folder.mkdir()
         (folder / "x").write_text("x")
+    for folder in (stale, reused, live):  # as dvd makes them: with the marker their name calls for
+        atomic._write_marker(folder, workspace.out / "clip")
     assert sorted(atomic.remove_stale_staging(workspace.out / "clip")) == sorted([stale, reused])
     assert live.exists() and all(folder.exists() for folder in foreign)
 
@@ -426,7 +477,10 @@ def test_disk_errors_name_the_final_path(workspace: Workspace, capsys, monkeypat
 
 def test_temporary_file_errors_name_the_final_path(tmp_path: Path) -> None:
     target = tmp_path / "summary.json"
-    (tmp_path / f".summary.tmp-{os.getpid()}.json").mkdir()  # the temporary name is taken: the write fails
-    with pytest.raises(OSError) as failure:
-        atomic.atomic_write_text(target, "{}")
-    assert failure.value.filename == str(target)
+    with pytest.raises(OSError) as failure, atomic.atomic_file(target) as tmp:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))  # the disk fills while writing it
+    assert failure.value.filename == str(target) and os.listdir(tmp_path) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError) as failure:  # the temporary file cannot even be made
+        atomic.atomic_write_text(tmp_path / "file" / "summary.json", "{}")
+    assert failure.value.filename == str(tmp_path / "file" / "summary.json")

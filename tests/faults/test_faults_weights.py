@@ -6,6 +6,7 @@ perfect score for a negated prediction, a LoRA continued over another base).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -66,7 +67,10 @@ def convert(ws: Workspace, weights: Path) -> list:
 
 
 def out_is_empty(ws: Workspace) -> None:
-    assert not (ws.out / "converted").exists() and not (ws.out / "disparity.npy").exists()
+    """The run wrote nothing under out/ but the manifest's line: no out/clip (predict) or out/converted, whole or
+    not, and no staging folder."""
+    left = sorted(path.name for path in ws.out.iterdir()) if ws.out.exists() else []
+    assert left in ([], ["manifest.jsonl"]), f"a failed run left {left} in {ws.out}"
 
 
 WEIGHTS = [
@@ -186,7 +190,7 @@ def no_hub(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return hub
 
-    for name in ("hf_hub_download", "snapshot_download", "list_repo_files", "try_to_load_from_cache"):
+    for name in ("hf_hub_download", "snapshot_download", "get_hf_file_metadata", "try_to_load_from_cache"):
         monkeypatch.setattr(weights_load, name, refuse(name))
     return called
 
@@ -401,9 +405,11 @@ def test_train_is_quiet_and_refuses_to_resume_over_another_base(workspace: Works
         lambda ws: resume,
         message=f"could not write {export}",
         replaces=("out/run/metrics.csv", "out/run/config.yaml"),
+        leaves=("out/run/checkpoints/step-00000002",),
     )
     run_fault(full_disk, workspace, capsys)
-    assert (workspace.out / "run" / "checkpoints" / "step-00000002").is_dir()
+    checkpoints = workspace.out / "run" / "checkpoints"
+    assert sorted(os.listdir(checkpoints / "step-00000002")) == sorted(os.listdir(checkpoints / "step-00000001"))
 
 
 TRAIN_OPTIONS = [

@@ -24,14 +24,21 @@ def write_synthetic_example(folder: Path, scene: int = 0) -> Path:
 
 
 def example_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The videos and images among `paths`; a folder gives its videos and images (sorted by name)."""
+    """The videos and images among `paths`; a folder gives its videos and images (sorted by name). A path that is
+    missing, a file that is neither, or a folder without any is a DVDError (before any model loads)."""
+    media = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
     found: list[Path] = []
     for item in paths:
         path = Path(item).expanduser()
         if not path.exists():
             raise DVDError(f"--examples: {path} not found: check the path")
-        files = sorted(path.iterdir()) if path.is_dir() else [path]
-        found += [
-            file for file in files if file.is_file() and file.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
-        ]
+        if path.is_dir():
+            files = [file for file in sorted(path.iterdir()) if file.is_file() and file.suffix.lower() in media]
+            if not files:
+                raise DVDError(f"--examples: {path} holds no videos or images ({'/'.join(media)}): check the folder")
+            found += files
+        elif path.suffix.lower() in media:
+            found.append(path)
+        elif False:
+            raise DVDError(f"--examples: {path} is not a video or an image ({'/'.join(media)}): give such files")
     return found

@@ -7,16 +7,13 @@ Nothing here imports Gradio: the page (`dvd.app.page`) only turns form values in
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import traceback
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,17 +22,15 @@ import numpy as np
 
 from dvd.commands.predict import PredictSettings, check_model_sides, check_source, parse_formats
 from dvd.data.naming import natural_key
+from dvd.app.workspace import AppLimits, Workspace
 from dvd.errors import DVDError
 from dvd.inference.outputs import OutputSettings, predict_to_folder
 from dvd.inference.stream import validate_stream_settings
 from dvd.inference.video import VideoSettings
 from dvd.inference.windows import window_schedule
 from dvd.io.colormaps import colorize
-from dvd.io.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, open_source
+from dvd.io.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, check_pixel_count, open_source
 from dvd.options import (
-    DEFAULT_APP_KEEP_MINUTES,
-    DEFAULT_APP_MAX_SECONDS,
-    DEFAULT_APP_MAX_UPLOAD_MB,
     DEFAULT_COLORMAP,
     DEFAULT_FORMATS,
     DEFAULT_IMAGE_FPS,
@@ -56,20 +51,6 @@ MB = 1024 * 1024
 
 class JobCancelled(Exception):
     """Raised inside a running job when Cancel was pressed; the engine stops and removes its unfinished output."""
-
-
-@dataclass(frozen=True)
-class AppLimits:
-    """What one job may ask of the machine (`dvd app` flags), and how long its files are kept."""
-
-    max_upload_mb: float = DEFAULT_APP_MAX_UPLOAD_MB
-    max_seconds: float = DEFAULT_APP_MAX_SECONDS
-    keep_minutes: float = DEFAULT_APP_KEEP_MINUTES
-
-    def __post_init__(self) -> None:
-        for name in ("max_upload_mb", "max_seconds", "keep_minutes"):
-            if not getattr(self, name) > 0:
-                raise DVDError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -166,41 +147,6 @@ class DepthJob:
             raise JobCancelled
 
 
-class Workspace:
-    """The app's own temporary folder: one sub-folder per job, deleted when a job fails or is cancelled, when it is
-    older than `keep_minutes`, and (the whole workspace) at exit. Created fresh under `parent`, so that nothing the
-    app did not write is ever deleted."""
-
-    def __init__(self, parent: Path | None, keep_minutes: float) -> None:
-        base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
-        base.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="dvd-app-", dir=base))
-        self.jobs = self.root / "jobs"
-        self.jobs.mkdir()
-        self.keep_seconds = keep_minutes * 60
-        self._ids = itertools.count(1)
-        self._lock = threading.Lock()
-
-    def new_job_folder(self) -> tuple[str, Path]:
-        """A new job's id and folder (made when the job starts)."""
-        with self._lock:
-            job_id = f"{int(time.time())}-{next(self._ids):04d}"
-        return job_id, self.jobs / job_id
-
-    def sweep(self, now: float | None = None, busy: Sequence[Path] = ()) -> list[Path]:
-        """Remove job folders older than `keep_minutes` (not those in `busy`); returns what was removed."""
-        limit = (time.time() if now is None else now) - self.keep_seconds
-        removed = []
-        for folder in sorted(self.jobs.iterdir()):
-            if folder not in busy and folder.stat().st_mtime < limit:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-        return removed
-
-    def close(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 class JobRunner:
     """Runs jobs on one loaded pipeline, one at a time (a second one waits for the model); Cancel stops a job before
     its next window (or its next written frame) and removes everything it wrote."""
@@ -281,7 +227,8 @@ class JobRunner:
         path = prepare_input(upload, job.folder / "input", self.limits)
         video_input = path.suffix.lower() in VIDEO_EXTENSIONS
         settings = request.settings(path, job.folder / "output", video_input)
-        source = open_source(path, image_fps=settings.fps or DEFAULT_IMAGE_FPS)
+        source = open_source(path, image_fps=settings.fps or DEFAULT_IMAGE_FPS)  # refuses images beyond the limit
+        check_pixel_count(upload.name, source.size)  # videos and EXR are sized without Pillow
         frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
         check_source(source, settings)
         seconds = frames / float(source.output_rate(settings.outputs.stride))

@@ -2,7 +2,9 @@
 slider and the downloads. The work itself is `dvd.app.jobs`; this module only lays out the page and wires it.
 
 The job endpoint is public as `/predict` (gradio_client): its first input is the file, every other input has the
-default of the `dvd predict` flag of the same name, and its first output is the raw `disparity.npy`.
+default of the `dvd predict` flag of the same name (the loaded model's own sizes and windows, if it carries them),
+its first output is the raw `disparity.npy` and its last the job's status as plain text. The page shows the status
+as a block with a progress bar, which is no part of the API.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from dvd.app.jobs import DepthJob, JobRequest, JobRunner, frame_view
 from dvd.options import COLORMAPS, DEFAULT_IMAGE_FPS, STITCH_PRESETS, WRITER_FORMATS
+from dvd.weights.about import KINDS, PROOF_NOTICE
+
+if TYPE_CHECKING:
+    from dvd.inference.pipeline import DVDPipeline
 
 POLL_SECONDS = 0.25  # how often the page's progress line is refreshed while a job runs
-DEFAULTS = JobRequest()
 
 INTRO = """\
 # DVD video depth
@@ -35,41 +41,68 @@ CSS = """
 """
 
 
-def status_html(job: DepthJob | None) -> str:
-    """The status block: a progress bar while the job runs (frames written of the total, windows run), then what
-    came of it. `data-state` and `data-job` tell scripts and tests which job is where."""
+def status_text(job: DepthJob | None) -> str:
+    """Where the job is, in one plain line: what the API returns, and the text of the page's status block."""
     if job is None:
-        return _status("", "idle", "Upload a file and press Run.")
+        return "Upload a file and press Run."
     cancelling = job.cancel_requested.is_set() and job.active
     if job.state == "queued":
-        text = "Cancelling…" if cancelling else "Waiting for the model (one job at a time)…"
-        return _status(job.id, "queued", text)
+        return "Cancelling…" if cancelling else "Waiting for the model (one job at a time)…"
     if job.state == "running":
         text = (
             f"Window {job.windows_done} of {job.windows_total} done · "
             f"{job.frames_written} of {job.frames_total} frames written"
         )
-        text = ("Cancelling… " if cancelling else "") + text
-        return _status(job.id, "running", text, job.frames_written, job.frames_total)
+        return ("Cancelling… " if cancelling else "") + text
     if job.state == "done":
-        return _status(job.id, "done", f"Done: {job.message}.", job.frames_written, job.frames_total)
-    return _status(job.id, job.state, f"{job.state.capitalize()}: {job.message}")
+        return f"Done: {job.message}."
+    return f"{job.state.capitalize()}: {job.message}"
 
 
-def _status(job_id: str, state: str, text: str, done: int | None = None, total: int | None = None) -> str:
-    bar = f'<progress value="{done}" max="{total}"></progress>' if total else ""
+def status_html(job: DepthJob | None) -> str:
+    """The page's status block: `status_text` under a progress bar while the job runs (frames written of the total)
+    and after. `data-state` and `data-job` tell scripts and tests which job is where."""
+    state = "idle" if job is None else job.state
+    bar = ""
+    if job is not None and state in ("running", "done") and job.frames_total:
+        bar = f'<progress value="{job.frames_written}" max="{job.frames_total}"></progress>'
     return (
-        f'<div class="dvd-status dvd-{state}" data-state="{state}" data-job="{job_id}">'
-        f"{bar}<p>{html.escape(text)}</p></div>"
+        f'<div class="dvd-status dvd-{state}" data-state="{state}" data-job="{"" if job is None else job.id}">'
+        f"{bar}<p>{html.escape(status_text(job))}</p></div>"
     )
+
+
+def model_markdown(pipe: DVDPipeline, defaults: JobRequest) -> str:
+    """The page's line about the loaded weights: what they are, their kind, the settings they run at by default."""
+    kind = pipe.weights_kind
+    what = f"{kind}: {KINDS[kind]}" if kind in KINDS else "a model built in memory"
+    line = (
+        f"**Model:** `{pipe.weights_id}` ({what}). Default settings: {defaults.height}x{defaults.width}, "
+        f"window {defaults.window}, overlap {defaults.overlap}"
+    )
+    line += " (the model's own)." if pipe.model_defaults.as_config() else "."
+    if kind == "proof":
+        line += f"\n\n**Note:** {PROOF_NOTICE}."
+    return line
+
+
+class PageStatus(gr.HTML):
+    """The status block, for the page only: API clients get the same status as plain text (`status_text`)."""
+
+    @property
+    def skip_api(self) -> bool:
+        return True
 
 
 def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") -> gr.Blocks:
     """The page, wired to `runner`; launch it with `launch_page`."""
     age = int(runner.workspace.keep_seconds)
+    # The settings a job gets unless the page or the API call says otherwise: `dvd predict`'s with this model.
+    defaults = JobRequest(**runner.pipe.model_defaults.resolve({}))
     # Gradio's own copies of uploads and results are deleted after the same time as the app's job folders.
     with gr.Blocks(title=title, delete_cache=(max(60, age // 4), age), analytics_enabled=False) as page:
         gr.Markdown(INTRO)
+        gr.Markdown(model_markdown(runner.pipe, defaults), elem_id="dvd-model")
         job_id = gr.State(None)
         npy_path = gr.State(None)
         with gr.Row():
@@ -81,31 +114,32 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                     gr.Examples([[str(path)] for path in examples], inputs=[upload], label="Examples")
                 with gr.Accordion("Settings", open=True):
                     with gr.Row():
-                        height = _whole_number("Min. height (--height)", DEFAULTS.height, "dvd-height")
-                        width = _whole_number("Min. width (--width)", DEFAULTS.width, "dvd-width")
+                        height = _whole_number("Min. height (--height)", defaults.height, "dvd-height")
+                        width = _whole_number("Min. width (--width)", defaults.width, "dvd-width")
                     with gr.Row():
-                        window = _whole_number("Window, frames (--window)", DEFAULTS.window, "dvd-window")
-                        overlap = _whole_number("Overlap, frames (--overlap)", DEFAULTS.overlap, "dvd-overlap")
+                        window = _whole_number("Window, frames (--window)", defaults.window, "dvd-window")
+                        overlap = _whole_number("Overlap, frames (--overlap)", defaults.overlap, "dvd-overlap")
                     with gr.Row():
-                        stitch = gr.Dropdown(list(STITCH_PRESETS), value=DEFAULTS.stitch, label="Stitch (--stitch)")
+                        stitch = gr.Dropdown(list(STITCH_PRESETS), value=defaults.stitch, label="Stitch (--stitch)")
                     save = gr.CheckboxGroup(
                         list(WRITER_FORMATS),
-                        value=list(DEFAULTS.save),
+                        value=list(defaults.save),
                         label="Outputs (--save; npy is always written, png16/exr as zips)",
                         elem_id="dvd-save",
                     )
-                    colormap = gr.Dropdown(list(COLORMAPS), value=DEFAULTS.colormap, label="Colour map (--colormap)")
+                    colormap = gr.Dropdown(list(COLORMAPS), value=defaults.colormap, label="Colour map (--colormap)")
                     with gr.Row():
                         max_frames = gr.Number(None, label="Frame limit (--max-frames; empty or 0: all)", precision=0)
-                        stride = _whole_number("Stride (--stride)", DEFAULTS.stride)
+                        stride = _whole_number("Stride (--stride)", defaults.stride)
                     fps = gr.Textbox(
-                        DEFAULTS.fps, label=f"Frame rate of images and zips (--fps; default {DEFAULT_IMAGE_FPS})"
+                        defaults.fps, label=f"Frame rate of images and zips (--fps; default {DEFAULT_IMAGE_FPS})"
                     )
                 with gr.Row():
                     run_button = gr.Button("Run", variant="primary", elem_id="dvd-run")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="dvd-cancel")
             with gr.Column(scale=1):
-                status = gr.HTML(status_html(None), label="Status", elem_id="dvd-status")
+                status = PageStatus(status_html(None), label="Status", elem_id="dvd-status")
+                status_line = gr.Textbox(status_text(None), label="Status", visible=False, elem_id="dvd-status-text")
                 with gr.Tabs():
                     with gr.Tab("Colour depth"):
                         depth_video = gr.Video(
@@ -122,7 +156,7 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                 downloads = gr.File(label="All outputs", file_count="multiple", interactive=False, elem_id="dvd-files")
 
         settings = [height, width, window, overlap, stitch, save, colormap, max_frames, stride, fps]
-        results = [npy_file, downloads, depth_video, sbs_video, status, npy_path]
+        results = [npy_file, downloads, depth_video, sbs_video, status, status_line, npy_path]
 
         cleared = [npy_file, downloads, depth_video, sbs_video, npy_path, frame, frame_image, frame_info]
 
@@ -134,21 +168,21 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
 
         def predict(
             video: str | None,
-            height: int = DEFAULTS.height,
-            width: int = DEFAULTS.width,
-            window: int = DEFAULTS.window,
-            overlap: int = DEFAULTS.overlap,
-            stitch: str = DEFAULTS.stitch,
+            height: int = defaults.height,
+            width: int = defaults.width,
+            window: int = defaults.window,
+            overlap: int = defaults.overlap,
+            stitch: str = defaults.stitch,
             save: list[str] | None = None,
-            colormap: str = DEFAULTS.colormap,
+            colormap: str = defaults.colormap,
             max_frames: int | None = None,
-            stride: int = DEFAULTS.stride,
-            fps: str = DEFAULTS.fps,
+            stride: int = defaults.stride,
+            fps: str = defaults.fps,
             queued: str | None = None,
         ) -> Iterator[dict]:
             """Depth for one video, image or zip of frames, with the `dvd predict` settings of the same names.
             Returns disparity.npy, every output file, the colour depth video, the side-by-side video (or None) and
-            the status."""
+            the status as plain text."""
             job = runner.job(queued)
             if job is None or job.started:  # a gradio_client call has none queued; a second click reuses the first's
                 job = runner.new_job()
@@ -158,22 +192,22 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                 window=window,
                 overlap=overlap,
                 stitch=stitch,
-                save=tuple(DEFAULTS.save if save is None else save),
+                save=tuple(defaults.save if save is None else save),
                 colormap=colormap,
                 max_frames=max_frames or None,  # the page sends an empty field as 0
                 stride=stride,
-                fps=fps or DEFAULTS.fps,
+                fps=fps or defaults.fps,
             )
             runner.start(job, None if video is None else Path(video), request)
             try:
                 while not job.finished.wait(POLL_SECONDS):
-                    yield {status: status_html(job)}
+                    yield {status: status_html(job), status_line: status_text(job)}
                 if job.state == "failed":
-                    yield {status: status_html(job)}
+                    yield {status: status_html(job), status_line: status_text(job)}
                     # For gradio_client callers; in the page the status line already says it, so the toast is brief.
                     raise gr.Error(job.message, duration=5, print_exception=False)
                 if job.state != "done":
-                    yield {status: status_html(job)}
+                    yield {status: status_html(job), status_line: status_text(job)}
                     return
                 result = job.result
                 yield {
@@ -182,6 +216,7 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                     depth_video: _optional(result.video("depth_vis.mp4")),
                     sbs_video: _optional(result.video("depth_sbs.mp4")),
                     status: status_html(job),
+                    status_line: status_text(job),
                     npy_path: str(result.npy),
                 }
             finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,8 +21,9 @@ from dvd.options import (
     DEFAULT_APP_PORT,
 )
 
-if TYPE_CHECKING:  # Gradio, torch and the engine are imported in `run`, so that `dvd --help` stays instant
-    from dvd.app.jobs import AppLimits, JobRunner, Workspace
+if TYPE_CHECKING:  # Gradio, torch and the engine are imported in `serve`, so that `dvd --help` stays instant
+    from dvd.app.jobs import JobRunner
+    from dvd.app.workspace import AppLimits, Workspace
 
 DESCRIPTION = """\
 Serve a web page where a video, an image or a zip of frames is turned into depth by the same engine as
@@ -30,7 +32,7 @@ and downloads of every output (disparity.npy, png16/exr zips, mp4, side by side)
 runs at a time and the others wait in a queue that shows their position. Uploads and results live in a temporary
 folder of the app's own, deleted after --keep-minutes and at exit.
 
-The same job can be run from a script with gradio_client (endpoint "/predict"; see README "Web app"). Needs the
+The same job can be run from a script with gradio_client (endpoint "/predict"; see docs/app.md). Needs the
 optional extra: pip install -e ".[app]".
 """
 
@@ -108,13 +110,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_port(args.host, args.port)  # before the heavy imports and the model, not after
-    from dvd.app.jobs import AppLimits, Workspace
+    # Every flag is checked before the heavy imports (torch, Gradio: tens of seconds) and the model, not after.
+    from dvd.app.examples import example_files
+    from dvd.app.workspace import AppLimits, Workspace
 
+    check_port(args.host, args.port)
     limits = AppLimits(args.max_upload_mb, args.max_seconds, args.keep_minutes)
+    examples = example_files(args.examples)
     workspace = Workspace(args.temp_dir, limits.keep_minutes)
     try:
-        serve(args, limits, workspace)
+        serve(args, limits, workspace, workspace.share_examples(examples))
     finally:
         workspace.close()
     return 0
@@ -134,7 +139,8 @@ def check_port(host: str, port: int) -> None:
             ) from None
 
 
-def serve(args: argparse.Namespace, limits: AppLimits, workspace: Workspace) -> None:
+def serve(args: argparse.Namespace, limits: AppLimits, workspace: Workspace, examples: list[Path]) -> None:
+    """Load the model and serve the page until Ctrl-C or SIGTERM; `examples` are the workspace's shared copies."""
     # Gradio reads its cache folder when it is imported: keep its copies of uploads and results in the workspace.
     os.environ["GRADIO_TEMP_DIR"] = str(workspace.root / "gradio")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -143,21 +149,22 @@ def serve(args: argparse.Namespace, limits: AppLimits, workspace: Workspace) -> 
     except ImportError:
         raise DVDError('dvd app needs Gradio: pip install -e ".[app]" (or pip install gradio)') from None
 
-    from dvd.app.examples import example_files, write_synthetic_example
+    from dvd.app.examples import write_synthetic_example
     from dvd.app.jobs import JobRunner
     from dvd.app.page import build_page, launch_page
     from dvd.inference.pipeline import DVDPipeline
+    from dvd.weights.about import PROOF_NOTICE
 
-    examples = example_files(args.examples)  # a typo fails before the model loads
     pipe = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)
+    if pipe.weights_kind == "proof":  # the page says it too
+        print(f"dvd app: note: {PROOF_NOTICE}", file=sys.stderr)
     runner = JobRunner(pipe, workspace, limits)
-    examples.insert(0, write_synthetic_example(workspace.root))
+    examples = [write_synthetic_example(workspace.examples), *examples]
     page = build_page(runner, examples)
     sweeper = threading.Thread(target=_sweep_every, args=(runner,), name="dvd-app-sweep", daemon=True)
     sweeper.start()
-    allowed = [workspace.root, *{path.parent for path in examples}]
-    try:
-        launch_page(page, args.host, args.port, args.share, limits.max_upload_mb, allowed)
+    try:  # the page serves the app's own folder only: the examples' copies and the jobs' results
+        launch_page(page, args.host, args.port, args.share, limits.max_upload_mb, [workspace.root])
     except OSError as error:  # Gradio's word for a port that is taken or an address that is not this machine's
         raise DVDError(f"cannot serve on {args.host}:{args.port} ({error}): choose another --port or --host") from None
 

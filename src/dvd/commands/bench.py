@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dvd.commands.flags import add_device_arguments
+from dvd.errors import DVDError
 from dvd.options import (
     DEFAULT_BATCH_WINDOWS,
     DEFAULT_BENCH_HEIGHT,
@@ -38,8 +39,11 @@ model, outside the timed run) and the FLOP/s achieved; end-to-end frames/s; peak
 construction included) and peak device memory (torch.cuda.max_memory_allocated of the timed run; null off CUDA).
 
 The model is built with random weights of --preset size (no download; random weights compute what trained ones
-do) or read from --weights. The synthetic clip is encoded to H.264 in a temporary folder first, so read+decode
-is real decoding. Outputs (--save) go to a temporary folder unless --output is given.
+do) or read from --weights. The synthetic clip (a slow pan over a smooth colour pattern: one shot, which cut
+detection never splits, at any size) is encoded to H.264 in a temporary folder first, so read+decode is real
+decoding. The windows reported are those the run predicted, in the shots its cut detection found (an --input with
+cuts has more windows than one schedule over all its frames). Outputs (--save) go to a temporary folder unless
+--output is given.
 """
 
 EXAMPLES = """\
@@ -184,8 +188,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_command)
 
 
-def settings_from_args(args: argparse.Namespace) -> BenchSettings:
+def bench_formats(text: str) -> tuple[str, ...]:
+    """The --save list, npy first; the formats of `dvd predict`'s post-pass (ply) are refused: bench has no metric
+    or camera flags and times the engine and its writers only."""
     from dvd.commands.predict import parse_formats
+
+    formats = parse_formats(text)
+    post_pass = [name for name in formats if name not in WRITER_FORMATS]
+    if post_pass:
+        raise DVDError(
+            f"--save {','.join(post_pass)}: point clouds are written by dvd predict's metric pass (--metric, "
+            f"--fov/--focal), which bench does not time: choose among {','.join(WRITER_FORMATS)}"
+        )
+    return tuple(formats)
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     from dvd.inference.benchmark import BenchSettings
     from dvd.inference.video import VideoSettings
 
@@ -205,7 +223,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         input=args.input,
         frames=args.frames,
         source_size=source_size,
-        formats=tuple(parse_formats(args.save)),
+        formats=bench_formats(args.save),
         output=args.output,
         device=args.device,
         dtype=args.dtype,
@@ -259,7 +277,7 @@ def format_table(result: dict) -> str:
         f"dvd bench: {result['model']} on {result['device']} ({result['dtype']}, {result['threads']} threads); "
         f"{result['frames']} frames of the {result['input']} ({_size(result['source_size'])}) at "
         f"{_size(result['model_size'])}; window {result['window']}, overlap {result['overlap']}, "
-        f"{result['batch_windows']} per call, {result['windows']} windows; {switches}"
+        f"{result['batch_windows']} per call, {result['windows']} windows in {result['shots']} shot(s); {switches}"
     )
     lines = [
         header,

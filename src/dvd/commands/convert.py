@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from dvd.inference.pipeline import DVDPipeline, pipeline_folder_problem, resolve_dtype
     from dvd.io.atomic import atomic_directory, check_output, prepare_output_folder
     from dvd.weights import load_weights
+    from dvd.weights.about import read_defaults
     from dvd.weights.saving import write_errors
 
     output: Path = args.output
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_weights(args.weights)
     loaded.model.to_precision(resolve_dtype(args.dtype, loaded.model.device))
     with write_errors(output), atomic_directory(output, args.overwrite, pipeline_folder_problem) as staging:
-        DVDPipeline.from_model(loaded.model).save_pretrained(staging)
+        # The model's inference defaults (the proof model's sizes and windows) go along into model_index.json.
+        DVDPipeline.from_model(loaded.model, read_defaults(args.weights)).save_pretrained(staging)
     print(f"converted {loaded.weights_id} -> {output} ({args.dtype}, {time.perf_counter() - started:.1f} s)")
     return 0

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUN",
         help="render the tables of earlier runs (output folders or JSON files) side by side",
     )
-    parser.add_argument("--root", type=Path, help="the benchmark's folder (see the README for each layout)")
+    parser.add_argument("--root", type=Path, help="the benchmark's folder (docs/evaluation.md gives each layout)")
     parser.add_argument(
         "--split",
         help="a pinned sequence list by name (e.g. kitti_val, bonn_depthcrafter) or a "

@@ -67,6 +67,10 @@ first-window takes them from the first --window stitched frames instead and stre
 meta.json records the rule. Long videos are processed in overlapping windows that are aligned by least squares and
 cross-faded; memory does not grow with the video length. Videos are split at hard cuts (--cuts) and each shot is
 stitched on its own; meta.json lists the shots and any seam whose alignment failed.
+
+--height, --width, --window and --overlap default to the settings the model carries, if any (--weights proof:
+64x64, window 5, overlap 2, the size and clips it was trained on), else to the official release's (480x640, window
+81, overlap 21).
 """
 
 EXAMPLES = """\
@@ -115,16 +119,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     size.add_argument(
         "--height",
         type=int,
-        default=DEFAULT_MIN_HEIGHT,
+        default=None,
         help="minimum model height: frames are scaled, keeping their aspect ratio, until they cover "
-        f"HEIGHT x WIDTH, then each side is rounded up to a multiple of 16 (default {DEFAULT_MIN_HEIGHT}; 1080p -> 480x864). "
+        f"HEIGHT x WIDTH, then each side is rounded up to a multiple of 16 (default: the model's own, else "
+        f"{DEFAULT_MIN_HEIGHT}; 1080p -> 480x864). "
         f"The model size may not exceed {MAX_MODEL_SIDE} pixels on either side",
     )
     size.add_argument(
         "--width",
         type=int,
-        default=DEFAULT_MIN_WIDTH,
-        help=f"minimum model width (default {DEFAULT_MIN_WIDTH}; at most {MAX_MODEL_SIDE}), see --height",
+        default=None,
+        help=f"minimum model width (default: the model's own, else {DEFAULT_MIN_WIDTH}; at most {MAX_MODEL_SIDE}), "
+        "see --height",
     )
     size.add_argument(
         "--keep-model-size",
@@ -136,15 +142,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     windows.add_argument(
         "--window",
         type=int,
-        default=DEFAULT_WINDOW,
-        help=f"frames per model window (default {DEFAULT_WINDOW}, as the official open-world script; the model was "
-        "trained on 45; much longer windows can ghost)",
+        default=None,
+        help=f"frames per model window (default: the model's own, else {DEFAULT_WINDOW}, as the official open-world "
+        "script; the official model was trained on 45; much longer windows can ghost)",
     )
     windows.add_argument(
         "--overlap",
         type=int,
-        default=DEFAULT_OVERLAP,
-        help=f"frames shared by consecutive windows, used to align them (default {DEFAULT_OVERLAP})",
+        default=None,
+        help=f"frames shared by consecutive windows, used to align them (default: the model's own, else "
+        f"{DEFAULT_OVERLAP})",
     )
     windows.add_argument(
         "--stitch",
@@ -153,7 +160,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="global (default): every window's scale and shift from one weighted least-squares problem over all "
         f"seams, each frame written {GLOBAL_LAG_WINDOWS} windows after it is predicted. openworld: the official "
         "script, each window fitted to the frames before it, scale clipped to [0.7, 1.5]. benchmark: the official "
-        "evaluation, fixed overlap, short last window, no clip. Measured: README, Long videos",
+        "evaluation, fixed overlap, short last window, no clip. Measured: docs/predict.md",
     )
     windows.add_argument(
         "--batch-windows",
@@ -293,9 +300,12 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     from dvd.inference.outputs import OutputSettings
     from dvd.inference.shots import parse_cut_frames
     from dvd.inference.video import VideoSettings
+    from dvd.weights.about import read_defaults
 
-    # The flags are named after the settings' fields, so the video settings carry over one to one.
+    # The flags are named after the settings' fields, so the video settings carry over one to one; the sizing and
+    # window flags not given are the model's defaults, read from its config before it loads (dvd.weights.defaults).
     values = {field.name: getattr(args, field.name) for field in fields(VideoSettings)}
+    values.update(read_defaults(args.weights).resolve(values))
     video = VideoSettings(**{**values, "cut_frames": parse_cut_frames(args.cut_frames)})
     outputs = OutputSettings(
         formats=tuple(name for name in parse_formats(args.save) if name in WRITER_FORMATS),
@@ -331,14 +341,15 @@ def run(args: argparse.Namespace) -> int:
 def predict(settings: PredictSettings) -> int:
     """Check everything, load the model once, write each input's folder and its OUT/manifest.jsonl line; prints a
     summary line. Returns 0, or SOME_FAILED when --keep-going recorded failed inputs."""
-    from tqdm import tqdm
-
+    from dvd.commands.progress import PredictProgress
     from dvd.inference.allocator import keep_heap_flat
+    from dvd.inference.finished import add_metric
     from dvd.inference.outputs import predict_to_folder
     from dvd.inference.pipeline import DVDPipeline
     from dvd.io.atomic import prepare_output_folder
     from dvd.io.manifest import MANIFEST_FILE, Manifest
     from dvd.metric.post_pass import prepare_metric
+    from dvd.weights.load import locate_weights
 
     settings.video.validate()
     check_model_sides(settings.video.height, settings.video.width)
@@ -346,16 +357,21 @@ def predict(settings: PredictSettings) -> int:
     if settings.skip_existing and settings.overwrite:
         raise DVDError("--skip-existing keeps complete outputs and --overwrite replaces them: choose one")
     entries = check_inputs(settings)
-    output = prepare_output_folder(settings.output)
     jobs = [(entry.source, entry.target) for entry in entries if entry.source is not None]
-    metric = prepare_metric(settings.metric, [source for source, _ in jobs], settings.outputs)  # checks the flags
+    redone = {entry.target: entry.redo for entry in entries if entry.redo}
+    metric_only = {entry.target: entry.metric_only for entry in entries if entry.metric_only}
+    needs_model = any(target not in metric_only for _, target in jobs)  # else all skipped, refused or metric only
+    # Found (Hub files downloaded) before OUT is made, so missing weights or an unreachable Hub leave no folder.
+    weights = locate_weights(settings.weights) if needs_model else None
+    output = prepare_output_folder(settings.output)
     share = share_work(jobs, settings.device)
+    manifest = Manifest(output, share.process)  # refuses a manifest it could not append to, before any model loads
+    metric = prepare_metric(settings.metric, [source for source, _ in jobs], settings.outputs)  # checks the flags
     if settings.resume and share.world > 1:
         raise DVDError(
             "--resume cannot go on with processes sharing the windows of one video (fewer inputs than processes): "
             "resume with one process"
         )
-    manifest = Manifest(output, share.process)
     failures: list[str] = []
     for index, entry in enumerate(entries):  # inputs refused or skipped before any model work: each process its own
         if entry.source is None and index % share.processes == share.process:
@@ -365,9 +381,10 @@ def predict(settings: PredictSettings) -> int:
                 failures.append(f"{entry.path} ({entry.error})")
     started = time.perf_counter()
     quiet = settings.quiet or not share.writes  # one bar and one warning per run, from the process that writes
-    if jobs:  # every input skipped or refused: no model to load
-        pipe = DVDPipeline.from_pretrained(settings.weights, device=share.device, dtype=settings.dtype)
+    if needs_model:
+        pipe = DVDPipeline.from_pretrained(weights, device=share.device, dtype=settings.dtype)
         warn_if_slow(pipe, quiet)
+        note_if_proof(pipe, not share.writes)
         video = share_windows(pipe, settings.video, share) if share.world > 1 else settings.video
     total = 0
     shots = Shots()
@@ -379,19 +396,26 @@ def predict(settings: PredictSettings) -> int:
                 follow_windows(pipe, source, video, settings.outputs)
                 continue
             frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
-            with tqdm(total=frames, desc=source.name, unit="frame", disable=quiet, dynamic_ncols=True) as bar:
-                written = predict_to_folder(
-                    pipe,
-                    source,
-                    target,
-                    video,
-                    settings.outputs,
-                    progress=lambda count: bar.update(count - bar.n),
-                    overwrite=settings.overwrite,
-                    metric=metric,
-                    resume=settings.resume,
-                    resumable=True,
-                )
+            if target in metric_only:
+                print(f"dvd predict: note: {metric_only[target]}", file=sys.stderr)
+                written = add_metric(source, target, settings.outputs, metric)
+            else:
+                if target in redone:
+                    print(f"dvd predict: warning: {redone[target]}", file=sys.stderr)
+                with PredictProgress(source.name, frames, pipe, disable=quiet) as progress:
+                    written = predict_to_folder(
+                        pipe,
+                        source,
+                        target,
+                        video,
+                        settings.outputs,
+                        progress=progress.written,
+                        timer=progress,
+                        overwrite=settings.overwrite or target in redone,
+                        metric=metric,
+                        resume=settings.resume,
+                        resumable=True,
+                    )
         except Exception as error:  # recorded; raised again unless --keep-going (Ctrl-C ends the batch)
             if not share.writes:
                 if settings.keep_going:
@@ -447,6 +471,8 @@ class BatchEntry:
     source: Source | None = None
     skipped: str | None = None  # why, for the manifest
     error: str | None = None
+    redo: str | None = None  # why an existing output of dvd's is predicted again (--skip-existing, incomplete)
+    metric_only: str | None = None  # why only the metric pass runs on an existing output (--resume)
 
 
 def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
@@ -463,15 +489,16 @@ def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
     for path in resolve_inputs(settings.inputs, missing):
         entry = BatchEntry(path, Path(settings.output) / source_name(path))
         entries.append(entry)
-        if settings.skip_existing and entry.target.is_dir() and prediction_folder_problem(entry.target) is None:
-            entry.skipped = f"{entry.target} is complete (--skip-existing)"
-            continue
         try:
+            plan_existing(entry, settings)
+            if entry.skipped:
+                continue
             source = open_source(path, image_fps, settings.allow_damaged)
             source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames, --stride
             check_source(source, settings)
             # Refused before any model work; checked again as each folder is renamed into place.
-            check_output(entry.target, settings.overwrite, prediction_folder_problem)
+            replaces = settings.overwrite or bool(entry.redo or entry.metric_only)
+            check_output(entry.target, replaces, prediction_folder_problem)
             check_partial(entry.target, settings.resume, settings.overwrite)
         except DVDError as error:
             if not settings.keep_going:
@@ -484,6 +511,35 @@ def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
         for path, error in (missing or {}).items()
     ]
     return entries
+
+
+def plan_existing(entry: BatchEntry, settings: PredictSettings) -> None:
+    """What becomes of an input whose OUT/<name>/ is already an output of dvd predict, judged by that folder's own
+    meta.json (the files it lists, with their sizes): with --skip-existing a complete one is skipped and an
+    incomplete one (a file deleted or cut short) predicted again; with --resume a complete one that lacks the
+    --metric/--save ply outputs asked for (or whose metric pass failed) gets only the metric pass. Anything else
+    is left to `check_output`, which refuses an existing folder without --overwrite."""
+    from dvd.inference.finished import incomplete_problem, metric_missing, prediction_folder_problem, read_meta
+
+    target = entry.target
+    if target.is_symlink() or not target.is_dir() or prediction_folder_problem(target) is not None:
+        return
+    incomplete = incomplete_problem(target)
+    if incomplete is not None:
+        if settings.skip_existing:
+            entry.redo = f"{target} is incomplete ({incomplete}): predicting it again (--skip-existing)"
+        return
+    missing = metric_missing(read_meta(target) or {}, settings.metric)
+    if missing is not None and settings.resume:
+        entry.metric_only = f"{target} is complete but {missing}: running only the metric pass on it (--resume)"
+    elif settings.skip_existing:
+        later = f"; {missing}: add --resume to run the metric pass on it" if missing else ""
+        entry.skipped = f"{target} is complete (--skip-existing){later}"
+    elif missing is not None and not settings.overwrite:
+        raise DVDError(
+            f"{target} already exists and {missing}: pass --resume to run only the metric pass on it, or "
+            "--overwrite to predict it again"
+        )
 
 
 def error_line(error: BaseException) -> str:
@@ -639,6 +695,15 @@ def warn_if_slow(pipe: DVDPipeline, quiet: bool) -> None:
             "use --device cuda/mps, or a smaller --window and --height/--width",
             file=sys.stderr,
         )
+
+
+def note_if_proof(pipe: DVDPipeline, silent: bool) -> None:
+    """One line saying what the proof model is (also with --quiet, which silences progress only): its depth of
+    real footage means nothing, and a first run with it should not pass for DVD's."""
+    from dvd.weights.about import PROOF_NOTICE
+
+    if not silent and pipe.weights_kind == "proof":
+        print(f"dvd predict: note: {PROOF_NOTICE}", file=sys.stderr)
 
 
 def parse_formats(text: str) -> list[str]:

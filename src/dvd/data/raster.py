@@ -36,7 +36,7 @@ def existing_dir(root: str | Path, what: str) -> Path:
     return path
 
 
-def require_file(path: Path, hint: str = "check the data set root and its layout (README, `dvd eval`)") -> Path:
+def require_file(path: Path, hint: str = "check the data set root and its layout (docs/evaluation.md)") -> Path:
     """``path`` itself, or DVDError naming it and ``hint`` when it is not a file."""
     if not path.is_file():
         raise DVDError(f"missing file {path}: {hint}")

@@ -6,7 +6,7 @@ The protocol of the DVD paper's evaluation (and of Depth Anything / DepthCrafter
 2. ``disparity = max(s * pred + b, 1e-3)``;
 3. ``depth = clip(1 / disparity, min_depth, max_depth)``.
 
-Deliberate differences from the official DVD script, both documented in the README:
+Deliberate differences from the official DVD script, both documented in docs/evaluation.md:
 
 - the fit uses every valid pixel; the official script also drops pixels where the raw prediction is <= 0. That
   rule only removes DVD's saturated far pixels, and it would discard half of a prediction from a tool whose

@@ -19,18 +19,18 @@ recompiles), so the timed run is the steady state.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -51,6 +51,7 @@ from dvd.inference.profiling import (
 )
 from dvd.inference.video import VideoSettings
 from dvd.io.readers import Source, open_source
+from dvd.io.writers import write_rgb_video
 from dvd.model.dvd_model import MODEL_STAGES
 from dvd.model.frames import pad_to_vae_frame_count
 from dvd.options import DEFAULT_BENCH_PRESET, DEFAULT_FORMATS, DEFAULT_IMAGE_FPS
@@ -286,21 +287,28 @@ def open_bench_source(settings: BenchSettings, scratch: Path) -> Source:
     return open_source(write_synthetic_clip(scratch / f"{SYNTHETIC_NAME}.mp4", frames, size))
 
 
-def write_synthetic_clip(path: Path, frames: int, size: tuple[int, int], fps: int = DEFAULT_IMAGE_FPS) -> Path:
-    """A textured pattern drifting across the frame (cheap to make at any size; not timed)."""
+# How far the synthetic clip's pattern moves per frame, as a fraction of the frame's longer side: a slow pan, so that
+# consecutive frames differ alike at every size, and far less than a cut (`dvd.inference.shots`) ever scores.
+SYNTHETIC_DRIFT = 0.004
+
+
+def synthetic_frames(frames: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """uint8 RGB frames [H, W, 3] of a smooth colour pattern (a few periods across, one per channel) panning slowly
+    to the right. The pattern is laid out in units of the frame's longer side, so every size shows the same picture
+    and motion: one shot, which the cut detector never splits."""
     height, width = size
     y, x = np.mgrid[0:height, 0:width].astype(np.float32) / max(size)
-    # Period 2*width along x, so rolling by one column per frame drifts it without a seam for `width` frames.
-    base = np.stack([np.sin(np.pi * x * 8) * np.cos(9 * y), np.cos(13 * x + 5 * y), np.sin(21 * (x - y))], axis=-1)
-    base = ((base + 1) * 127.5).astype(np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "18", "preset": "ultrafast"})
-        stream.height, stream.width, stream.pix_fmt = height, width, "yuv420p"
-        for index in range(frames):
-            picture = av.VideoFrame.from_ndarray(np.roll(base, 4 * index, axis=1), format="rgb24")
-            container.mux(stream.encode(picture))
-        container.mux(stream.encode())
-    return path
+    for index in range(frames):
+        u = x - SYNTHETIC_DRIFT * index
+        red = np.sin(2 * np.pi * (3 * u + y))
+        green = np.cos(2 * np.pi * (2 * u - 3 * y))
+        blue = np.sin(8 * np.pi * (u + y) + 1)
+        yield ((np.stack([red, green, blue], axis=-1) + 1) * 127.5).astype(np.uint8)
+
+
+def write_synthetic_clip(path: Path, frames: int, size: tuple[int, int], fps: int = DEFAULT_IMAGE_FPS) -> Path:
+    """`synthetic_frames` as an H.264 mp4 at `path` (cheap to make at any size; not timed)."""
+    return write_rgb_video(path, synthetic_frames(frames, size), fps, preset="ultrafast")
 
 
 @dataclass(frozen=True)
@@ -308,6 +316,7 @@ class TimedRun:
     frames: int
     seconds: float
     peak_device_bytes: int | None
+    shots: int  # that the run scheduled into windows, each on its own: split at the cuts found or given
 
 
 def timed_run(
@@ -327,7 +336,9 @@ def timed_run(
         pipe.stage_timer = NoTimer()
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return TimedRun(frames, seconds, peak)
+    # A failed seam joined as a cut ("seam") starts a shot in meta.json too, but changes no window.
+    shots = json.loads((target / "meta.json").read_text(encoding="utf-8"))["shots"]
+    return TimedRun(frames, seconds, peak, sum(shot["cause"] != "seam" for shot in shots))
 
 
 def peak_rss_bytes() -> int:
@@ -347,9 +358,10 @@ def report(
     setup: float,
     warm_up: float,
 ) -> dict:
-    """The figures: `fps` end to end; `stages` (seconds per window) and `shares` (of all stage time) for each of
-    STAGES; `flops` per window and achieved `flops_per_second` of the model stages (null with --host-only);
-    `peak_rss_bytes`; `peak_device_bytes` (CUDA only; null on the CPU and MPS)."""
+    """The figures: `fps` end to end; `windows`, the model windows the run predicted, and `shots`, the shots it
+    scheduled them in (split at cuts found or given); `stages` (seconds per window) and `shares` (of
+    all stage time) for each of STAGES; `flops` per window and achieved `flops_per_second` of the model stages (null
+    with --host-only); `peak_rss_bytes`; `peak_device_bytes` (CUDA only; null on the CPU and MPS)."""
     windows = max(timer.windows, 1)
     total = sum(timer.seconds.values()) or 1.0
     seconds = {name: timer.seconds.get(name, 0.0) for name in STAGES}
@@ -360,6 +372,7 @@ def report(
         "fps": run.frames / run.seconds,
         "frames": run.frames,
         "windows": timer.windows,
+        "shots": run.shots,
         "seconds": run.seconds,
         "stages": {name: value / windows for name, value in seconds.items()},
         "shares": {name: value / total for name, value in seconds.items()},

@@ -46,7 +46,7 @@ def frame_as_pixels(frame: np.ndarray | torch.Tensor | Image.Image, name: str = 
     """One RGB frame as `frame_as_unit_float` takes it, as [H, W, 3]: uint8 and uint16 kept, float as float32."""
     if isinstance(frame, Image.Image):
         frame = np.asarray(frame.convert("RGB"))
-    array = frame.detach().cpu().numpy() if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    array = _as_array(frame, name)
     if array.ndim != 3 or 3 not in (array.shape[-1], array.shape[0]):
         raise ValueError(f"`{name}`: each frame must be [H, W, 3] or [3, H, W] RGB, got shape {array.shape}")
     channels_last = array if array.shape[-1] == 3 else np.moveaxis(array, 0, -1)
@@ -62,11 +62,22 @@ def window_as_unit_float(frames: np.ndarray | torch.Tensor, name: str = "frames"
 def window_as_model_pixels(frames: np.ndarray | torch.Tensor, name: str = "frames") -> np.ndarray:
     """A window as `window_as_unit_float` takes it, channels-last, as the model's input travels: uint8 as it is (a
     quarter of the bytes; `unit_tensor` converts it where the model runs), anything else as float32 in [0, 1]."""
-    array = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    array = _as_array(frames, name)
     if array.ndim != 4 or len(array) < 1 or 3 not in (array.shape[-1], array.shape[1]):
         raise ValueError(f"`{name}` must be a non-empty [T, H, W, 3] or [T, 3, H, W] RGB array, got {array.shape}")
     channels_last = array if array.shape[-1] == 3 else np.moveaxis(array, 1, -1)
     return channels_last if channels_last.dtype == np.uint8 else _unit_values(channels_last, name)
+
+
+def _as_array(frames: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """Frames as a numpy array; ValueError naming `name` for tensors that hold no pixels to read."""
+    if not isinstance(frames, torch.Tensor):
+        return np.asarray(frames)
+    if frames.is_meta:
+        raise ValueError(f"`{name}` is a meta tensor (a shape without data): pass a tensor that holds the frames")
+    # bfloat16 has no numpy type: its values are exact in float32.
+    frames = frames.detach().cpu()
+    return (frames.float() if frames.dtype == torch.bfloat16 else frames).numpy()
 
 
 def unit_tensor(pixels: torch.Tensor) -> torch.Tensor:

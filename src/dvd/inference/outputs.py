@@ -8,7 +8,6 @@ under the final name.
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from array import array
@@ -31,11 +30,11 @@ from dvd.inference.profiling import READ, RESIZE_BACK, WRITE, NoTimer
 from dvd.inference.resume import STATE_FILE, Checkpoints, prepare_checkpoints, run_fingerprint
 from dvd.inference.stitch import get_stitch_preset
 from dvd.inference.video import VideoEngine, VideoSettings, resize_back
-from dvd.io.atomic import atomic_directory, foreign_entries
+from dvd.inference.finished import metric_pass_keeping_disparity, prediction_folder_problem, write_meta
+from dvd.io.atomic import atomic_directory
 from dvd.io.colormaps import DEFAULT_COLORMAP, colormap_table
 from dvd.io.readers import Source
 from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, NpyFrames, NpyWriter, WriterGroup, open_writers
-from dvd.metric.post_pass import metric_post_pass
 from dvd.metric.settings import MetricSettings
 from dvd.options import DEFAULT_COLOUR_RANGE, GLOBAL_LAG_WINDOWS
 
@@ -82,7 +81,9 @@ def predict_to_folder(
     runs every stage in the calling thread, with the same outputs, for debugging and comparison. `timer` (a
     `dvd.inference.profiling.StageTimer`, for `dvd bench`) records the read, resize, stitch, resize-back and write
     stages. `metric` (`dvd.metric.settings.MetricSettings`) adds depth_m.npy, the intrinsics and PLY point clouds
-    once the disparity is complete (`dvd.metric.post_pass`).
+    once the disparity is complete (`dvd.metric.post_pass`); if that pass fails, the disparity output is kept all
+    the same (meta.json says `metric_failed` and why) and the pass's error is raised once it is in place:
+    `dvd.inference.finished.add_metric` retries only the metric pass.
 
     `resumable` (what `dvd predict` does) saves a resume point after each model call (`dvd.inference.resume`), and
     an interrupted run (Ctrl-C, SIGTERM, a crash, kill -9, power loss) then leaves its partial output under a
@@ -121,8 +122,11 @@ def predict_to_folder(
         meta["failed_seams"] = engine.failed_seams
         if RANGED_FORMATS & set(output.formats):
             meta["colour_range"] = {"rule": output.colour_range, "description": COLOUR_RANGE_RULES[output.colour_range]}
-        meta = metric_post_pass(metric, staging, source, output, meta)  # depth_m.npy, PLY (dvd.metric)
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        # depth_m.npy, PLY (dvd.metric); a failure keeps the disparity, and is raised once the folder is in place.
+        meta, metric_failure = metric_pass_keeping_disparity(metric, staging, source, output, meta)
+        write_meta(staging, meta)
+    if metric_failure is not None:
+        raise metric_failure.raised(target)
     return count
 
 
@@ -130,20 +134,6 @@ def _resumable(output: OutputSettings) -> bool:
     """Whether a run can checkpoint: every output it streams can go on after an interruption (npy and exr can;
     the videos' encoders cannot, and under the first-window rule they stream)."""
     return output.colour_range != "first-window" or not RANGED_FORMATS & set(output.formats)
-
-
-def prediction_folder_problem(folder: Path) -> str | None:
-    """None if `folder` was written by `predict_to_folder` (meta.json of kind "disparity" with a dvd_version, and
-    only the outputs it lists), else why not: --overwrite replaces only such folders."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "it has no readable meta.json"
-    if not isinstance(meta, dict) or meta.get("kind") != "disparity" or "dvd_version" not in meta:
-        return "its meta.json is not one of dvd predict's"
-    listed = meta.get("outputs") if isinstance(meta.get("outputs"), dict) else {}
-    written = [entry.get("file") or entry.get("folder") for entry in listed.values() if isinstance(entry, dict)]
-    return foreign_entries(folder, ["meta.json", *written])
 
 
 def _write_outputs(

@@ -7,12 +7,15 @@
 
 What `save_pretrained` writes is the standard diffusers layout (`model_index.json`, `transformer/`, `vae/`), so
 once it is imported also `DiffusionPipeline.from_pretrained(folder, dtype=torch.bfloat16)` returns a `DVDPipeline`.
+`model_index.json` also keeps the model's own inference defaults (`dvd.weights.defaults`), which `pipe(video)` uses
+for the sizes and windows it is not given.
 `.to(device)`, `enable_model_cpu_offload()` and `pipe.vae.enable_tiling()` work as for any diffusers pipeline.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +38,10 @@ from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.frames import pad_to_vae_frame_count
 from dvd.options import DEFAULT_CUT_THRESHOLD, DEFAULT_STITCH
 from dvd.weights import load_weights
+from dvd.weights.about import read_defaults, weights_kind
+from dvd.weights.defaults import CONFIG_KEY, ModelDefaults
 from dvd.weights.formats import check_tau
-from dvd.weights.load import LEGACY_CONFIG, PIPELINE_INDEX
+from dvd.weights.load import LEGACY_CONFIG, PIPELINE_INDEX, WeightFiles
 
 DTYPES = {
     "float32": torch.float32,
@@ -120,13 +125,22 @@ class DVDPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "transformer->vae"
 
-    def __init__(self, transformer: WanTransformer3DModel, vae: AutoencoderKLWan, tau: float = DEFAULT_TAU) -> None:
+    def __init__(
+        self,
+        transformer: WanTransformer3DModel,
+        vae: AutoencoderKLWan,
+        tau: float = DEFAULT_TAU,
+        defaults: dict[str, int] | None = None,
+    ) -> None:
+        """`defaults`: the model's own height, width, window and overlap (`dvd.weights.defaults`), any of them."""
         super().__init__()
         tau = check_tau(tau, "the pipeline's tau")
+        self.model_defaults = ModelDefaults.from_config(defaults, "the pipeline's defaults")
         self.register_modules(transformer=transformer, vae=vae)
-        self.register_to_config(tau=tau)
+        self.register_to_config(tau=tau, **{CONFIG_KEY: self.model_defaults.as_config()})
         self.model = DVDModel(transformer, vae, tau=tau).eval()
         self.weights_id = "in-memory model"
+        self.weights_kind: str | None = None  # official, proof, trained or base (`dvd.weights.about`) once loaded
         self.stage_timer = NoTimer()  # a profiler sets a `dvd.inference.profiling.StageTimer` (`dvd bench`)
         # The batches on their way in and, from a device, the disparity on its way out: window-sized host arrays
         # that would otherwise be fresh pages for every call (dvd.inference.allocator). Between calls the pipeline
@@ -153,29 +167,41 @@ class DVDPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: str | Path | None = None,
+        pretrained_model_name_or_path: str | Path | WeightFiles | None = None,
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         tau: float | None = None,
     ) -> DVDPipeline:
-        """Load any weights `dvd` reads (official files, `save_pretrained` folders, single files, "proof", Hub ids;
-        None = the official release) onto `device` (default: cuda, mps, cpu) in `dtype` (default: bf16 on CUDA,
-        float32 elsewhere); `tau` overrides the checkpoint's."""
+        """Load any weights `dvd` reads (official files, `save_pretrained` folders, single files, "proof", Hub ids,
+        or the files `dvd.weights.load.locate_weights` found; None = the official release) onto `device` (default:
+        cuda, mps, cpu) in `dtype` (default: bf16 on CUDA, float32 elsewhere); `tau` overrides the checkpoint's.
+        The model's own inference defaults come along (`model_defaults`)."""
         target = resolve_device(device)
         precision = resolve_dtype(dtype, target)
         if tau is not None:
             check_tau(tau, "tau=")
         loaded = load_weights(pretrained_model_name_or_path)
+        defaults = read_defaults(pretrained_model_name_or_path).as_config()
         model = loaded.model.to_precision(precision).to(target)
-        pipe = cls(model.transformer, model.vae, tau=loaded.model.tau if tau is None else tau)
+        pipe = cls(model.transformer, model.vae, tau=loaded.model.tau if tau is None else tau, defaults=defaults)
         pipe.weights_id = loaded.weights_id
+        pipe.weights_kind = weights_kind(pretrained_model_name_or_path, loaded.kind)
         return pipe
 
     @classmethod
-    def from_model(cls, model: DVDModel) -> DVDPipeline:
-        """A pipeline around an existing `DVDModel` (sharing its modules), e.g. to `save_pretrained` it."""
-        return cls(model.transformer, model.vae, tau=model.tau)
+    def from_model(cls, model: DVDModel, defaults: ModelDefaults = ModelDefaults()) -> DVDPipeline:
+        """A pipeline around an existing `DVDModel` (sharing its modules), e.g. to `save_pretrained` it with its
+        inference `defaults`."""
+        return cls(model.transformer, model.vae, tau=model.tau, defaults=defaults.as_config())
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """diffusers' `save_pretrained` (the folder is made if missing), refusing a path that is not a folder."""
+        if os.path.lexists(save_directory) and not os.path.isdir(save_directory):
+            raise ValueError(
+                f"`save_directory` {os.fsdecode(save_directory)} exists and is not a folder: give a folder path"
+            )
+        super().save_pretrained(save_directory, **kwargs)
 
     @torch.inference_mode()
     def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
@@ -211,10 +237,10 @@ class DVDPipeline(DiffusionPipeline):
         self,
         video: VideoInput,
         *,
-        height: int = 480,
-        width: int = 640,
-        window: int = 81,
-        overlap: int = 21,
+        height: int | None = None,
+        width: int | None = None,
+        window: int | None = None,
+        overlap: int | None = None,
         stitch: str = DEFAULT_STITCH,
         batch_windows: int = 1,
         cuts: str | None = None,
@@ -232,6 +258,8 @@ class DVDPipeline(DiffusionPipeline):
             uint16 or float in [0, 1]), a list of PIL images, or an iterable of frames.
         height, width: minimum model size; frames are scaled to cover it, sides rounded up to multiples of 16.
         window, overlap, stitch, batch_windows: as the `dvd predict` flags (`dvd predict --help`).
+            Height, width, window and overlap left at None are the model's own defaults (`model_defaults`; the
+            proof model's are 64x64, window 5, overlap 2), else dvd's: 480x640, window 81, overlap 21.
         cuts, cut_threshold, cut_frames: shots, as the `dvd predict` flags --cuts, --cut-threshold, --cut-frames;
             cuts=None is "auto" for a video file path and "off" for anything else.
         max_frames, stride: take every `stride`-th frame, at most `max_frames` of them.
@@ -281,7 +309,7 @@ class DVDPipeline(DiffusionPipeline):
         **video_settings,
     ) -> tuple[VideoEngine, Frames, tuple[int, int]]:
         """The engine for these settings, the checked input, and the output size."""
-        settings = VideoSettings(**video_settings)
+        settings = VideoSettings(**{**video_settings, **self.model_defaults.resolve(video_settings)})
         try:
             settings.validate()
         except DVDError as error:

@@ -27,7 +27,7 @@ import numpy as np
 
 from dvd import __version__
 from dvd.errors import DVDError
-from dvd.io.atomic import adopt_staging, discard_staging, resumable_staging
+from dvd.io.atomic import STAGING_MARKER, adopt_staging, discard_staging, resumable_staging
 
 if TYPE_CHECKING:
     from dvd.inference.outputs import OutputSettings
@@ -37,8 +37,7 @@ if TYPE_CHECKING:
     from dvd.io.writers import Writer
 
 STATE_FILE = "resume-state.npz"
-STATE_VERSION = 1
-_SAMPLE_BYTES = 1 << 14  # of each input file, the first and last 16 KiB are hashed (with its name and size)
+STATE_VERSION = 2  # 2: the input's fingerprint hashes every byte
 STREAMED_FILES = ("disparity.npy", "depth_exr")  # what a partial output keeps; later passes are written again
 
 
@@ -52,17 +51,15 @@ class Checkpoint:
 
 
 def input_digest(files: list[Path]) -> str:
-    """A fingerprint of an input's files: their names, sizes, and first and last bytes (a full hash of a film
-    would cost minutes; an edited or replaced file changes its size or its ends)."""
-    digest = hashlib.blake2b(digest_size=16)
+    """A fingerprint of an input's files: their names, sizes and every byte. Anything less (sizes, mtimes, sampled
+    blocks) lets an edit of the same size with its mtime restored through, and frames of the old input would be
+    reused. SHA-256, which most CPUs compute in hardware (SHA-NI, ARMv8), reads a GB or more a second: seconds for a
+    film whose prediction takes hours."""
+    digest = hashlib.sha256()
     for file in files:
-        size = file.stat().st_size
-        digest.update(f"{file.name}\0{size}\0".encode())
         with open(file, "rb") as handle:
-            digest.update(handle.read(_SAMPLE_BYTES))
-            if size > 2 * _SAMPLE_BYTES:
-                handle.seek(size - _SAMPLE_BYTES)
-                digest.update(handle.read(_SAMPLE_BYTES))
+            content = hashlib.file_digest(handle, "sha256").digest()  # streamed in blocks, never whole in memory
+        digest.update(os.fsencode(file.name) + f"\0{file.stat().st_size}\0".encode() + content)
     return digest.hexdigest()
 
 
@@ -78,7 +75,9 @@ def save_checkpoint(folder: Path, checkpoint: Checkpoint) -> None:
     }
     path = folder / STATE_FILE
     temporary = folder / f".{STATE_FILE}.tmp"
-    with open(temporary, "wb") as handle:
+    # O_NOFOLLOW: a link planted in a staging folder left on disk is not written through
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(descriptor, "wb") as handle:
         np.savez(handle, tree=np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8), **arrays)
         handle.flush()
         os.fsync(handle.fileno())
@@ -143,15 +142,27 @@ def take_partial(final: Path, fingerprint: dict) -> tuple[Path, Checkpoint] | No
     folder = adopt_staging(partials[0], final)
     discard_staging(final)  # the older ones: superseded by the one taken over
     # A state taken before the first frame was final (openworld's first window waits for the next) keeps no file.
-    kept = (*STREAMED_FILES, STATE_FILE) if checkpoint.written else (STATE_FILE,)
+    kept = (*STREAMED_FILES, STATE_FILE, STAGING_MARKER) if checkpoint.written else (STATE_FILE, STAGING_MARKER)
     for entry in folder.iterdir():
         if entry.name in kept:
+            _refuse_links(entry, folder)
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()
     return folder, checkpoint
+
+
+def _refuse_links(entry: Path, folder: Path) -> None:
+    """DVDError if `entry`, a file the resumed run writes on, or anything in it, is a link: the run would write
+    through it into a file that is not dvd's."""
+    found = [entry] if entry.is_symlink() else [path for path in entry.rglob("*") if path.is_symlink()]
+    if found:
+        raise DVDError(
+            f"cannot resume from {folder}: {found[0].name} is a link, which dvd did not write and does not write "
+            "through: pass --overwrite to discard that partial output and start over"
+        )
 
 
 def run_fingerprint(pipe: DVDPipeline, source: Source, video: VideoSettings, output: OutputSettings) -> dict:

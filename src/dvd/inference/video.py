@@ -46,6 +46,9 @@ from dvd.options import (
 )
 
 
+WHOLE_NUMBER_SETTINGS = ("height", "width", "window", "overlap", "batch_windows")
+
+
 @dataclass(frozen=True)
 class VideoSettings:
     """How a video is sized, cut into windows and joined: the `dvd predict` flags of the same names and defaults
@@ -63,6 +66,11 @@ class VideoSettings:
 
     def validate(self) -> None:
         """Raise DVDError for settings that cannot work, before any frame is decoded or any model is loaded."""
+        for name in WHOLE_NUMBER_SETTINGS:
+            value = getattr(self, name)
+            # bool is an int to Python, and 5.5 frames or "32" pixels would fail (or round) somewhere deep inside.
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise DVDError(f"`{name}` must be a whole number (an int), got {value!r}")
         if self.height < 1 or self.width < 1:
             raise DVDError(f"--height/--width must be positive, got {self.height}x{self.width}")
         validate_stream_settings(self.window, self.overlap, self.stitch, self.batch_windows)

@@ -9,21 +9,33 @@ staging folder is never empty when it is renamed, so of two runs racing for NAME
 with one line and removes its own staging folder. An existing NAME is replaced only when the caller allows it
 (`--overwrite`) and a recogniser of the caller's kind of output accepts it as dvd's own.
 
-Resumable outputs. A writer that records its progress in a marker file inside the staging folder (`resumable`,
+Only a folder that dvd made is ever removed: each staging folder holds `STAGING_MARKER`, a small JSON file with the
+pid, start time and random part of its name, written when the folder is made and taken out just before the folder
+is renamed into place. A folder that is only named like one (a user's, or a copy) lacks it, or holds one that does
+not match its name, and is left alone with a warning naming it.
+
+Resumable outputs. A writer that records its progress in a file of its own inside the staging folder (`resumable`,
 e.g. `dvd predict`'s resume state) gets its staging folder kept when it is interrupted (Ctrl-C, SIGTERM) or fails
 for a reason outside its input (a full disk, out of memory): the error then says where it is and how to go on.
 A run killed outright leaves it too. Such a folder still has its hidden staging name, so nothing ever appears under
 NAME unfinished; stale-staging cleanup leaves it alone, and `resumable_staging` + `adopt_staging` let a later run
 (`--resume`) take it over, or `discard_staging` remove it (`--overwrite`). Failures that are the input's or the
 request's (a `DVDError`) remove it as before: going on would meet them again.
+
+Files go through a temporary sibling too (`atomic_file`), `.STEM.tmp-RANDOM.SUFFIX`, which this process creates
+itself (O_CREAT|O_EXCL|O_NOFOLLOW): a link or file planted at a name it might use is never written through, and a
+random name cannot be guessed in advance.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import shutil
+import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -35,6 +47,7 @@ Recogniser = Callable[[Path], str | None]
 else why not, in a few words ("it holds notes.txt, which dvd did not write")."""
 
 STAGING_KINDS = ("partial", "old")  # a folder being written; an output moved aside while it is being replaced
+STAGING_MARKER = ".dvd-staging"  # in every staging folder dvd made: only those are ever removed
 # Renaming a directory onto an existing name fails with one of these (a non-empty directory, a file, a symlink).
 _TAKEN = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
 
@@ -145,6 +158,7 @@ def _rename_if_free(staging: Path, final: Path) -> bool:
     directory or a symlink of the user's from being replaced."""
     if os.path.lexists(final):
         return False
+    (staging / STAGING_MARKER).unlink(missing_ok=True)  # the finished folder holds only the caller's files
     try:
         os.rename(staging, final)
     except OSError as error:
@@ -162,6 +176,7 @@ def replace_directory(staging: Path, final: Path) -> None:
     old = _new_staging(final, "old")
     moved = old / final.name
     os.rename(final, moved)
+    (staging / STAGING_MARKER).unlink(missing_ok=True)  # as in `_rename_if_free`: the caller's files only
     try:
         os.rename(staging, final)
     except BaseException:
@@ -174,9 +189,9 @@ def replace_directory(staging: Path, final: Path) -> None:
 
 def remove_stale_staging(final: Path, keep: str | None = None) -> list[Path]:
     """Remove the staging folders of `final` whose process is gone (killed, crashed, power lost); those of live
-    runs are left alone, and so is anything not named like dvd's staging folders, and (with `keep`) the folders
-    that hold a file of that name: an interrupted run's progress, which `--resume` continues. Returns what was
-    removed."""
+    runs are left alone, and so is anything not named like dvd's staging folders or without dvd's marker, and (with
+    `keep`) the folders that hold a file of that name: an interrupted run's progress, which `--resume` continues.
+    Returns what was removed."""
     removed = []
     for folder in _dead_staging(final):
         if keep is None or not (folder / keep).exists():
@@ -204,6 +219,7 @@ def adopt_staging(folder: Path, final: Path) -> Path:
         target = _new_staging_name(final, "partial")
         try:
             os.rename(folder, target)
+            _write_marker(target, final)
             return target
         except FileNotFoundError:
             raise DVDError(
@@ -221,6 +237,7 @@ def _hand_over(staging: Path, final: Path) -> Path:
         kept = final.parent / f".{final.name}.partial-0-0-{secrets.token_hex(4)}"
         try:
             os.rename(staging, kept)
+            _write_marker(kept, final)
             return kept
         except OSError as error:
             if error.errno not in _TAKEN:
@@ -228,29 +245,81 @@ def _hand_over(staging: Path, final: Path) -> Path:
 
 
 def _dead_staging(final: Path) -> list[Path]:
+    """The staging folders of `final` that dvd made (named so, and holding a marker that matches the name) and whose
+    process is gone; a folder only named like one is named in a warning (once per process) and left out."""
     folders = []
     with suppress(OSError), os.scandir(Path(final).parent) as entries:
         for entry in entries:
             owner = _staging_owner(entry.name, Path(final).name)
-            if owner is not None and entry.is_dir(follow_symlinks=False) and not _running(*owner):
+            if owner is None or not entry.is_dir(follow_symlinks=False):
+                continue
+            if _read_marker(Path(entry.path)) != owner:
+                _warn_look_alike(Path(entry.path))
+            elif not _running(owner["pid"], owner["start"]):
                 folders.append(Path(entry.path))
     return folders
 
 
-def _staging_owner(entry: str, name: str) -> tuple[int, str] | None:
-    """(pid, start time) from a staging folder name of output `name`; None for any other name."""
+def _staging_owner(entry: str, name: str) -> dict | None:
+    """The pid, start time and random token in a staging folder name of output `name` (as its marker holds them);
+    None for any other name."""
     for kind in STAGING_KINDS:
         prefix = f".{name}.{kind}-"
         if entry.startswith(prefix):
             parts = entry[len(prefix) :].split("-")
-            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit():
-                return int(parts[0]), parts[1]
+            if len(parts) == 3 and parts[0].isdigit() and parts[1].isdigit() and parts[2]:
+                return {"pid": int(parts[0]), "start": parts[1], "token": parts[2]}
     return None
+
+
+def _write_marker(folder: Path, final: Path) -> None:
+    """(Re)write the marker of `folder`, a staging folder of `final`, from its name: created afresh, never through
+    a link planted at that name."""
+    owner = _staging_owner(folder.name, final.name)
+    if owner is None:
+        raise ValueError(f"{folder} is not named like a staging folder of {final}")
+    marker = folder / STAGING_MARKER
+    marker.unlink(missing_ok=True)
+    descriptor = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(owner, handle)
+
+
+def _read_marker(folder: Path) -> dict | None:
+    """The marker dvd wrote in `folder`, or None when there is none that dvd could have written (a link, a folder,
+    anything that is not a small JSON file)."""
+    try:
+        descriptor = os.open(folder / STAGING_MARKER, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        try:
+            marker = json.loads(handle.read(4096))
+        except ValueError:
+            return None
+    return marker if isinstance(marker, dict) else None
+
+
+_warned: set[Path] = set()
+
+
+def _warn_look_alike(folder: Path) -> None:
+    if folder not in _warned:
+        _warned.add(folder)
+        print(
+            f"dvd: warning: {folder} is named like a dvd staging folder but dvd did not make it (no matching "
+            f"{STAGING_MARKER} inside): left as it is; delete it yourself if it is not needed",
+            file=sys.stderr,
+        )
 
 
 def _new_staging(final: Path, kind: str) -> Path:
     pid = os.getpid()
-    return _new_folder(final.parent, f".{final.name}.{kind}-{pid}-{_start_time(pid) or '0'}-")
+    folder = _new_folder(final.parent, f".{final.name}.{kind}-{pid}-{_start_time(pid) or '0'}-")
+    _write_marker(folder, final)
+    return folder
 
 
 def _new_staging_name(final: Path, kind: str) -> Path:
@@ -320,7 +389,10 @@ def atomic_file(path: Path, overwrite: bool = True, recognise: Recogniser | None
     without `overwrite` an existing `path`, also one that appears meanwhile, makes it fail with DVDError.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        tmp = _new_file(path.parent, f".{path.stem}.tmp-", path.suffix)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None  # the user's name, not the temporary one
     try:
         yield tmp
         if not overwrite:
@@ -334,6 +406,19 @@ def atomic_file(path: Path, overwrite: bool = True, recognise: Recogniser | None
             tmp.unlink(missing_ok=True)
         _point_at(error, tmp, path)
         raise
+
+
+def _new_file(parent: Path, prefix: str, suffix: str) -> Path:
+    """A new empty file `prefix` + random hex + `suffix` in `parent`, created by this call: O_EXCL fails on any
+    existing name, a link included, so nothing planted there is written through. Mode 0666 less the umask, as for
+    any file the user creates (mkstemp would make it 0600)."""
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(8)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))
+            return path
+        except FileExistsError:
+            continue
 
 
 def _link_if_free(tmp: Path, path: Path) -> None:
@@ -351,4 +436,6 @@ def _link_if_free(tmp: Path, path: Path) -> None:
 def atomic_write_text(path: Path, text: str, overwrite: bool = True, recognise: Recogniser | None = None) -> None:
     """Write a small text file under a temporary name, then rename it into place (see `atomic_file`)."""
     with atomic_file(path, overwrite, recognise) as tmp:
-        tmp.write_text(text)
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)

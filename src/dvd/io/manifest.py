@@ -10,25 +10,45 @@ state.
 Several processes append to the same file: each line goes out in one `write` on a descriptor opened with O_APPEND,
 which POSIX makes an atomic seek-to-end-and-write, so lines of different processes never interleave or overwrite
 each other (one short line per input, far below any file system's write granularity).
+
+The manifest is a regular file of dvd's, checked when a run begins (`Manifest` refuses a link, a FIFO, a folder or
+a device there, before any model work) and opened with O_NOFOLLOW for every line, so a link planted at its name is
+never written through and a FIFO cannot block a finished run. A last line cut short (a run killed mid-write, an
+edit) gets a newline first, so the new record starts on its own line and stays readable.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
+
+from dvd.errors import DVDError
 
 MANIFEST_FILE = "manifest.jsonl"
 STATUSES = ("ok", "skipped", "failed")
 
 
 class Manifest:
-    """Appends the lines of process `process` to `folder`/manifest.jsonl."""
+    """Appends the lines of process `process` to `folder`/manifest.jsonl. A run makes it before any model work: an
+    existing manifest that is not a regular file dvd can append to is refused then (DVDError), not once the outputs
+    are written."""
 
     def __init__(self, folder: Path, process: int = 0) -> None:
         self.path = Path(folder) / MANIFEST_FILE
         self.process = process
+        if os.path.lexists(self.path):
+            try:
+                os.close(self._open())
+            except OSError as error:
+                raise DVDError(
+                    f"cannot append to {self.path} ({error.strerror}): make it writable, move it away or choose "
+                    "another output folder"
+                ) from None
 
     def record(
         self,
@@ -53,12 +73,58 @@ class Manifest:
             "process": self.process,
         }
         data = (json.dumps(line) + "\n").encode("utf-8")
-        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        descriptor = self._open()
         try:
+            size = os.fstat(descriptor).st_size
+            if size and os.pread(descriptor, 1, size - 1) != b"\n":
+                data = b"\n" + data
             os.write(descriptor, data)
         finally:
             os.close(descriptor)
         return line
+
+    def _open(self) -> int:
+        """A descriptor open for appending to the manifest, created if need be; DVDError naming what is there when
+        it is not a regular file. Looked at before opening, so that a device or FIFO is never opened, and again
+        after, in case it was swapped in between (O_NOFOLLOW and O_NONBLOCK keep that open from following a link
+        or blocking)."""
+        with suppress(FileNotFoundError):
+            self._refuse_special(os.lstat(self.path).st_mode)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            descriptor = os.open(self.path, flags, 0o666)
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+                self._refuse_special(os.lstat(self.path).st_mode)
+            raise
+        try:
+            self._refuse_special(os.fstat(descriptor).st_mode)
+        except DVDError:
+            os.close(descriptor)
+            raise
+        return descriptor
+
+    def _refuse_special(self, mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            raise DVDError(
+                f"{self.path} is {_kind(mode)}, not a file dvd can append its record to: move it away or choose "
+                "another output folder"
+            )
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def read_manifest(folder: Path) -> list[dict]:

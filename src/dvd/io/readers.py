@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
@@ -475,10 +476,31 @@ def _stored_size(file: Path) -> tuple[int, int]:
     if file.suffix.lower() == ".exr":
         return _exr_size(file)
     try:
-        with Image.open(file) as image:
-            return image.height, image.width
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a warning up to twice the limit
+            with Image.open(file) as image:
+                return image.height, image.width
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise pixel_limit_error(file) from None
     except (UnidentifiedImageError, OSError) as error:
         raise DVDError(f"cannot read image {file} ({error}): check that the file is a valid image") from None
+
+
+def check_pixel_count(name: str | Path, size: tuple[int, int]) -> None:
+    """DVDError for a picture (H, W) beyond the pixel limit dvd keeps for every input (`pixel_limit_error`)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and size[0] * size[1] > limit:
+        raise pixel_limit_error(name, size)
+
+
+def pixel_limit_error(name: str | Path, size: tuple[int, int] | None = None) -> DVDError:
+    """The error for a picture of more pixels than Pillow's limit against decompression bombs
+    (PIL.Image.MAX_IMAGE_PIXELS, about 89 million): a small file can unpack to gigabytes."""
+    what = f"is {size[1]}x{size[0]} = {size[0] * size[1]} pixels, more than" if size else "has more pixels than"
+    return DVDError(
+        f"{name} {what} {Image.MAX_IMAGE_PIXELS} per frame, Pillow's limit against decompression bombs "
+        "(PIL.Image.MAX_IMAGE_PIXELS): downscale it"
+    )
 
 
 _EXR_MAGIC = b"\x76\x2f\x31\x01"

@@ -12,6 +12,7 @@ inverse depth = canonical · W / f, with f = (W/2) / tan(fov/2).
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +64,18 @@ class TransformersMetricModel:
         self.kind, self.estimates_fov = check_metric_model(name)
         self.device = resolve_device(device)
         try:
-            self.model = AutoModelForDepthEstimation.from_pretrained(name).to(self.device).eval()
+            # weights_only (transformers' default, said here so that it stays): a pickle runs no code
+            model = AutoModelForDepthEstimation.from_pretrained(name, weights_only=True)
+            self.model = model.to(self.device).eval()
             if self.kind == DEPTH_PRO:
                 self.processor_config, _ = ImageProcessingMixin.get_image_processor_dict(name)
             else:
                 self.processor = AutoImageProcessor.from_pretrained(name)
+        except pickle.UnpicklingError:
+            raise DVDError(
+                f"--metric {name}: its weights are a pickle that needs arbitrary code execution to load, which dvd "
+                "refuses: use a folder with model.safetensors (what save_pretrained writes)"
+            ) from None
         except (OSError, ValueError) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise DVDError(

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 DEPTH_FILE = "depth_m.npy"
 PLY_FOLDER = "points_ply"
 RANGE_PERCENTILES = (1, 99)  # the disparity range --depth-range maps, without a metric model
+METRIC_OUTPUTS = (DEPTH_FILE, PLY_FOLDER)  # what the pass writes beside the disparity
+# What the pass adds to meta.json: its top-level keys, and its entries of "outputs".
+METRIC_META_KEYS = ("metric", "intrinsics", "depth_units", "depth_range_mapping", "metric_seconds")
+METRIC_OUTPUT_KEYS = ("depth_m", "ply")
 ToDepth = Callable[[int, np.ndarray], np.ndarray]  # (frame index, disparity) -> depth
 
 
@@ -55,6 +59,12 @@ def prepare_metric(settings: MetricSettings, sources: list[Source], output: Outp
             "--fov DEG or --focal PX (or use Depth Pro, which estimates it)"
         )
     return replace(settings, model=TransformersMetricModel(settings.model, settings.device))
+
+
+def without_metric(meta: dict) -> dict:
+    """`meta` as it was before the pass added to it (to run the pass again on a finished output)."""
+    outputs = {name: entry for name, entry in meta.get("outputs", {}).items() if name not in METRIC_OUTPUT_KEYS}
+    return {**{key: value for key, value in meta.items() if key not in METRIC_META_KEYS}, "outputs": outputs}
 
 
 def metric_post_pass(

@@ -117,7 +117,7 @@ def register_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="align the disparity to metres with a metric image model run on keyframes: a Hub id or local folder "
         "of Depth Pro (apple/DepthPro-hf) or Depth Anything V2 metric; one robust scale and shift in disparity "
-        "space per shot. The weights are your download, under their own licences (README)",
+        "space per shot. The weights are your download, under their own licences (docs/metric.md)",
     )
     group.add_argument(
         "--metric-keyframes",

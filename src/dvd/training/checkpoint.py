@@ -3,9 +3,14 @@
 A checkpoint holds the trained weights only, in full and float32 (`trainable.safetensors`: LoRA, or the whole DiT in
 full fine-tuning, plus a learned timestep vector), the optimizer state (`optimizer.pt`, keyed by parameter name; or
 DeepSpeed's own files under `deepspeed/`, see `dvd.training.distributed`), the LR-scheduler state, every process's
-RNG states and `state.json` (step, architecture signature, the config). The data order needs no state: it is a
-function of the step (`dvd.training.batches`). Every process writes into a hidden `.step-…tmp` folder; the main
-process then renames it into place, so a run killed mid-save leaves the previous checkpoint intact.
+RNG states (`rng-RANK.safetensors`: tensors and JSON) and `state.json` (step, architecture signature, the config).
+The data order needs no state: it is a function of the step (`dvd.training.batches`). Every process writes into a
+hidden `.step-…tmp` folder; the main process then renames it into place, so a run killed mid-save leaves the
+previous checkpoint intact.
+
+Nothing in a checkpoint is read in a way that can run code: the optimizer and scheduler states are torch pickles
+read with `weights_only=True` (tensors, numbers and plain containers only), the rest is safetensors and JSON; a
+file that needs more (a tampered one, or an RNG pickle `rng-RANK.pt` of an older dvd) is refused in one line.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from dvd.errors import DVDError
 from dvd.io.atomic import replace_directory
 from dvd.training.config import ModelSection
+from dvd.weights.formats import load_torch_pickle
 from dvd.weights.saving import write_errors
 
 CHECKPOINT_DIR = "checkpoints"
@@ -48,18 +55,42 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(STEP_PATTERN.match(p.name).group(1)))
 
 
-def rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def rng_file(rank: int) -> str:
+    return f"rng-{rank}.safetensors"
+
+
+def save_rng_states(path: Path) -> None:
+    """This process's RNG states: torch's (and CUDA's) as byte tensors, Python's and numpy's as JSON metadata."""
+    tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+        tensors.update({f"cuda.{index}": state for index, state in enumerate(torch.cuda.get_rng_state_all())})
+    numpy_state = np.random.get_state(legacy=False)
+    numpy_state["state"]["key"] = numpy_state["state"]["key"].tolist()
+    save_file(tensors, path, metadata={"python": json.dumps(random.getstate()), "numpy": json.dumps(numpy_state)})
+
+
+def load_rng_states(path: Path) -> dict[str, Any]:
+    """What `save_rng_states` wrote, as `set_rng_states` takes it; DVDError for anything else."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not a dict
+        version, key, gauss = json.loads(metadata["python"])
+        numpy_state = json.loads(metadata["numpy"])
+        numpy_state["state"]["key"] = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
+        cuda = [tensors[f"cuda.{index}"] for index in range(sum(name.startswith("cuda.") for name in tensors))]
+        return {"python": (version, tuple(key), gauss), "numpy": numpy_state, "torch": tensors["torch"], "cuda": cuda}
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as error:
+        raise DVDError(
+            f"{path} is not an RNG state file of dvd ({type(error).__name__}): resume from another checkpoint"
+        ) from None
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
     np.random.set_state(states["numpy"])
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
+    if states["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
@@ -83,7 +114,7 @@ def save_checkpoint(
     barrier()
     try:
         with write_errors(final):
-            torch.save(rng_states(), tmp / f"rng-{rank}.pt")
+            save_rng_states(tmp / rng_file(rank))
             write(tmp)
         barrier()
         if is_main:
@@ -162,14 +193,20 @@ def load_checkpoint(checkpoint: Path, rank: int, optimizer: bool = True) -> dict
     """Weights, scheduler state, this rank's RNG states (rank 0's when the run had fewer ranks) and, with
     `optimizer`, the name-keyed optimizer state (False where DeepSpeed restores its own)."""
     checkpoint = Path(checkpoint)
-    rng_path = checkpoint / f"rng-{rank}.pt"
+    rng_path = checkpoint / rng_file(rank)
     if not rng_path.is_file():
-        rng_path = checkpoint / "rng-0.pt"
+        rng_path = checkpoint / rng_file(0)
+    if not rng_path.is_file() and (checkpoint / "rng-0.pt").exists():
+        raise DVDError(
+            f"{checkpoint} holds its RNG states as pickles (rng-0.pt, from an older dvd), which dvd does not load "
+            "because a pickle can run code: start a new train.output_dir, or resume from a checkpoint of this dvd"
+        )
+    fix = "resume from another checkpoint"
     restored = {
         "weights": load_file(checkpoint / WEIGHTS_FILE),
-        # Optimizer states hold plain tensors and Python numbers; RNG states include numpy arrays.
-        "scheduler": torch.load(checkpoint / SCHEDULER_FILE, map_location="cpu", weights_only=True),
-        "rng": torch.load(rng_path, map_location="cpu", weights_only=False),
+        # Optimizer and scheduler states hold plain tensors, numbers and containers: no code, no classes.
+        "scheduler": load_torch_pickle(checkpoint / SCHEDULER_FILE, fix),
+        "rng": load_rng_states(rng_path),
     }
     if optimizer:
         if not (checkpoint / OPTIMIZER_FILE).is_file():
@@ -177,5 +214,5 @@ def load_checkpoint(checkpoint: Path, rank: int, optimizer: bool = True) -> dict
                 f"{checkpoint} holds a DeepSpeed optimizer state (no {OPTIMIZER_FILE}); resume it under DeepSpeed, "
                 "with the accelerate config it was trained with"
             )
-        restored["optimizer"] = torch.load(checkpoint / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        restored["optimizer"] = load_torch_pickle(checkpoint / OPTIMIZER_FILE, fix)
     return restored

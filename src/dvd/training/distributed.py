@@ -6,7 +6,9 @@ become DTensors); DeepSpeed partitions the optimizer state (and with ZeRO-3 the 
 master weights inside its optimizer when it computes in bf16. Checkpoints stay in one format whatever ran them
 (`dvd.training.checkpoint`): the float32 trained tensors in full, plus the optimizer state — in full, keyed by
 parameter name, for DDP and FSDP2 (so a run can resume on another number of processes), and in DeepSpeed's own
-per-rank files for DeepSpeed.
+per-rank files for DeepSpeed. DeepSpeed's own reader unpickles those with `weights_only=False`, so any code a
+tampered file holds would run: dvd gives it a reader with `weights_only=True` that allows, beside tensors and plain
+containers, only the four plain DeepSpeed types its ZeRO files hold.
 
 The functions that gather, save or restore state are collective: all processes call them, in the same order.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -157,10 +160,41 @@ def load_deepspeed_state(accelerator: Accelerator, module: nn.Module, checkpoint
             f"{checkpoint} holds DeepSpeed optimizer partitions of {saved_world_size} processes, this run has "
             f"{accelerator.num_processes}: resume on {saved_world_size} processes"
         )
-    module.load_checkpoint(
-        str(folder),
-        tag=DEEPSPEED_TAG,
-        load_module_strict=False,
-        load_optimizer_states=True,
-        load_lr_scheduler_states=False,
-    )
+    own_engine, module.checkpoint_engine = module.checkpoint_engine, _weights_only_engine()
+    try:
+        module.load_checkpoint(
+            str(folder),
+            tag=DEEPSPEED_TAG,
+            load_module_strict=False,
+            load_optimizer_states=True,
+            load_lr_scheduler_states=False,
+        )
+    finally:
+        module.checkpoint_engine = own_engine  # it writes the checkpoints, as configured
+
+
+def _weights_only_engine() -> Any:
+    """A DeepSpeed checkpoint engine that reads with `weights_only=True`; a file that needs anything more is refused
+    with DVDError instead of run."""
+    import torch
+    from deepspeed.runtime.checkpoint_engine import TorchCheckpointEngine
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    # Plain records (an enum, a dataclass, two loss scalers of numbers): unpickling them creates objects and sets
+    # their fields, never calls anything else.
+    allowed = [ZeroStageEnum, fragment_address, LossScaler, DynamicLossScaler]
+
+    class WeightsOnlyEngine(TorchCheckpointEngine):
+        def load(self, path: str, map_location: Any = None) -> Any:
+            try:
+                with torch.serialization.safe_globals(allowed):
+                    return torch.load(path, map_location=map_location, weights_only=True)
+            except pickle.UnpicklingError:
+                raise DVDError(
+                    f"{path} needs arbitrary code execution to unpickle, which dvd refuses: resume from another "
+                    "checkpoint"
+                ) from None
+
+    return WeightsOnlyEngine()

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import init_empty_weights
@@ -25,7 +26,7 @@ from diffusers.loaders.single_file_utils import (
     convert_wan_transformer_to_diffusers,
     convert_wan_vae_to_diffusers,
 )
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from dvd.errors import DVDError
@@ -67,6 +68,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def safetensors_names(path: Path) -> list[str]:
+    """The tensor names of a .safetensors file, from its header only (no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return list(handle.keys())
+    except (SafetensorError, OSError) as error:
+        raise unreadable_safetensors(path, error) from None
+
+
+def unreadable_safetensors(path: Path, error: Exception) -> DVDError:
+    return DVDError(f"{path} is not a readable safetensors checkpoint ({error}); re-download it")
+
+
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DVDError(f"checkpoint not found: {path}")
@@ -74,21 +88,24 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(path)
         except (SafetensorError, OSError) as error:
-            raise DVDError(f"{path} is not a readable safetensors checkpoint ({error}); re-download it") from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DVDError(
-            f"{path} needs arbitrary code execution to unpickle, which dvd refuses; "
-            "use the official Wan2.1_VAE.pth or a .safetensors file"
-        ) from None
-    except Exception as error:  # noqa: BLE001 - torch raises many types for non-checkpoint files
-        raise DVDError(f"{path} is not a torch checkpoint ({type(error).__name__}); re-download it") from None
+            raise unreadable_safetensors(path, error) from None
+    state = load_torch_pickle(path, "use the official Wan2.1_VAE.pth or a .safetensors file")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DVDError(f"{path} does not hold a state dict of tensors")
     return state
+
+
+def load_torch_pickle(path: Path, fix: str) -> Any:
+    """A torch pickle (`torch.save`) read with `weights_only=True`: tensors, numbers, strings and plain containers,
+    never code; DVDError ending in `fix` for a file that needs more (or is no torch file at all)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DVDError(f"{path} needs arbitrary code execution to unpickle, which dvd refuses; {fix}") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many types for non-checkpoint files
+        raise DVDError(f"{path} is not a torch checkpoint ({type(error).__name__}); {fix}") from None
 
 
 def read_sharded_safetensors(paths: list[Path]) -> dict[str, torch.Tensor]:

@@ -18,14 +18,22 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import yaml
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from huggingface_hub import constants, hf_hub_download, list_repo_files, snapshot_download, try_to_load_from_cache
+from huggingface_hub import (
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    snapshot_download,
+    try_to_load_from_cache,
+)
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
@@ -36,6 +44,7 @@ from dvd.weights.formats import (
     merge_lora,
     read_sharded_safetensors,
     read_state_dict,
+    safetensors_names,
     strip_dit_prefix,
     transformer_from_original,
     transformer_with_lora,
@@ -92,21 +101,37 @@ def hub_file(repo_id: str, candidates: tuple[str, ...]) -> Path:
             return Path(cached)
     if hub_offline():
         raise NotInRepository(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; {hub_help()}")
-    try:
-        files = set(list_repo_files(repo_id))
-    except Exception as error:  # noqa: BLE001 - network, auth and Hub errors all end the same way for the user
-        raise DVDError(f"could not fetch {repo_id} from the Hub ({type(error).__name__}); {hub_help()}") from None
-    name = next((n for n in candidates if n in files), None)
+    name = next((n for n in candidates if hub_has_file(repo_id, n)), None)
     if name is None:
         raise NotInRepository(f"Hub repository {repo_id} has none of {', '.join(candidates)}; {hub_help()}")
     return Path(hf_hub_download(repo_id, name))
+
+
+def hub_has_file(repo_id: str, name: str) -> bool:
+    """Whether the Hub repo holds `name`, asked in one request. It is the first contact with the Hub, made without
+    huggingface_hub's retries (five, with back-off: ~30 s of warnings), so an unreachable Hub fails at once."""
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, name), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except EntryNotFoundError:
+        return False
+    except RepositoryNotFoundError:
+        raise DVDError(
+            f"Hub repository {repo_id} was not found (or is private or gated: log in with `hf auth login`); "
+            "check the id, or " + hub_help()
+        ) from None
+    except Exception as error:  # noqa: BLE001 - the network errors' types depend on huggingface_hub's HTTP client
+        raise DVDError(
+            f"the Hugging Face Hub ({constants.ENDPOINT}) could not be reached for {repo_id} "
+            f"({type(error).__name__}); {hub_help()}, or set HF_HUB_OFFLINE=1 to use files already in the cache"
+        ) from None
+    return True
 
 
 def hub_snapshot(repo_id: str, patterns: list[str]) -> Path:
     """A local folder with the repo's files matching `patterns` (cache first; offline uses the cache only)."""
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=hub_offline()))
-    except Exception as error:  # noqa: BLE001 - as in hub_file
+    except Exception as error:  # noqa: BLE001 - as in hub_has_file
         where = "is not in the Hugging Face cache (HF_HUB_OFFLINE is set)" if hub_offline() else "could not be fetched"
         raise DVDError(f"{repo_id} {where} ({type(error).__name__}); {hub_help()}") from None
 
@@ -115,6 +140,17 @@ def finite(module: ModuleT, folder: Path) -> ModuleT:
     """`module` (loaded by diffusers from `folder`) once its tensors are known to be finite."""
     check_finite(module.state_dict(), folder)
     return module
+
+
+def diffusers_module(cls: type[ModuleT], folder: Path, **kwargs: Any) -> ModuleT:
+    """`cls.from_pretrained(folder)` from its safetensors only, once its tensors are known to be finite. Without
+    safetensors diffusers would fall back to a pickled .bin, logging on the way; dvd loads no pickle of weights."""
+    if not any(folder.glob("*.safetensors")):
+        raise DVDError(
+            f"{folder} holds no .safetensors weights: dvd does not load pickled weights (.bin), which can run code; "
+            "save the model with save_pretrained (safetensors is its default) or dvd convert"
+        )
+    return finite(cls.from_pretrained(folder, use_safetensors=True, **kwargs), folder)
 
 
 def find_dvd_checkpoint(directory: Path) -> Path | None:
@@ -136,20 +172,103 @@ def read_model_config(checkpoint: Path) -> dict:
     return config if isinstance(config, dict) else {}
 
 
-def load_vae(directory: Path, embedded: dict | None = None) -> tuple[AutoencoderKLWan, str]:
-    """The Wan VAE beside a checkpoint, else the copy inside the DVD checkpoint, else the Wan2.1 Hub repo."""
+@dataclass(frozen=True)
+class WeightFiles:
+    """Where a weights source's files are on this machine, once the Hub's (if any) are in its cache."""
+
+    kind: str  # as LoadedWeights.kind
+    path: Path  # the checkpoint file (official-dvd, single-file) or the folder (dvd, wan-base)
+    vae_dir: Path | None = None  # where a Wan2.1 VAE beside the weights is looked for (official-dvd, wan-base)
+    hub_vae: Path | None = None  # the Hub's Wan2.1 VAE, when there is none beside the weights or inside them
+    label: str | None = None  # what meta.json calls the weights, when not the path
+
+
+def locate_weights(source: str | Path | None = None) -> WeightFiles:
+    """Find every file `source` needs, downloading Hub files into huggingface_hub's cache, without building the
+    model: a missing file or an unreachable Hub fails here, before a caller writes anything. None means the
+    official release; `proof` names the shipped proof model even where a local `proof` exists (`./proof` for that).
+    """
+    if source is None:
+        return locate_on_hub(DEFAULT_DVD_REPO)
+    if str(source) == PROOF:
+        return WeightFiles("single-file", proof_model_path(), label=f"dvd/assets/{PROOF_MODEL}")
+    path = Path(source).expanduser()
+    if path.exists():
+        return locate_local(path)
+    if looks_like_hub_id(source):
+        return locate_on_hub(str(source))
+    raise DVDError(
+        f"weights not found: {source} does not exist (a local path; a Hub repository id is owner/name, "
+        "e.g. FayeHongfeiZhang/DVD): check the path"
+    )
+
+
+def locate_local(path: Path) -> WeightFiles:
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise DVDError(
+                f"{path} is not a DVD checkpoint; pass the folder holding {' or '.join(DVD_CHECKPOINT_NAMES)}"
+            )
+        if is_single_file(path):
+            return WeightFiles("single-file", path)
+        return with_vae(WeightFiles("official-dvd", path, vae_dir=path.parent))
+    if any((path / name).is_file() for name in (PIPELINE_INDEX, LEGACY_CONFIG)):
+        return WeightFiles("dvd", path)
+    checkpoint = find_dvd_checkpoint(path)
+    if checkpoint is not None:
+        return with_vae(WeightFiles("official-dvd", checkpoint, vae_dir=path))
+    if any(path.glob(BASE_SHARDS)) or (path / "transformer" / "config.json").is_file():
+        return with_vae(WeightFiles("wan-base", path, vae_dir=path))
+    raise DVDError(
+        f"no weights found in {path}: expected {' or '.join(DVD_CHECKPOINT_NAMES)} (official DVD), "
+        f"{PIPELINE_INDEX} (DVDPipeline.save_pretrained or dvd convert output) or {BASE_SHARDS} (Wan2.1 base); "
+        + hub_help()
+    )
+
+
+def locate_on_hub(repo_id: str) -> WeightFiles:
+    """A Hub repository holding the official DVD checkpoint, or else the Wan2.1 base model (original layout)."""
+    try:
+        checkpoint = hub_file(repo_id, DVD_CHECKPOINT_NAMES)
+    except NotInRepository as missing:
+        base = hub_snapshot(repo_id, WAN_BASE_PATTERNS)
+        if not any(base.glob(BASE_SHARDS)):
+            raise missing from None
+        return with_vae(WeightFiles("wan-base", base, vae_dir=base))
+    with contextlib.suppress(DVDError):  # optional; it lands beside the checkpoint in the cache snapshot
+        hub_file(repo_id, (MODEL_CONFIG,))
+    return with_vae(WeightFiles("official-dvd", checkpoint, vae_dir=checkpoint.parent))
+
+
+def with_vae(files: WeightFiles) -> WeightFiles:
+    """`files`, with the Wan2.1 Hub repository's VAE when the weights have none beside them or inside them."""
+    assert files.vae_dir is not None
+    if (files.vae_dir / VAE_FILE).is_file() or (files.vae_dir / "vae" / "config.json").is_file():
+        return files
+    if files.kind == "official-dvd" and any(
+        name.startswith(EMBEDDED_VAE_PREFIX) for name in safetensors_names(files.path)
+    ):
+        return files
+    return replace(files, hub_vae=hub_file(DEFAULT_WAN_REPO, (VAE_FILE,)))
+
+
+def load_vae(files: WeightFiles, embedded: dict | None = None) -> tuple[AutoencoderKLWan, str]:
+    """The Wan VAE beside the weights, else the copy inside the DVD checkpoint, else the Wan2.1 Hub repo's."""
+    directory = files.vae_dir
+    assert directory is not None
     if (directory / VAE_FILE).is_file():
         path = directory / VAE_FILE
         return vae_from_original(read_state_dict(path), path), str(path)
     if (directory / "vae" / "config.json").is_file():
-        return finite(AutoencoderKLWan.from_pretrained(directory / "vae"), directory / "vae"), str(directory / "vae")
+        return diffusers_module(AutoencoderKLWan, directory / "vae"), str(directory / "vae")
     if embedded:
         return vae_from_original(embedded, directory), f"{directory} (VAE inside the checkpoint)"
-    path = hub_file(DEFAULT_WAN_REPO, (VAE_FILE,))
+    path = files.hub_vae or hub_file(DEFAULT_WAN_REPO, (VAE_FILE,))
     return vae_from_original(read_state_dict(path), path), f"{DEFAULT_WAN_REPO}/{VAE_FILE}"
 
 
-def load_official_dvd(checkpoint: Path, merge: bool = True, vae_dir: Path | None = None) -> LoadedWeights:
+def load_official_dvd(files: WeightFiles, merge: bool = True) -> LoadedWeights:
+    checkpoint = files.path
     state = read_state_dict(checkpoint)
     embedded_vae = {k[len(EMBEDDED_VAE_PREFIX) :]: v for k, v in state.items() if k.startswith(EMBEDDED_VAE_PREFIX)}
     dit = strip_dit_prefix(state, checkpoint)
@@ -164,91 +283,49 @@ def load_official_dvd(checkpoint: Path, merge: bool = True, vae_dir: Path | None
         transformer = transformer_from_original(merge_lora(dit, alpha) if rank else dit, config_json)
     else:
         transformer = transformer_with_lora(dit, rank, alpha, config_json)
-    vae, vae_id = load_vae(vae_dir or checkpoint.parent, embedded_vae)
+    vae, vae_id = load_vae(files, embedded_vae)
     tau = check_tau(config.get("denoise_step", DEFAULT_TAU), f"denoise_step in {checkpoint.parent / MODEL_CONFIG}")
     return LoadedWeights(DVDModel(transformer, vae, tau=tau), f"{checkpoint} + {vae_id}", "official-dvd")
 
 
-def load_wan_base(directory: Path) -> LoadedWeights:
+def load_wan_base(files: WeightFiles) -> LoadedWeights:
+    directory = files.path
     shards = sorted(directory.glob(BASE_SHARDS))
     if shards:
         transformer = transformer_from_original(read_sharded_safetensors(shards), directory / "config.json")
     else:
-        transformer = finite(
-            WanTransformer3DModel.from_pretrained(directory / "transformer"), directory / "transformer"
-        )
-    vae, vae_id = load_vae(directory)
+        transformer = diffusers_module(WanTransformer3DModel, directory / "transformer")
+    vae, vae_id = load_vae(files)
     return LoadedWeights(DVDModel(transformer, vae), f"{directory} (Wan2.1 base) + {vae_id}", "wan-base")
 
 
-def load_pipeline_folder(directory: Path, config_file: Path) -> DVDModel:
+def load_pipeline_folder(directory: Path) -> DVDModel:
     """A `save_pretrained` folder: diffusers `transformer/` and `vae/`, tau from its config file (float32)."""
+    config_file = next(directory / name for name in (PIPELINE_INDEX, LEGACY_CONFIG) if (directory / name).is_file())
     try:
         tau = json.loads(config_file.read_text(encoding="utf-8")).get("tau", DEFAULT_TAU)
     except (ValueError, AttributeError) as error:
         raise DVDError(f"{config_file} is not a valid pipeline config ({error}): re-save the model") from None
     tau = check_tau(tau, f"tau in {config_file}")
-    transformer = WanTransformer3DModel.from_pretrained(directory / "transformer", torch_dtype=torch.float32)
-    vae = AutoencoderKLWan.from_pretrained(directory / "vae", torch_dtype=torch.float32)
-    return DVDModel(finite(transformer, directory / "transformer"), finite(vae, directory / "vae"), tau=tau)
+    transformer = diffusers_module(WanTransformer3DModel, directory / "transformer", torch_dtype=torch.float32)
+    vae = diffusers_module(AutoencoderKLWan, directory / "vae", torch_dtype=torch.float32)
+    return DVDModel(transformer, vae, tau=tau)
 
 
-def load_local(path: Path, merge: bool = True) -> LoadedWeights:
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise DVDError(
-                f"{path} is not a DVD checkpoint; pass the folder holding {' or '.join(DVD_CHECKPOINT_NAMES)}"
-            )
-        if is_single_file(path):
-            return LoadedWeights(load_single_file(path), str(path), "single-file")
-        return load_official_dvd(path, merge)
-    for config_name in (PIPELINE_INDEX, LEGACY_CONFIG):
-        if (path / config_name).is_file():
-            return LoadedWeights(load_pipeline_folder(path, path / config_name), str(path), "dvd")
-    checkpoint = find_dvd_checkpoint(path)
-    if checkpoint is not None:
-        return load_official_dvd(checkpoint, merge, vae_dir=path)
-    if any(path.glob(BASE_SHARDS)) or (path / "transformer" / "config.json").is_file():
-        return load_wan_base(path)
-    raise DVDError(
-        f"no weights found in {path}: expected {' or '.join(DVD_CHECKPOINT_NAMES)} (official DVD), "
-        f"{PIPELINE_INDEX} (DVDPipeline.save_pretrained or dvd convert output) or {BASE_SHARDS} (Wan2.1 base); {hub_help()}"
-    )
-
-
-def load_from_hub(repo_id: str, merge: bool = True) -> LoadedWeights:
-    """A Hub repository holding the official DVD checkpoint, or else the Wan2.1 base model (original layout)."""
-    try:
-        checkpoint = hub_file(repo_id, DVD_CHECKPOINT_NAMES)
-    except NotInRepository as missing:
-        base = hub_snapshot(repo_id, WAN_BASE_PATTERNS)
-        if not any(base.glob(BASE_SHARDS)):
-            raise missing from None
-        return load_wan_base(base)
-    with contextlib.suppress(DVDError):  # optional; it lands beside the checkpoint in the cache snapshot
-        hub_file(repo_id, (MODEL_CONFIG,))
-    return load_official_dvd(checkpoint, merge)
-
-
-def load_weights(source: str | Path | None = None, merge: bool = True) -> LoadedWeights:
-    """Build the DVD model (float32, CPU) from a local path, a Hub id or `proof`; None means the official release.
+def load_weights(source: str | Path | WeightFiles | None = None, merge: bool = True) -> LoadedWeights:
+    """Build the DVD model (float32, CPU) from a local path, a Hub id, `proof` or files `locate_weights` found;
+    None means the official release.
 
     `merge` folds an official checkpoint's LoRA into the DiT; False keeps it as separate peft layers.
-    `proof` names the shipped proof model even where a local `proof` exists (pass `./proof` for that).
     """
-    if source is None:
-        return load_from_hub(DEFAULT_DVD_REPO, merge)
-    if str(source) == PROOF:
-        return LoadedWeights(load_single_file(proof_model_path()), f"dvd/assets/{PROOF_MODEL}", "single-file")
-    path = Path(source).expanduser()
-    if path.exists():
-        return load_local(path, merge)
-    if looks_like_hub_id(source):
-        return load_from_hub(str(source), merge)
-    raise DVDError(
-        f"weights not found: {source} does not exist (a local path; a Hub repository id is owner/name, "
-        "e.g. FayeHongfeiZhang/DVD): check the path"
-    )
+    files = source if isinstance(source, WeightFiles) else locate_weights(source)
+    if files.kind == "single-file":
+        return LoadedWeights(load_single_file(files.path), files.label or str(files.path), "single-file")
+    if files.kind == "dvd":
+        return LoadedWeights(load_pipeline_folder(files.path), str(files.path), "dvd")
+    if files.kind == "official-dvd":
+        return load_official_dvd(files, merge)
+    return load_wan_base(files)
 
 
 def looks_like_hub_id(source: str | Path) -> bool:

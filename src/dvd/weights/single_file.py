@@ -1,7 +1,8 @@
 """A whole DVD model in one .safetensors file: `transformer.*` and `vae.*` tensors, configs in the header.
 
 Used for the small proof model shipped inside the package (`dvd/assets/`), where one flat file is simpler to
-package than our `save_pretrained` folder. Tensors may be stored in fp16; loading gives float32.
+package than our `save_pretrained` folder. Tensors may be stored in fp16; loading gives float32. The header may
+also hold the model's inference defaults (`dvd.weights.defaults`, as JSON).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from dvd.errors import DVDError
 from dvd.io.atomic import atomic_file
 from dvd.model.dvd_model import DVDModel
+from dvd.weights.defaults import CONFIG_KEY, ModelDefaults
 from dvd.weights.formats import check_finite, check_tau
 from dvd.weights.saving import write_errors
 
@@ -36,7 +38,8 @@ def proof_model_path() -> Path:
     return path
 
 
-def _header(path: Path) -> dict[str, str]:
+def single_file_header(path: Path) -> dict[str, str]:
+    """The string entries of a .safetensors header (its "__metadata__"); empty if it has none."""
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata() or {}
 
@@ -44,7 +47,7 @@ def _header(path: Path) -> dict[str, str]:
 def is_single_file(path: Path) -> bool:
     """Whether `path` is a .safetensors file written by `save_single_file` (it reads the header only)."""
     try:
-        return _header(path).get("format") == FORMAT
+        return single_file_header(path).get("format") == FORMAT
     except (SafetensorError, OSError):
         return False
 
@@ -53,9 +56,13 @@ def _config(module: torch.nn.Module) -> str:
     return json.dumps({k: v for k, v in module.config.items() if not k.startswith("_")})
 
 
-def save_single_file(model: DVDModel, path: Path, dtype: torch.dtype = torch.float16) -> Path:
-    """Write `model` (LoRA already merged) to `path`, renaming a temporary file into place."""
+def save_single_file(
+    model: DVDModel, path: Path, dtype: torch.dtype = torch.float16, defaults: ModelDefaults = ModelDefaults()
+) -> Path:
+    """Write `model` (LoRA already merged) to `path`, renaming a temporary file into place; `defaults` are the
+    model's inference defaults, if it has any."""
     path = Path(path)
+    saved = defaults.as_config()
     tensors = {f"transformer.{k}": v for k, v in model.transformer.state_dict().items()}
     tensors.update({f"vae.{k}": v for k, v in model.vae.state_dict().items()})
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
@@ -64,6 +71,7 @@ def save_single_file(model: DVDModel, path: Path, dtype: torch.dtype = torch.flo
         "tau": str(model.tau),
         "transformer": _config(model.transformer),
         "vae": _config(model.vae),
+        **({CONFIG_KEY: json.dumps(saved)} if saved else {}),
     }
     with write_errors(path), atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
@@ -75,7 +83,7 @@ def load_single_file(path: Path) -> DVDModel:
     path = Path(path)
     if not path.is_file():
         raise DVDError(f"model file not found: {path}")
-    metadata = _header(path)
+    metadata = single_file_header(path)
     if metadata.get("format") != FORMAT:
         raise DVDError(f"{path} is not a single-file DVD model (no '{FORMAT}' header)")
     tensors = {key: tensor.float() for key, tensor in load_file(path).items()}

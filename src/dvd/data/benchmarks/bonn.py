@@ -67,7 +67,8 @@ class Bonn(DatasetReader):
         rgb_dir, depth_dir = self.root / sequence / "rgb", self.root / sequence / "depth"
         if not rgb_dir.is_dir() or not depth_dir.is_dir():
             raise DVDError(
-                f"Bonn sequence {sequence}: expected {rgb_dir} and {depth_dir}: see the Bonn layout in the README"
+                f"Bonn sequence {sequence}: expected {rgb_dir} and {depth_dir}: "
+                "see the Bonn layout in docs/evaluation.md"
             )
         rgb, depth = _timestamps(rgb_dir), _timestamps(depth_dir)
         if not rgb or not depth:

@@ -57,7 +57,7 @@ class KittiVideo(DatasetReader):
         if depth is None or not rgb.is_dir():
             raise DVDError(
                 f"KITTI drive {drive}: expected {rgb} and {depths[0]} (or under depth/train): "
-                "see the KITTI layout in the README"
+                "see the KITTI layout in docs/evaluation.md"
             )
         return rgb, depth
 

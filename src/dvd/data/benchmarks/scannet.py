@@ -39,7 +39,7 @@ class ScanNet(DatasetReader):
         if not (folder / "color").is_dir() or not (folder / "depth").is_dir():
             raise DVDError(
                 f"ScanNet scene {sequence}: expected {folder}/color/*.jpg and {folder}/depth/*.png: "
-                "see the ScanNet layout in the README"
+                "see the ScanNet layout in docs/evaluation.md"
             )
         return folder
 

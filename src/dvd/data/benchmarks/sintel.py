@@ -47,7 +47,8 @@ class Sintel(DatasetReader):
         if not final.is_dir() or not depth.is_dir():
             hint = " (ROOT is the training folder)" if (self.root / "training").is_dir() else ""
             raise DVDError(
-                f"Sintel scene {sequence}: expected {final} and {depth}{hint}: see the Sintel layout in the README"
+                f"Sintel scene {sequence}: expected {final} and {depth}{hint}: "
+                "see the Sintel layout in docs/evaluation.md"
             )
         return final, depth
 
