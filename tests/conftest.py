@@ -29,7 +29,9 @@ def one_torch_thread():
 
 @pytest.fixture
 def one_thread_fresh_accelerate(one_torch_thread):
-    """For tests that train in-process: accelerate's process state is a singleton, reset after each test."""
+    """For tests that train in-process: accelerate's process state is a singleton, reset before and after each test
+    (a `dvd` command run in-process by an earlier test leaves one behind)."""
+    AcceleratorState._reset_state(reset_partial_state=True)
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
 

@@ -113,6 +113,7 @@ def _finished_jobs_only(server: Server) -> None:
 # --- through gradio_client, as a script would --------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_gradio_client_gives_the_npy_of_dvd_predict(server, clip, tiny_weights, tmp_path, one_torch_thread):
     client = gradio_client.Client(server.url, download_files=str(tmp_path / "downloads"), verbose=False)
     npy, files, depth_video, sbs_video, status = client.predict(
@@ -180,7 +181,10 @@ def test_the_page_shows_the_weights_and_defaults_to_the_models_settings(tmp_path
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} is absent: apt-get install chromium (Debian's) to run the browser test")
+        pytest.skip(
+            f"BROWSER TEST NOT RUN: chromium not installed ({CHROMIUM} is absent; .ci/run could not apt-get it, or "
+            "this machine never had it): apt-get install chromium (Debian's) to run it"
+        )
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason='the browser test needs playwright: pip install -e ".[dev]"'
     )
@@ -242,6 +246,7 @@ def _run(page, until: str) -> str:
     return page.inner_text("#dvd-status .dvd-status")
 
 
+@pytest.mark.smoke
 @pytest.mark.browser
 def test_page_runs_a_clip_and_hands_back_every_output(page, server, tmp_path):
     cut = _rollercoaster_cut(tmp_path)

@@ -29,6 +29,10 @@ def test_a_staging_folder_carries_its_marker_until_it_becomes_the_output(tmp_pat
         (staging / "data.txt").write_text("x")
     assert sorted(os.listdir(final)) == ["data.txt"]
     assert os.listdir(tmp_path) == ["result"]
+    with atomic.atomic_directory(final, overwrite=True, recognise=lambda folder: None) as staging:  # a replacement
+        (staging / "other.txt").write_text("y")
+    assert sorted(os.listdir(final)) == ["other.txt"]
+    assert os.listdir(tmp_path) == ["result"]
 
 
 def test_a_kept_or_adopted_staging_folder_gets_the_marker_of_its_new_name(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ class FakePipe:
     """Disparity = brightness; `fail_on` makes the model fail (as out of memory would) on frames of that size."""
 
     weights_id = "fake"
+    weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
     model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     def __init__(self, fail_on: tuple[int, int] | None = None) -> None:

@@ -219,6 +219,42 @@ def test_compiled_blocks_run_here_and_agree(capsys, tmp_path, monkeypatch, backe
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(16, 16), (32, 48), (96, 128), (64, 1024), (540, 960)])
+def test_the_synthetic_clip_is_one_shot_at_any_size(tmp_path, size):
+    """The package's own cut detector (as `dvd predict --cuts auto` runs it) finds no cut in the synthetic clip,
+    at tiny, CPU-bench, panoramic and real sizes, while the clip does move."""
+    frames = list(open_source(benchmark.write_synthetic_clip(tmp_path / "clip.mp4", 40, size)).pixels(None, 1))
+    detector = ShotDetector("auto")
+    cuts, scores = [], []
+    for frame in frames:
+        cut = detector.observe(frame)
+        scores.append(detector.last_score or 0.0)
+        if cut is not None and cut.index > 0:
+            cuts.append(cut.index)
+    assert cuts == [] and max(scores) < DEFAULT_CUT_THRESHOLD / 2, (cuts, max(scores))
+    motion = np.abs(frames[-1].astype(np.int16) - frames[0].astype(np.int16)).mean()
+    assert motion > 10, motion  # a pan, not a still picture
+
+
+def test_the_report_counts_the_windows_the_run_predicted(capsys, tmp_path):
+    # dvd bench's CPU defaults: 96x128, windows of 17 overlapping by 4, a clip of two windows (30 frames).
+    sizes = ["--height", "96", "--width", "128", "--window", "17", "--overlap", "4"]
+    code, out, _ = bench(capsys, "--host-only", "--json", *sizes)
+    assert code == 0
+    result = json.loads(out)
+    assert (result["frames"], result["windows"], result["shots"]) == (30, 2, 1)
+
+    # An input with a hard cut after 10 of its 20 frames: each shot of 10 frames takes two windows of 9, four in
+    # all, where one schedule over 20 frames would have three; the report counts what ran.
+    clip = tmp_path / "cut.mp4"
+    pan = list(benchmark.synthetic_frames(10, (48, 64)))
+    write_rgb_video(clip, [*pan, *(255 - frame for frame in pan)], 24)
+    code, out, _ = bench(capsys, "--host-only", "--json", "--input", str(clip), *SMALL[2:])
+    assert code == 0
+    result = json.loads(out)
+    assert (result["frames"], result["windows"], result["shots"]) == (20, 4, 2)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

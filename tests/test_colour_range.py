@@ -43,6 +43,7 @@ class FakePipe:
     """Stands in for DVDPipeline: disparity = frame brightness, so later frames have a wider range."""
 
     weights_id = "fake"
+    weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
     model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     @staticmethod

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
     importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None,
     reason="mkdocs-material is not installed (the docs and dev extras install it)",
 )
+@pytest.mark.smoke
 def test_site_builds_strictly(tmp_path: Path):
     site = tmp_path / "site"
     done = subprocess.run(

@@ -25,6 +25,7 @@ def run_doctor(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str
     return code, captured.out, captured.err
 
 
+@pytest.mark.smoke
 def test_doctor_prints_versions_compares_the_lock_and_round_trips(tmp_path: Path, capsys: pytest.CaptureFixture):
     torch_release = torch.__version__.split("+")[0]
     lock = tmp_path / "lock.txt"

@@ -42,6 +42,7 @@ def affine_disparity(depth: np.ndarray) -> np.ndarray:
     return (2.5 / depth.astype(np.float64) + 0.3).astype(np.float32)
 
 
+@pytest.mark.smoke
 def test_folder_layout_scores_affine_predictions_perfectly_in_every_file_form(tmp_path: Path) -> None:
     gt, pred = tmp_path / "gt", tmp_path / "pred"
     depth_a, depth_b = random_depth(0, 5), random_depth(1, 4)
@@ -241,6 +242,7 @@ def test_report_renders_runs_side_by_side(tmp_path: Path, capsys) -> None:
         run_eval("--report", tmp_path / "missing")
 
 
+@pytest.mark.smoke
 def test_synthetic_benchmark_end_to_end_with_a_tiny_model(tmp_path: Path, tiny_weights: Path) -> None:
     split = tmp_path / "one_clip.txt"
     split.write_text("test_0000\n")

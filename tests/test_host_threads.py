@@ -220,20 +220,26 @@ def test_an_interrupt_stops_the_threads_and_removes_the_folder(tmp_path: Path, c
 
 def test_prefetch_stays_within_its_bound_and_stops_when_left() -> None:
     produced: list[int] = []
-    closed = threading.Event()
+    limit = 5 + 3 + 1  # taken + queued + the one waiting to be queued
+    at_the_bound, beyond, closed = threading.Event(), threading.Event(), threading.Event()
 
     def numbers() -> Iterator[int]:
         try:
             for number in range(1000):
                 produced.append(number)
+                if len(produced) == limit:
+                    at_the_bound.set()
+                elif len(produced) > limit:
+                    beyond.set()
                 yield number
         finally:
             closed.set()
 
     with Prefetch(numbers(), bound=3) as items:
         assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
-        time.sleep(0.3)
-        assert len(produced) <= 5 + 3 + 1  # taken + queued + the one waiting to be queued
+        assert at_the_bound.wait(30)  # the reader has run ahead as far as the bound lets it
+        # Unbounded, it would run on at once through 1000 items; bounded, nothing comes while nothing is taken.
+        assert not beyond.wait(0.5), f"{len(produced)} items produced, 5 taken, bound 3"
     assert closed.wait(5)
     wait_for_no_host_threads()
 

@@ -131,6 +131,7 @@ class InverseDepthPipe:
     an exact answer: 1 / depth = disparity / 3 - 0.1 / 3."""
 
     weights_id = "inverse of the metric model"
+    weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
     model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     def __init__(self, metric: TransformersMetricModel, constant: bool = False) -> None:
@@ -271,8 +272,8 @@ def test_keyframes_and_ply_frame_lists():
 
 
 def test_a_metric_object_through_the_python_api(clip, tmp_path):
-    """Any object with predict(frames) -> metres plugs in; a wrong output size is one clear error, and nothing
-    is left behind."""
+    """Any object with predict(frames) -> metres plugs in; a wrong output size is one clear error, and only the
+    finished disparity is kept (meta.json says why the metric pass failed)."""
     frames = decoded_frames(clip)[:6].astype(np.float32) / 255
 
     class Disparity(InverseDepthPipe):
@@ -294,9 +295,12 @@ def test_a_metric_object_through_the_python_api(clip, tmp_path):
         def predict(self, rgb):
             return MetricPrediction(np.ones((len(rgb), 10, 10), np.float32))
 
-    with pytest.raises(DVDError, match=r"metric model returned depth of shape \(\d+, 10, 10\)"):
+    with pytest.raises(DVDError, match=r"metric model returned depth of shape \(\d+, 10, 10\).*kept in"):
         predict_to_folder(pipe, open_source(clip), tmp_path / "b", video, output, metric=MetricSettings(WrongSize()))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["disparity.npy", "meta.json"]
+    failed = json.loads((tmp_path / "b" / "meta.json").read_text())["metric_failed"]
+    assert "metric model returned depth of shape" in failed["error"]
 
 
 def bad_cases(clip: Path, tmp_path: Path, depth_pro: Path, depth_anything: Path) -> dict[str, tuple[list, str]]:
@@ -350,8 +354,10 @@ def test_constant_depth_is_a_degenerate_fit(clip, dvd, monkeypatch, tiny_depth_p
     assert dvd(clip, "-o", tmp_path / "out", *SMALL, "--metric", tiny_depth_pro, "--max-frames", 6, "--quiet") == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' "Loading weights" bar
     assert error.startswith("dvd predict: error: metric alignment") and "degenerate" in error
-    assert "without --metric" in error
-    assert [p.name for p in (tmp_path / "out").iterdir() if p.name != "manifest.jsonl"] == []  # nothing half-written
+    assert "without --metric" in error and "kept in" in error
+    # The finished disparity is kept (the expensive part); nothing of the failed metric pass is.
+    kept = sorted(path.name for path in (tmp_path / "out" / "clip").iterdir())
+    assert kept == ["depth_vis.mp4", "disparity.npy", "meta.json"]
 
 
 def test_depth_range_maps_disparity_for_point_clouds_without_metric(clip, dvd, monkeypatch, tmp_path):

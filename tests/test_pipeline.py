@@ -40,6 +40,7 @@ def test_save_pretrained_writes_the_diffusers_layout(saved: Path):
     assert {p.name for p in saved.iterdir()} >= {"model_index.json", "transformer", "vae"}
 
 
+@pytest.mark.smoke
 def test_diffusion_pipeline_loads_what_save_pretrained_writes(saved: Path, video: np.ndarray):
     generic = DiffusionPipeline.from_pretrained(saved, dtype=torch.float32)
     ours = DVDPipeline.from_pretrained(saved, device="cpu", dtype="float32")

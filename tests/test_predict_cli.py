@@ -39,6 +39,7 @@ class FakePipe:
     """Stands in for DVDPipeline where the model's numbers do not matter: disparity = frame brightness."""
 
     weights_id = "fake"
+    weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
     model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     def __init__(self, interrupt_after: int | None = None) -> None:
@@ -78,6 +79,7 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (30, 40)) -> 
     return folder
 
 
+@pytest.mark.smoke
 def test_video_with_tiny_official_weights(clip, dvd, tiny_weights, tmp_path):
     out = tmp_path / "out"
     code = dvd(
@@ -94,11 +96,13 @@ def test_video_with_tiny_official_weights(clip, dvd, tiny_weights, tmp_path):
         "--overlap",
         2,
         "--save",
-        "png16,mp4",
+        "png16,exr,mp4,sbs",
         "--quiet",
     )
     assert code == 0
     result = out / "clip"
+    assert sorted(path.name for path in (result / "depth_exr").iterdir()) == [f"{i:06d}.exr" for i in range(6)]
+    assert video_info(result / "depth_sbs.mp4") == (6, 24.0, 90, 320)
     disparity = np.load(result / "disparity.npy")
     assert disparity.shape == (6, 90, 160) and disparity.dtype == np.float32
     assert np.isfinite(disparity).all() and disparity.min() >= 0
@@ -118,6 +122,7 @@ def test_video_with_tiny_official_weights(clip, dvd, tiny_weights, tmp_path):
     assert leftovers(out) == []
 
 
+@pytest.mark.smoke
 def test_image_folder_with_stride_and_fps(dvd, tiny_weights, tmp_path):
     folder = write_images(tmp_path / "shots", 5)
     out = tmp_path / "out"

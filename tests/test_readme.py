@@ -29,6 +29,7 @@ def slug(heading: str) -> str:
     return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
 
 
+@pytest.mark.smoke
 def test_python_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, one_torch_thread):
     blocks = python_blocks(README.read_text(encoding="utf-8"))
     assert blocks, "README.md has no Python example"

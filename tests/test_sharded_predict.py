@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rendezvous
 from PIL import Image
 
 from dvd import cli
@@ -27,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # 13 frames in windows of 5 overlapping by 1: windows [0, 5), [4, 9), [8, 13); with two processes the last call
 # leaves rank 1 without a window.
 WINDOWS = ["--window", "5", "--overlap", "1"]
+SIZE = ["--height", "32", "--width", "48"]
 SETTINGS = VideoSettings(height=32, width=48, window=5, overlap=1)
 
 
@@ -130,15 +130,38 @@ def write_images(folder: Path, count: int) -> Path:
     return folder
 
 
+RECORDING_RANK = """
+import os, sys
+from dvd import cli
+from dvd.inference.pipeline import DVDPipeline
+
+predict_windows = DVDPipeline.predict_windows
+
+def recorded(self, windows):
+    with open(os.path.join(sys.argv[1], "rank-" + os.environ["RANK"]), "a") as log:
+        log.write(f"{len(windows)}\\n")
+    return predict_windows(self, windows)
+
+DVDPipeline.predict_windows = recorded
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
 def test_two_processes_share_the_windows_of_one_input(tiny_weights, tmp_path):
-    """One input, two processes under torchrun: both predict, rank 0 alone writes, the file equals one process's."""
+    """One input, two processes under torchrun: both predict (rank 0 the first and third window, rank 1 the second),
+    rank 0 alone writes, the file equals one process's."""
     seq = write_images(tmp_path / "in" / "seq", 13)
-    common = [str(seq), "--weights", str(tiny_weights), "--height", "32", "--width", "48", *WINDOWS, "--quiet"]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "dvd.cli", "predict"]
+    common = [str(seq), "--weights", str(tiny_weights), *SIZE, *WINDOWS, "--quiet"]
+    script, calls = tmp_path / "recording_rank.py", tmp_path / "calls"
+    script.write_text(RECORDING_RANK)
+    calls.mkdir()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(calls)]
     done = subprocess.run(
-        [*launch, *common, "-o", str(tmp_path / "multi")], check=False, capture_output=True, text=True
+        [*launch, "predict", *common, "-o", str(tmp_path / "multi")], check=False, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+    windows = {log.name: [int(n) for n in log.read_text().split()] for log in calls.iterdir()}
+    assert windows == {"rank-0": [1, 1], "rank-1": [1]}  # one model call per round; rank 1 has no third window
     summaries = [line for line in done.stdout.splitlines() if line.startswith("dvd predict:")]
     assert len(summaries) == 1 and "13 frames from 1 input(s)" in summaries[0]  # from rank 0 only
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["manifest.jsonl", "seq"]
@@ -166,31 +189,39 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_a_failing_rank_stops_the_others(tiny_weights, tmp_path):
+def test_a_failing_rank_stops_the_others(tiny_weights, tmp_path, capsys, monkeypatch, one_thread_fresh_accelerate):
     """Rank 1 dies while rank 0 is about to exchange its first window's prediction: rank 0 does not hang in the
     exchange, it fails in one line that points at the other process and leaves no output. Without torchrun, which
-    would stop rank 0 itself: rank 0 has to notice on its own (gloo: the closed connection)."""
+    would stop rank 0 itself, rank 0 has to notice on its own (gloo: the closed connection). Rank 0 is this process
+    (in a thread, so that a hang fails the test instead of the run), rank 1 a child that only joins the group."""
     seq = write_images(tmp_path / "in" / "seq", 13)
     ranks = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     die = tmp_path / "die"
     dying = subprocess.Popen(
         [sys.executable, "-c", DYING_RANK, str(die)], env={**os.environ, **ranks, "RANK": "1", "LOCAL_RANK": "1"}
     )
-    args = ["predict", seq, "-o", tmp_path / "out", "--weights", tiny_weights, *WINDOWS, "--quiet"]
-    pause = "dvd.inference.sharded:ShardedWindows._round:1:before"
-    env = {**ranks, "RANK": "0", "LOCAL_RANK": "0", "DVD_TEST_PAUSE": pause, "OMP_NUM_THREADS": "1"}
-    rank0 = rendezvous.start(args, tmp_path / "marks", env)
-    try:
-        rendezvous.wait_for(tmp_path / "marks" / "paused", rank0)
+    for name, value in {**ranks, "RANK": "0", "LOCAL_RANK": "0", "OMP_NUM_THREADS": "1"}.items():
+        monkeypatch.setenv(name, value)
+    exchange_round = ShardedWindows._round
+
+    def round_once_rank_1_is_gone(self, windows):
         die.touch()
         assert dying.wait(timeout=60) == 1
-        rendezvous.release(tmp_path / "marks")
-        code, err = rendezvous.finish(rank0)
+        return exchange_round(self, windows)
+
+    monkeypatch.setattr(ShardedWindows, "_round", round_once_rank_1_is_gone)
+    args = ["predict", seq, "-o", tmp_path / "out", "--weights", tiny_weights, *SIZE, *WINDOWS, "--quiet"]
+    codes: list[int] = []
+    rank0 = threading.Thread(target=lambda: codes.append(cli.main([str(a) for a in args])), daemon=True)
+    try:
+        rank0.start()
+        rank0.join(timeout=120)
     finally:
         dying.kill()
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, err
-    assert "exchanging window predictions with the other processes failed" in lines[0], err
+    assert not rank0.is_alive(), "rank 0 hangs"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert codes == [2] and len(lines) == 1, lines
+    assert "exchanging window predictions with the other processes failed" in lines[0], lines
     assert [p.name for p in (tmp_path / "out").iterdir()] in ([], ["manifest.jsonl"])
 
 

@@ -273,6 +273,7 @@ class FakePipe:
     """Stands in for DVDPipeline in `dvd predict`: disparity = frame brightness."""
 
     weights_id = "fake"
+    weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
     model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
     predict_windows = staticmethod(brightness)
 
@@ -287,6 +288,7 @@ def dvd(monkeypatch):
 SMALL = ["--height", "32", "--width", "48", "--window", "9", "--overlap", "3", "--quiet"]
 
 
+@pytest.mark.smoke
 def test_predict_records_shots_in_meta_and_the_summary(dvd, tmp_path, capsys):
     path = write_video(tmp_path / "edit.mp4", video_of([20, 16], (90, 160)))
     assert dvd(path, "-o", tmp_path / "out", *SMALL, "--save", "npy") == 0

@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rendezvous
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -201,6 +201,7 @@ def test_learned_tau_starts_at_the_fixed_model_and_folds_exactly():
         assert torch.allclose(model.regress(latents), moved, atol=1e-5)
 
 
+@pytest.mark.smoke
 def test_both_export_formats_load_in_the_pipeline(tmp_path):
     model = build_tiny_model(0)
     make_trainable(model, FinetuneSection(lora_rank=4, lora_alpha=8.0), learned_tau=False, gradient_checkpointing=False)
@@ -442,25 +443,23 @@ def test_deepspeed_checkpoints_resume_only_under_deepspeed(tmp_path):
         train(parse_config(tiny_mapping(tmp_path / "ddp", max_steps=2)), resume="latest")
 
 
-@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """`dvd train` in a child process, killed with SIGKILL while it is held right after saving its first checkpoint
+    (step 2 of 4): the checkpoint on disk is whole, and a resume from it ends with the uninterrupted run's weights."""
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(tiny_mapping(tmp_path / "unused", max_steps=6, checkpoint_every=2)))
-    straight = _run_module(["--config", str(config), "--set", f"train.output_dir={tmp_path / 'straight'}"])
-    assert straight.wait(timeout=600) == 0, straight.stdout.read()
-    killed = _run_module(["--config", str(config), "--set", f"train.output_dir={tmp_path / 'killed'}"])
-    deadline = time.monotonic() + 600
-    while not list_checkpoints(tmp_path / "killed") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    config.write_text(yaml.safe_dump(tiny_mapping(tmp_path / "killed")))
+    marks = tmp_path / "marks"
+    env = {"DVD_TEST_PAUSE": "dvd.training.trainer:save_checkpoint:1:after", "OMP_NUM_THREADS": "1"}
+    killed = rendezvous.start(["train", "--config", config], marks, env)
+    rendezvous.wait_for(marks / "paused", killed)
     killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    saved = list_checkpoints(tmp_path / "killed")
-    assert saved and int(saved[-1].name.split("-")[1]) < 6  # it died mid-run, with at least one checkpoint
-    resumed = _run_module(["--config", str(config), "--set", f"train.output_dir={tmp_path / 'killed'}", "--resume"])
-    assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
-    a = _weights(tmp_path / "straight" / "checkpoints" / "step-00000006")
-    b = _weights(tmp_path / "killed" / "checkpoints" / "step-00000006")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert killed.wait() == -signal.SIGKILL
+    assert [path.name for path in list_checkpoints(tmp_path / "killed")] == ["step-00000002"]
+    resumed = train(parse_config(tiny_mapping(tmp_path / "killed")), resume="latest")
+    straight = train(parse_config(tiny_mapping(tmp_path / "straight")))
+    assert resumed.step == straight.step == 4
+    a, b = (_weights(tmp_path / run / "checkpoints" / "step-00000004") for run in ("straight", "killed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_training_can_start_from_the_shipped_proof_model(tmp_path):

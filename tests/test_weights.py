@@ -43,6 +43,7 @@ def official_prediction(tiny_weights: Path) -> np.ndarray:
     return predict(tiny_weights)
 
 
+@pytest.mark.smoke
 def test_official_checkpoint_equals_converted(tiny_weights: Path, official_prediction: np.ndarray, tmp_path: Path):
     assert main(["convert", "--weights", str(tiny_weights), "-o", str(tmp_path / "converted")]) == 0
     assert (tmp_path / "converted" / "model_index.json").is_file()

@@ -5,8 +5,8 @@ Every case is held to the same guarantees, whatever it tests:
 - a failure prints exactly one line on stderr, naming the problem, and no traceback;
 - nothing half-written is left: no `.partial-`, `.old-` or `.tmp-` names anywhere in the workspace;
 - a failed run leaves nothing new in the workspace: no output under its final name either, only the `-o` folder
-  itself and the manifest's line, or the complete outputs the case names in `leaves` (README, "Exit codes and
-  guarantees": an output appears complete or not at all);
+  itself and the manifest's line, or the complete outputs the case names in `leaves` (docs/guarantees.md: an
+  output appears complete or not at all);
 - files the user had before the run are untouched (same bytes), unless the case says it replaces them.
 """
 
@@ -72,7 +72,7 @@ class Fault:
     replaces: tuple[str, ...] = ()  # workspace-relative files the run may legitimately rewrite
     subprocess: bool = False  # run `python -m dvd.cli` in a child process (signals, imports, environment)
     env: dict[str, str] | None = None
-    leaves: tuple[str, ...] = ()  # workspace-relative outputs a failed run keeps, complete (README says which)
+    leaves: tuple[str, ...] = ()  # workspace-relative outputs a failed run keeps, complete (docs/guarantees.md says which)
 
 
 def make_workspace(tmp_path: Path, clip: Path, weights: Path) -> Workspace:

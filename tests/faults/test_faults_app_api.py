@@ -26,7 +26,9 @@ from PIL import Image
 from test_metric import InverseDepthPipe, tiny_depth_pro  # noqa: F401 - a fixture, used by name below
 
 from dvd import cli
+from dvd.errors import DVDError
 from dvd.inference.pipeline import DVDPipeline
+from dvd.io.readers import check_pixel_count
 from dvd.metric.models import TransformersMetricModel
 
 SMALL = ("--height", 32, "--width", 48, "--quiet")
@@ -35,7 +37,8 @@ ODD_NAME = b"clip\xff\xfe"  # not UTF-8, a legal file name on Linux
 
 
 def predict(ws: Workspace, *inputs, extra: tuple = ()) -> list:
-    return ["predict", *(inputs or (ws.clip,)), "-o", ws.out, "--weights", ws.weights, *SMALL, "--max-frames", 5, *extra]
+    inputs = inputs or (ws.clip,)
+    return ["predict", *inputs, "-o", ws.out, "--weights", ws.weights, *SMALL, "--max-frames", 5, *extra]
 
 
 def png_header(path: Path, width: int, height: int) -> Path:
@@ -50,7 +53,7 @@ def png_header(path: Path, width: int, height: int) -> Path:
     return path
 
 
-# --- 8: file names of any bytes ------------------------------------------------------------------------------------
+# --- 8: file names of any bytes --------------------------------------------------------------------------------------
 
 
 def odd_path(folder: Path, suffix: bytes = b"") -> Path:
@@ -152,6 +155,14 @@ def test_inputs_beyond_the_pixel_limit_and_bench_formats(fault: Fault, workspace
     run_fault(fault, workspace, capsys)
 
 
+def test_the_pixel_limit_of_videos_and_exr() -> None:
+    """What the app checks of every upload once it is open (videos and EXR are sized without Pillow)."""
+    side = int(Image.MAX_IMAGE_PIXELS**0.5) + 1
+    with pytest.raises(DVDError, match=rf"huge.mp4 is {side}x{side} = {side * side} pixels, more than"):
+        check_pixel_count("huge.mp4", (side, side))
+    check_pixel_count("8k.mp4", (4320, 7680))
+
+
 # --- 5: --skip-existing trusts only complete outputs -----------------------------------------------------------------
 
 
@@ -191,7 +202,8 @@ def untouched_and_listed(ws: Workspace) -> None:
     assert json.loads((folder / "meta.json").read_text())["files"] == frame_sizes(folder)
 
 
-OUTPUT_FILES = tuple(f"out/clip/{name}" for name in ("meta.json", "disparity.npy", *(f"depth_png16/{i:06d}.png" for i in range(5))))
+FRAMES = tuple(f"depth_png16/{index:06d}.png" for index in range(5))
+OUTPUT_FILES = tuple(f"out/clip/{name}" for name in ("meta.json", "disparity.npy", *FRAMES))  # what a redo rewrites
 
 SKIP_CASES = [
     Fault(
@@ -235,7 +247,7 @@ def test_skip_existing_skips_only_complete_outputs(fault: Fault, workspace: Work
         assert "is incomplete" in err and "predicting it again (--skip-existing)" in err
 
 
-# --- 6: a failed metric pass keeps the disparity ------------------------------------------------------------------------
+# --- 6: a failed metric pass keeps the disparity ---------------------------------------------------------------------
 
 
 class StandIn(InverseDepthPipe):
@@ -303,6 +315,8 @@ def test_only_the_metric_pass_is_retried_with_resume(workspace, tiny_depth_pro, 
     error = last_error(capsys)
     assert "its metric pass failed" in error and "pass --resume to run only the metric pass" in error
     inode = os.stat(folder / "disparity.npy").st_ino
+    assert cli.main(metric_run(workspace, tiny_depth_pro, "--resume", "--max-frames", 4)) == 2  # not its frames
+    assert "was predicted with --max-frames 5 (now 4)" in last_error(capsys)
     assert cli.main(metric_run(workspace, tiny_depth_pro, "--resume")) == 0
     assert loads == []
     assert "running only the metric pass on it (--resume)" in capsys.readouterr().err
@@ -315,7 +329,7 @@ def test_only_the_metric_pass_is_retried_with_resume(workspace, tiny_depth_pro, 
     assert sorted(os.listdir(workspace.out)) == ["clip", "manifest.jsonl"]  # no staging folder left beside it
 
 
-# --- 8: the Python API -------------------------------------------------------------------------------------------------
+# --- 8: the Python API -----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -364,7 +378,7 @@ def test_api_save_pretrained_refuses_a_file(tiny_pipe, tmp_path) -> None:
     assert mine.read_text() == "the user's"
 
 
-# --- 3: dvd app -----------------------------------------------------------------------------------------------------
+# --- 3: dvd app ------------------------------------------------------------------------------------------------------
 
 
 def _free_port() -> int:

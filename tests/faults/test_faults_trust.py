@@ -15,10 +15,9 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,7 +25,7 @@ import torch
 import yaml
 from harness import Fault, Workspace, parametrize, run_fault
 from media import write_test_video
-from safetensors.torch import save_file
+from test_faults_outputs import dead_process
 
 from dvd import cli
 from dvd.inference.pipeline import DVDPipeline
@@ -80,7 +79,7 @@ def predict(ws: Workspace, *extra, clip: Path | None = None) -> list:
 
 def test_the_payload_runs_code_when_unpickled(tmp_path: Path) -> None:
     """The payloads are live: an unsafe load of them creates the marker (so its absence below means something)."""
-    ws = Workspace(tmp_path, Path(), Path())
+    ws = SimpleNamespace(root=tmp_path)  # what the payloads need of a workspace
     torch.load(torch_payload(ws, tmp_path / "a.pt"), weights_only=False)
     assert (tmp_path / MARKER).exists()
     (tmp_path / MARKER).unlink()
@@ -204,16 +203,23 @@ def pipeline_folder_with_bin(ws: Workspace) -> Path:
     return folder
 
 
-def predictions_with(ws: Workspace, name: str) -> list:
-    """`dvd eval` of one sequence whose prediction file is a pickle payload."""
+def gt_and_predictions(ws: Workspace) -> tuple[Path, Path]:
     depth = np.random.default_rng(0).uniform(1.0, 10.0, (3, 12, 16)).astype(np.float32)
     (ws.root / "gt" / "seq" / "depth").mkdir(parents=True)
     for index, frame in enumerate(depth):
         np.save(ws.root / "gt" / "seq" / "depth" / f"{index:04d}.npy", frame)
     (ws.root / "pred").mkdir()
-    numpy_payload(ws, ws.root / "pred" / name)
-    gt, pred, report = ws.root / "gt", ws.root / "pred", ws.out / "r.json"
-    return ["eval", "--gt-folder", gt, "--predictions", pred, "--min-depth", 0.5, "--max-depth", 20, "--json", report]
+    np.save(ws.root / "pred" / "seq.npy", (2.5 / depth + 0.3).astype(np.float32))
+    return ws.root / "gt", ws.root / "pred"
+
+
+def predictions_with(ws: Workspace, name: str) -> list:
+    """`dvd eval` of one sequence whose prediction file is a pickle payload."""
+    gt, pred = gt_and_predictions(ws)
+    (pred / "seq.npy").unlink()
+    numpy_payload(ws, pred / name)
+    argv = ["eval", "--gt-folder", gt, "--predictions", pred, "--min-depth", 0.5, "--max-depth", 20]
+    return [*argv, "--json", ws.out / "r.json"]
 
 
 PAYLOADS = [
@@ -386,23 +392,13 @@ def test_deepspeed_checkpoints_are_read_weights_only(tmp_path: Path) -> None:
     assert loaded["optimizer_state_dict"]["zero_stage"] is ZeroStageEnum.gradients
     assert loaded["optimizer_state_dict"]["loss_scaler"].cur_scale == 1.0
     assert torch.equal(loaded["optimizer_state_dict"]["single_partition_of_fp32_groups"][0], torch.arange(4.0))
-    ws = Workspace(tmp_path, Path(), Path())
+    ws = SimpleNamespace(root=tmp_path)  # what the payloads need of a workspace
     with pytest.raises(DVDError, match="needs arbitrary code execution to unpickle, which dvd refuses"):
         engine.load(str(torch_payload(ws, tmp_path / "mp_rank_00_model_states.pt")), map_location="cpu")
     no_code_ran(ws)
 
 
 # --- no write through a link -------------------------------------------------------------------------------------
-
-
-def gt_and_predictions(ws: Workspace) -> tuple[Path, Path]:
-    depth = np.random.default_rng(0).uniform(1.0, 10.0, (3, 12, 16)).astype(np.float32)
-    (ws.root / "gt" / "seq" / "depth").mkdir(parents=True)
-    for index, frame in enumerate(depth):
-        np.save(ws.root / "gt" / "seq" / "depth" / f"{index:04d}.npy", frame)
-    (ws.root / "pred").mkdir()
-    np.save(ws.root / "pred" / "seq.npy", (2.5 / depth + 0.3).astype(np.float32))
-    return ws.root / "gt", ws.root / "pred"
 
 
 def test_eval_json_is_not_written_through_links_at_temporary_names(workspace: Workspace, capsys, monkeypatch) -> None:
@@ -536,14 +532,6 @@ def test_a_manifest_swapped_for_a_link_during_the_run_is_not_written_through(tmp
 # --- only dvd's staging folders are removed ------------------------------------------------------------------------
 
 
-def dead_process() -> tuple[int, str]:
-    """The pid and start time of a process that has exited (it lives until its stdin closes)."""
-    done = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
-    start = atomic._start_time(done.pid) or "0"
-    done.communicate()
-    return done.pid, start
-
-
 def look_alikes(final: Path) -> tuple[list[Path], Path]:
     """Folders named like staging folders of `final` of dead runs, each holding a user's file: without a marker,
     with a marker of another folder (copied), with a marker that is a link to a matching one; and one that dvd made
@@ -590,11 +578,9 @@ def test_folders_only_named_like_staging_folders_are_left_alone_and_named(
 # --- a resumed run notices any change to its input -----------------------------------------------------------
 
 
-def test_a_resume_after_the_middle_of_the_input_changed_is_refused(workspace: Workspace, capsys, monkeypatch) -> None:
-    """Same size, 200 bytes changed in the middle (far from the first and last 16 KiB), mtime put back."""
-    (workspace.root / "long").mkdir()
-    clip = write_test_video(workspace.root / "long" / "clip.mp4", frames=60, size=(180, 320))
-    assert clip.stat().st_size > 3 * (1 << 14)
+def interrupted_run(ws: Workspace, monkeypatch, clip: Path) -> tuple[list[str], Path, list[int]]:
+    """`dvd predict` of `clip` interrupted (Ctrl-C) at its third model call: its argv, the partial output it kept,
+    and the list that records the sizes of the model calls made from then on."""
     calls = []
     real = DVDPipeline.predict_windows
 
@@ -605,11 +591,21 @@ def test_a_resume_after_the_middle_of_the_input_changed_is_refused(workspace: Wo
         return real(self, windows)
 
     monkeypatch.setattr(DVDPipeline, "predict_windows", interrupted_at_the_third_call)
-    argv = [str(a) for a in predict(workspace, "--window", 5, "--overlap", 1, "--max-frames", 40, clip=clip)]
+    argv = [str(a) for a in predict(ws, "--window", 5, "--overlap", 1, "--max-frames", 40, clip=clip)]
     assert cli.main(argv) == 130
-    partials = atomic.resumable_staging(workspace.out / "clip", STATE_FILE)
+    partials = atomic.resumable_staging(ws.out / "clip", STATE_FILE)
     assert len(partials) == 1
-    kept = {path.name: path.read_bytes() for path in partials[0].iterdir() if path.is_file()}
+    calls.clear()
+    return argv, partials[0], calls
+
+
+def test_a_resume_after_the_middle_of_the_input_changed_is_refused(workspace: Workspace, capsys, monkeypatch) -> None:
+    """Same size, 200 bytes changed in the middle (far from the first and last 16 KiB), mtime put back."""
+    (workspace.root / "long").mkdir()
+    clip = write_test_video(workspace.root / "long" / "clip.mp4", frames=60, size=(180, 320))
+    assert clip.stat().st_size > 3 * (1 << 14)
+    argv, partial, calls = interrupted_run(workspace, monkeypatch, clip)
+    kept = {path.name: path.read_bytes() for path in partial.iterdir() if path.is_file()}
     capsys.readouterr()
 
     times = clip.stat()
@@ -620,10 +616,25 @@ def test_a_resume_after_the_middle_of_the_input_changed_is_refused(workspace: Wo
     os.utime(clip, ns=(times.st_atime_ns, times.st_mtime_ns))
     assert clip.stat().st_size == times.st_size and clip.stat().st_mtime_ns == times.st_mtime_ns
 
-    calls.clear()
     assert cli.main([*argv, "--resume"]) == 2
     line = one_line(capsys.readouterr().err)
     assert "the input changed since the interrupted run" in line and "--overwrite" in line
     assert calls == [], "the model ran before the change was noticed"
     assert not (workspace.out / "clip").exists()
-    assert {path.name: path.read_bytes() for path in partials[0].iterdir() if path.is_file()} == kept
+    assert {path.name: path.read_bytes() for path in partial.iterdir() if path.is_file()} == kept
+
+
+def test_a_resume_does_not_write_through_a_link_planted_in_the_partial_output(
+    workspace: Workspace, capsys, monkeypatch
+) -> None:
+    argv, partial, calls = interrupted_run(workspace, monkeypatch, workspace.clip)
+    victim = workspace.user / "disparity.npy"
+    (partial / "disparity.npy").rename(victim)  # the frames so far, now a file of the user's
+    before = victim.read_bytes()
+    (partial / "disparity.npy").symlink_to(victim)
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "disparity.npy is a link, which dvd did not write and does not write through" in line
+    assert "--overwrite" in line and calls == []
+    assert victim.read_bytes() == before

@@ -39,6 +39,6 @@ def example_files(paths: Sequence[str | Path]) -> list[Path]:
             found += files
         elif path.suffix.lower() in media:
             found.append(path)
-        elif False:
+        else:
             raise DVDError(f"--examples: {path} is not a video or an image ({'/'.join(media)}): give such files")
     return found

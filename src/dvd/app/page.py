@@ -86,14 +86,6 @@ def model_markdown(pipe: DVDPipeline, defaults: JobRequest) -> str:
     return line
 
 
-class PageStatus(gr.HTML):
-    """The status block, for the page only: API clients get the same status as plain text (`status_text`)."""
-
-    @property
-    def skip_api(self) -> bool:
-        return True
-
-
 def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") -> gr.Blocks:
     """The page, wired to `runner`; launch it with `launch_page`."""
     age = int(runner.workspace.keep_seconds)
@@ -138,8 +130,11 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                     run_button = gr.Button("Run", variant="primary", elem_id="dvd-run")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="dvd-cancel")
             with gr.Column(scale=1):
-                status = PageStatus(status_html(None), label="Status", elem_id="dvd-status")
+                status = gr.HTML(status_html(None), label="Status", elem_id="dvd-status")
+                # What the job endpoint returns is the plain text; the page's block follows a copy of its HTML kept in
+                # a State, which the API leaves out (`show_status`).
                 status_line = gr.Textbox(status_text(None), label="Status", visible=False, elem_id="dvd-status-text")
+                status_view = gr.State(status_html(None))
                 with gr.Tabs():
                     with gr.Tab("Colour depth"):
                         depth_video = gr.Video(
@@ -156,7 +151,7 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                 downloads = gr.File(label="All outputs", file_count="multiple", interactive=False, elem_id="dvd-files")
 
         settings = [height, width, window, overlap, stitch, save, colormap, max_frames, stride, fps]
-        results = [npy_file, downloads, depth_video, sbs_video, status, status_line, npy_path]
+        results = [npy_file, downloads, depth_video, sbs_video, status_line, npy_path, status_view]
 
         cleared = [npy_file, downloads, depth_video, sbs_video, npy_path, frame, frame_image, frame_info]
 
@@ -201,13 +196,13 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
             runner.start(job, None if video is None else Path(video), request)
             try:
                 while not job.finished.wait(POLL_SECONDS):
-                    yield {status: status_html(job), status_line: status_text(job)}
+                    yield {status_view: status_html(job), status_line: status_text(job)}
                 if job.state == "failed":
-                    yield {status: status_html(job), status_line: status_text(job)}
+                    yield {status_view: status_html(job), status_line: status_text(job)}
                     # For gradio_client callers; in the page the status line already says it, so the toast is brief.
                     raise gr.Error(job.message, duration=5, print_exception=False)
                 if job.state != "done":
-                    yield {status: status_html(job), status_line: status_text(job)}
+                    yield {status_view: status_html(job), status_line: status_text(job)}
                     return
                 result = job.result
                 yield {
@@ -215,9 +210,9 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
                     downloads: [str(path) for path in result.downloads],
                     depth_video: _optional(result.video("depth_vis.mp4")),
                     sbs_video: _optional(result.video("depth_sbs.mp4")),
-                    status: status_html(job),
                     status_line: status_text(job),
                     npy_path: str(result.npy),
+                    status_view: status_html(job),
                 }
             finally:
                 if job.active:  # the page was closed or the request dropped: stop the job rather than orphan it
@@ -254,6 +249,11 @@ def build_page(runner: JobRunner, examples: list[Path], title: str = "dvd app") 
             show_progress="full",
             show_progress_on=[status],
         )
+
+        def show_status(view: str) -> str:
+            return view
+
+        status_view.change(show_status, [status_view], [status], queue=False, api_visibility="private")
         # Off the queue: Cancel and the frame slider answer at once, also while a job holds the model.
         cancel_button.click(cancel, [job_id], [status], queue=False, api_visibility="private")
         finished.success(

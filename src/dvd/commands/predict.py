@@ -478,6 +478,7 @@ class BatchEntry:
 def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
     """Every input checked before the model loads. A bad one raises DVDError, or with --keep-going becomes a
     failed entry; with --skip-existing a complete output makes a skipped entry, without decoding the input."""
+    from dvd.inference.finished import check_same_frames, read_meta
     from dvd.inference.outputs import prediction_folder_problem
     from dvd.inference.resume import check_partial
     from dvd.io.atomic import check_output
@@ -497,6 +498,8 @@ def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
             source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames, --stride
             check_source(source, settings)
             # Refused before any model work; checked again as each folder is renamed into place.
+            if entry.metric_only:  # the metric pass decodes the input again: its frames must be the folder's
+                check_same_frames(read_meta(entry.target) or {}, source, settings.outputs, entry.target)
             replaces = settings.overwrite or bool(entry.redo or entry.metric_only)
             check_output(entry.target, replaces, prediction_folder_problem)
             check_partial(entry.target, settings.resume, settings.overwrite)
@@ -530,7 +533,7 @@ def plan_existing(entry: BatchEntry, settings: PredictSettings) -> None:
             entry.redo = f"{target} is incomplete ({incomplete}): predicting it again (--skip-existing)"
         return
     missing = metric_missing(read_meta(target) or {}, settings.metric)
-    if missing is not None and settings.resume:
+    if missing is not None and settings.resume and not settings.overwrite:
         entry.metric_only = f"{target} is complete but {missing}: running only the metric pass on it (--resume)"
     elif settings.skip_existing:
         later = f"; {missing}: add --resume to run the metric pass on it" if missing else ""

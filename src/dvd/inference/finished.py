@@ -180,7 +180,7 @@ def add_metric(source: Source, target: Path, output: OutputSettings, metric: Met
     meta = read_meta(target)
     if meta is None:
         raise DVDError(f"{target} has no readable {META_FILE}: predict it again with --overwrite")
-    _check_same_frames(meta, source, output, target)
+    check_same_frames(meta, source, output, target)
     base = without_metric({key: value for key, value in meta.items() if key not in (FILES_KEY, METRIC_FAILED_KEY)})
     with atomic_directory(target, True, prediction_folder_problem) as staging:
         for name in listed_names(base):
@@ -189,13 +189,14 @@ def add_metric(source: Source, target: Path, output: OutputSettings, metric: Met
     return int(meta.get("num_frames", 0))
 
 
-def _check_same_frames(meta: dict, source: Source, output: OutputSettings, target: Path) -> None:
+def check_same_frames(meta: dict, source: Source, output: OutputSettings, target: Path) -> None:
     """The metric pass decodes `source` again with `output`'s frame flags: they must select the folder's frames."""
     recorded = {"--max-frames": meta.get("max_frames"), "--stride": meta.get("stride")}
     asked = {"--max-frames": output.max_frames, "--stride": output.stride}
+    if meta.get("model_size") != meta.get("source_size"):  # else both sizes are the same
+        recorded["--keep-model-size"] = meta.get("output_size") == meta.get("model_size")
+        asked["--keep-model-size"] = output.keep_model_size
     changed = [f"{flag} {recorded[flag]} (now {asked[flag]})" for flag in asked if recorded[flag] != asked[flag]]
-    if meta.get("output_size") != meta.get("model_size" if output.keep_model_size else "source_size"):
-        changed.append(f"{'' if output.keep_model_size else 'no '}--keep-model-size")
     if list(meta.get("source_size", [])) != list(source.size):
         changed.append(f"an input of {meta.get('source_size')} (now {list(source.size)})")
     if changed:

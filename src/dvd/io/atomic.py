@@ -237,11 +237,13 @@ def _hand_over(staging: Path, final: Path) -> Path:
         kept = final.parent / f".{final.name}.partial-0-0-{secrets.token_hex(4)}"
         try:
             os.rename(staging, kept)
-            _write_marker(kept, final)
-            return kept
         except OSError as error:
             if error.errno not in _TAKEN:
                 return staging  # kept under its own name: it is found once this process has ended
+            continue
+        with suppress(OSError):  # a full disk: unmarked, the folder is left alone (and named) rather than lost
+            _write_marker(kept, final)
+        return kept
 
 
 def _dead_staging(final: Path) -> list[Path]:
