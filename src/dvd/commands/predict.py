@@ -346,7 +346,7 @@ def predict(settings: PredictSettings) -> int:
     from dvd.inference.finished import add_metric
     from dvd.inference.outputs import predict_to_folder
     from dvd.inference.pipeline import DVDPipeline
-    from dvd.io.atomic import prepare_output_folder
+    from dvd.io.atomic import check_output_path, prepare_output_folder
     from dvd.io.manifest import MANIFEST_FILE, Manifest
     from dvd.metric.post_pass import prepare_metric
     from dvd.weights.load import locate_weights
@@ -361,7 +361,9 @@ def predict(settings: PredictSettings) -> int:
     redone = {entry.target: entry.redo for entry in entries if entry.redo}
     metric_only = {entry.target: entry.metric_only for entry in entries if entry.metric_only}
     needs_model = any(target not in metric_only for _, target in jobs)  # else all skipped, refused or metric only
-    # Found (Hub files downloaded) before OUT is made, so missing weights or an unreachable Hub leave no folder.
+    # Found (Hub files downloaded) before OUT is made, so missing weights or an unreachable Hub leave no folder;
+    # a path that cannot be OUT fails before either.
+    check_output_path(settings.output)
     weights = locate_weights(settings.weights) if needs_model else None
     output = prepare_output_folder(settings.output)
     share = share_work(jobs, settings.device)

@@ -52,6 +52,20 @@ STAGING_MARKER = ".dvd-staging"  # in every staging folder dvd made: only those 
 _TAKEN = {errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR}
 
 
+def check_output_path(folder: Path) -> None:
+    """Refuse, creating nothing, an output path that cannot become a writable folder, so that it fails before the
+    weights are looked up or downloaded; `prepare_output_folder` proves it by writing once they are found."""
+    folder = Path(folder)
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        reason = "it is a file" if existing == folder else f"{existing} is not a folder"
+        raise DVDError(f"cannot write to output folder {folder} ({reason}): choose another output path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DVDError(f"cannot write to output folder {folder} ({existing} is read-only): choose another output path")
+
+
 def prepare_output_folder(folder: Path) -> Path:
     """Create `folder` if needed and prove it writable, so a bad output path fails before any model work."""
     folder = Path(folder)
