@@ -9,7 +9,9 @@ entry point (`dvd.cli.console`, as `dvd` and `python -m dvd.cli` do).
 - `DVD_TEST_PAUSE=MODULE:ATTRIBUTE:CALL:WHEN`: at the CALL-th call of ATTRIBUTE (a function or `Class.method`,
   looked up in MODULE, where its callers find it), before it runs or after it has returned (WHEN), write
   `<marks>/paused` and wait until `<marks>/release` exists. The patch is made as MODULE is imported, so the child
-  imports in its usual order; a signal that lands while the child waits interrupts it there, in the main thread.
+  imports in its usual order. Python handles a signal in the main thread: one sent while a main-thread call waits
+  interrupts it there; one sent while another thread (the writer) waits lands wherever the main thread is, while
+  the run cannot finish, and the test then releases the waiting thread so that the run can clean up.
 
 `<marks>` is `DVD_TEST_MARKS`; `DVD_TEST_RELEASE` names another release file (children that share one are released
 together).
@@ -50,7 +52,9 @@ def wait_for(mark: Path, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while not mark.exists():
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the child ended (exit {process.returncode}) before {mark.name}: {process.stderr.read()}")
+            raise AssertionError(
+                f"the child ended (exit {process.returncode}) before {mark.name}: {process.stderr.read()}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"no {mark} after {WAIT_SECONDS} s")
         time.sleep(POLL_SECONDS)

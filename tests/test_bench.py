@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -89,12 +90,18 @@ def counted_by_hooks(run, modules: list[nn.Module]) -> int:
     return total
 
 
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def test_json_contract(capsys):
+    before = peak_rss()
     code, out, _ = bench(capsys, "--preset", "tiny", "--json", *SMALL)
     assert code == 0
     result = json.loads(out)  # one object, nothing else on stdout
-    assert result["fps"] > 0 and result["frames"] == 12 and result["windows"] == 2
-    assert result["peak_rss_bytes"] > 0 and result["peak_device_bytes"] is None  # CPU: not measured
+    assert result["frames"] == 12 and result["windows"] == 2
+    assert result["fps"] == pytest.approx(result["frames"] / result["seconds"], rel=1e-9) and result["seconds"] > 0
+    assert before <= result["peak_rss_bytes"] <= peak_rss() and result["peak_device_bytes"] is None  # CPU: none
     assert set(result["stages"]) == set(STAGES) and set(MODEL_STAGES) <= set(result["stages"])
     assert all(seconds >= 0 for seconds in result["stages"].values())
     assert result["stages"]["dit"] > 0

@@ -211,9 +211,10 @@ def test_depth_anything_folder_with_focal_and_model_size(clip, dvd, monkeypatch,
     meta = json.loads((out / "clip" / "meta.json").read_text())
     assert np.load(out / "clip" / "depth_m.npy").shape == (6, 32, 64)
     assert meta["intrinsics"]["fx"] == pytest.approx(200 * 64 / 160)  # --focal is in source pixels
-    assert meta["metric"]["shots"][0]["scale"] > 0
+    (fit,) = meta["metric"]["shots"]  # the stand-in's disparity is 3 / depth + 0.1: the fit's exact answer
+    assert fit["scale"] == pytest.approx(1 / 3, rel=1e-3) and fit["shift"] == pytest.approx(-0.1 / 3, abs=1e-3)
     ply = PlyData.read(str(out / "clip" / "points_ply" / "000002.ply"))
-    assert 0 < len(ply["vertex"].data) <= 8 * 16
+    np.testing.assert_allclose(ply["vertex"].data["z"], np.load(out / "clip" / "depth_m.npy")[2, ::4, ::4].ravel())
     # meta.json lists depth_m.npy and points_ply/, so --overwrite recognises the folder as dvd's own.
     code = dvd(clip, "-o", out, *SMALL, "--metric", tiny_depth_anything, "--focal", 200, "--keep-model-size",
                "--max-frames", 6, "--overwrite", "--quiet")  # fmt: skip

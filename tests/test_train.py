@@ -445,20 +445,20 @@ def test_deepspeed_checkpoints_resume_only_under_deepspeed(tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     """`dvd train` in a child process, killed with SIGKILL while it is held right after saving its first checkpoint
-    (step 2 of 4): the checkpoint on disk is whole, and a resume from it ends with the uninterrupted run's weights."""
+    (step 1 of 2): the checkpoint on disk is whole, and a resume from it ends with the uninterrupted run's weights."""
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(tiny_mapping(tmp_path / "killed")))
+    config.write_text(yaml.safe_dump(tiny_mapping(tmp_path / "killed", max_steps=2, checkpoint_every=1)))
     marks = tmp_path / "marks"
     env = {"DVD_TEST_PAUSE": "dvd.training.trainer:save_checkpoint:1:after", "OMP_NUM_THREADS": "1"}
     killed = rendezvous.start(["train", "--config", config], marks, env)
     rendezvous.wait_for(marks / "paused", killed)
     killed.send_signal(signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL
-    assert [path.name for path in list_checkpoints(tmp_path / "killed")] == ["step-00000002"]
-    resumed = train(parse_config(tiny_mapping(tmp_path / "killed")), resume="latest")
-    straight = train(parse_config(tiny_mapping(tmp_path / "straight")))
-    assert resumed.step == straight.step == 4
-    a, b = (_weights(tmp_path / run / "checkpoints" / "step-00000004") for run in ("straight", "killed"))
+    assert [path.name for path in list_checkpoints(tmp_path / "killed")] == ["step-00000001"]
+    resumed = train(parse_config(tiny_mapping(tmp_path / "killed", max_steps=2, checkpoint_every=1)), resume="latest")
+    straight = train(parse_config(tiny_mapping(tmp_path / "straight", max_steps=2, checkpoint_every=1)))
+    assert resumed.step == straight.step == 2
+    a, b = (_weights(tmp_path / run / "checkpoints" / "step-00000002") for run in ("straight", "killed"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

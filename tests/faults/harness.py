@@ -72,7 +72,7 @@ class Fault:
     replaces: tuple[str, ...] = ()  # workspace-relative files the run may legitimately rewrite
     subprocess: bool = False  # run `python -m dvd.cli` in a child process (signals, imports, environment)
     env: dict[str, str] | None = None
-    leaves: tuple[str, ...] = ()  # workspace-relative outputs a failed run keeps, complete (docs/guarantees.md says which)
+    leaves: tuple[str, ...] = ()  # workspace-relative outputs a failed run keeps, complete (docs/guarantees.md)
 
 
 def make_workspace(tmp_path: Path, clip: Path, weights: Path) -> Workspace:
