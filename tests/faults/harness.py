@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from dvd import cli
 
@@ -165,3 +166,25 @@ def assert_complete_output(folder: Path) -> None:
 def parametrize(cases: list[Fault]):
     """`@parametrize(CASES)` on a test taking `fault`: one test per case, named after it."""
     return pytest.mark.parametrize("fault", cases, ids=[case.name for case in cases])
+
+
+def write_train_config(path: Path, output_dir: Path, **train: object) -> Path:
+    """A one-step `dvd train` config of the tiny model on synthetic images; `train` adds or overrides train keys."""
+    source = {"kind": "synthetic", "samples": 4, "height": 32, "width": 32, "clips": False}
+    config = {
+        "model": {"weights": "tiny"},
+        "finetune": {"lora_rank": 4},
+        "data": {"clip_frames": 5, "image_batch": 1, "sources": [source]},
+        "optim": {"lr": 1e-3, "grad_accum": 1},
+        "train": {
+            "output_dir": str(output_dir),
+            "max_steps": 1,
+            "mixed_precision": "no",
+            "gradient_checkpointing": False,
+            "validate_at_start": False,
+            "loggers": ["csv"],
+            **train,
+        },
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

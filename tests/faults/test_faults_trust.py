@@ -22,10 +22,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import yaml
-from harness import Fault, Workspace, parametrize, run_fault
+from harness import Fault, Workspace, parametrize, run_fault, write_train_config
 from media import write_test_video
-from test_faults_outputs import dead_process
+from test_faults_outputs import dead_process, gt_and_predictions
 
 from dvd import cli
 from dvd.inference.pipeline import DVDPipeline
@@ -203,16 +202,6 @@ def pipeline_folder_with_bin(ws: Workspace) -> Path:
     return folder
 
 
-def gt_and_predictions(ws: Workspace) -> tuple[Path, Path]:
-    depth = np.random.default_rng(0).uniform(1.0, 10.0, (3, 12, 16)).astype(np.float32)
-    (ws.root / "gt" / "seq" / "depth").mkdir(parents=True)
-    for index, frame in enumerate(depth):
-        np.save(ws.root / "gt" / "seq" / "depth" / f"{index:04d}.npy", frame)
-    (ws.root / "pred").mkdir()
-    np.save(ws.root / "pred" / "seq.npy", (2.5 / depth + 0.3).astype(np.float32))
-    return ws.root / "gt", ws.root / "pred"
-
-
 def predictions_with(ws: Workspace, name: str) -> list:
     """`dvd eval` of one sequence whose prediction file is a pickle payload."""
     gt, pred = gt_and_predictions(ws)
@@ -290,27 +279,6 @@ def test_a_resume_state_holding_a_pickle_runs_no_code(workspace: Workspace, caps
 # --- training checkpoints --------------------------------------------------------------------------------------
 
 
-def train_config(output_dir: Path, path: Path) -> Path:
-    source = {"kind": "synthetic", "samples": 4, "height": 32, "width": 32, "clips": False}
-    config = {
-        "model": {"weights": "tiny"},
-        "finetune": {"lora_rank": 4},
-        "data": {"clip_frames": 5, "image_batch": 1, "sources": [source]},
-        "optim": {"lr": 1e-3, "grad_accum": 1},
-        "train": {
-            "output_dir": str(output_dir),
-            "max_steps": 1,
-            "checkpoint_every": 1,
-            "mixed_precision": "no",
-            "gradient_checkpointing": False,
-            "validate_at_start": False,
-            "loggers": ["csv"],
-        },
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A one-step training run with its checkpoint, made once for the resume cases."""
@@ -320,7 +288,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert cli.main(["train", "--config", str(train_config(root / "run", root / "train.yaml"))]) == 0
+        config = write_train_config(root / "train.yaml", root / "run", checkpoint_every=1)
+        assert cli.main(["train", "--config", str(config)]) == 0
     finally:
         torch.set_num_threads(threads)
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -339,7 +308,7 @@ def resume_with(trained: Path, name: str, drop: str | None = None) -> Callable[[
             (checkpoint / drop).unlink()
         (checkpoint / name).unlink(missing_ok=True)
         torch_payload(ws, checkpoint / name)
-        config = train_config(run, ws.root / "train.yaml")
+        config = write_train_config(ws.root / "train.yaml", run, checkpoint_every=1)
         return ["train", "--config", config, "--resume", "--set", "train.max_steps=2"]
 
     return argv

@@ -17,7 +17,7 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
-from harness import Fault, Workspace, parametrize, run_dvd, run_fault
+from harness import Fault, Workspace, parametrize, run_dvd, run_fault, write_train_config
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -354,30 +354,9 @@ def test_eval_and_demo_options(fault: Fault, workspace: Workspace, capsys):
 # --- dvd train ----------------------------------------------------------------------------------------------------
 
 
-def train_config(ws: Workspace) -> Path:
-    source = {"kind": "synthetic", "samples": 4, "height": 32, "width": 32, "clips": False}
-    config = {
-        "model": {"weights": "tiny"},
-        "finetune": {"lora_rank": 4},
-        "data": {"clip_frames": 5, "image_batch": 1, "sources": [source]},
-        "optim": {"lr": 1e-3, "grad_accum": 1},
-        "train": {
-            "output_dir": str(ws.out / "run"),
-            "max_steps": 1,
-            "mixed_precision": "no",
-            "gradient_checkpointing": False,
-            "validate_at_start": False,
-            "loggers": ["csv"],
-        },
-    }
-    path = ws.root / "train.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def test_train_is_quiet_and_refuses_to_resume_over_another_base(workspace: Workspace, capsys, monkeypatch):
     """One real run (a child process, to see what it prints on a fresh import), then resumes that must be refused."""
-    config = train_config(workspace)
+    config = write_train_config(workspace.root / "train.yaml", workspace.out / "run")
     done = run_dvd(["train", "--config", config], env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "", f"dvd train printed on stderr:\n{done.stderr}"  # no DeepSpeed accelerator line
@@ -415,17 +394,17 @@ def test_train_is_quiet_and_refuses_to_resume_over_another_base(workspace: Works
 TRAIN_OPTIONS = [
     Fault(
         "--set of the wrong type is blamed on --set",
-        lambda ws: ["train", "--config", train_config(ws), "--set", "train.max_steps=ten"],
+        lambda ws: ["train", "--config", write_train_config(ws.root / "train.yaml", ws.out / "run"), "--set", "train.max_steps=ten"],
         message="error: --set train.max_steps=ten: config key 'train.max_steps' must be int",
     ),
     Fault(
         "--set of invalid YAML",
-        lambda ws: ["train", "--config", train_config(ws), "--set", "train.max_steps=["],
+        lambda ws: ["train", "--config", write_train_config(ws.root / "train.yaml", ws.out / "run"), "--set", "train.max_steps=["],
         message="--set train.max_steps=[",
     ),
     Fault(
         "--set tau 5",
-        lambda ws: ["train", "--config", train_config(ws), "--set", "model.tau=5"],
+        lambda ws: ["train", "--config", write_train_config(ws.root / "train.yaml", ws.out / "run"), "--set", "model.tau=5"],
         message="--set model.tau=5: model.tau is 5.0",
     ),
 ]
