@@ -39,10 +39,10 @@ from dvd.options import (
 )
 
 if TYPE_CHECKING:  # the heavy stack (torch, diffusers, av) is imported in `predict`, so that --help is instant
-    from dvd.inference.outputs import OutputSettings
-    from dvd.inference.pipeline import DVDPipeline
-    from dvd.inference.video import VideoSettings
+    from dvd.engine.video import VideoSettings
     from dvd.io.readers import Source
+    from dvd.jobs.outputs import OutputSettings
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 DESCRIPTION = """\
 Estimate depth for each INPUT and write it under OUT/<name>/, where <name> is the input's file name without
@@ -297,9 +297,9 @@ class PredictSettings:
 
 
 def settings_from_args(args: argparse.Namespace) -> PredictSettings:
-    from dvd.inference.outputs import OutputSettings
-    from dvd.inference.shots import parse_cut_frames
-    from dvd.inference.video import VideoSettings
+    from dvd.engine.shots import parse_cut_frames
+    from dvd.engine.video import VideoSettings
+    from dvd.jobs.outputs import OutputSettings
     from dvd.weights.about import read_defaults
 
     # The flags are named after the settings' fields, so the video settings carry over one to one; the sizing and
@@ -342,18 +342,18 @@ def predict(settings: PredictSettings) -> int:
     """Check everything, load the model once, write each input's folder and its OUT/manifest.jsonl line; prints a
     summary line. Returns 0, or SOME_FAILED when --keep-going recorded failed inputs."""
     from dvd.commands.progress import PredictProgress
-    from dvd.inference.allocator import keep_heap_flat
-    from dvd.inference.finished import add_metric
-    from dvd.inference.outputs import predict_to_folder
-    from dvd.inference.pipeline import DVDPipeline
+    from dvd.engine.allocator import keep_heap_flat
     from dvd.io.atomic import check_output_path, prepare_output_folder
     from dvd.io.manifest import MANIFEST_FILE, Manifest
+    from dvd.jobs.finished import add_metric
+    from dvd.jobs.outputs import predict_to_folder
     from dvd.metric.post_pass import prepare_metric
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.weights.load import locate_weights
 
     settings.video.validate()
     check_model_sides(settings.video.height, settings.video.width)
-    keep_heap_flat()  # glibc's malloc settings for a run of hours (dvd.inference.allocator)
+    keep_heap_flat()  # glibc's malloc settings for a run of hours (dvd.engine.allocator)
     if settings.skip_existing and settings.overwrite:
         raise DVDError("--skip-existing keeps complete outputs and --overwrite replaces them: choose one")
     entries = check_inputs(settings)
@@ -480,11 +480,11 @@ class BatchEntry:
 def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
     """Every input checked before the model loads. A bad one raises DVDError, or with --keep-going becomes a
     failed entry; with --skip-existing a complete output makes a skipped entry, without decoding the input."""
-    from dvd.inference.finished import check_same_frames, read_meta
-    from dvd.inference.outputs import prediction_folder_problem
-    from dvd.inference.resume import check_partial
     from dvd.io.atomic import check_output
     from dvd.io.readers import open_source, resolve_inputs, source_name
+    from dvd.jobs.finished import check_same_frames, read_meta
+    from dvd.jobs.outputs import prediction_folder_problem
+    from dvd.jobs.resume import check_partial
 
     image_fps = DEFAULT_IMAGE_FPS if settings.fps is None else settings.fps
     missing: dict[Path, str] | None = {} if settings.keep_going else None
@@ -524,7 +524,7 @@ def plan_existing(entry: BatchEntry, settings: PredictSettings) -> None:
     incomplete one (a file deleted or cut short) predicted again; with --resume a complete one that lacks the
     --metric/--save ply outputs asked for (or whose metric pass failed) gets only the metric pass. Anything else
     is left to `check_output`, which refuses an existing folder without --overwrite."""
-    from dvd.inference.finished import incomplete_problem, metric_missing, prediction_folder_problem, read_meta
+    from dvd.jobs.finished import incomplete_problem, metric_missing, prediction_folder_problem, read_meta
 
     target = entry.target
     if target.is_symlink() or not target.is_dir() or prediction_folder_problem(target) is not None:
@@ -598,7 +598,7 @@ def share_work(jobs: list[tuple[Source, Path]], device: str | None) -> WorkShare
 def share_windows(pipe: DVDPipeline, video: VideoSettings, share: WorkShare) -> VideoSettings:
     """Make `pipe` predict only this process's share of each engine call; the engine settings that keep every
     process busy: --batch-windows windows per process per call."""
-    from dvd.inference.sharded import ShardedWindows
+    from dvd.jobs.sharded import ShardedWindows
 
     sharded = ShardedWindows(pipe.predict_windows, share.rank, share.world, video.batch_windows)
     # `predict_to_folder` runs its engine on `pipe.predict_windows`; every input of this run shares its windows.
@@ -609,7 +609,7 @@ def share_windows(pipe: DVDPipeline, video: VideoSettings, share: WorkShare) -> 
 def follow_windows(pipe: DVDPipeline, source: Source, video: VideoSettings, outputs: OutputSettings) -> None:
     """A process that does not write: the same frames through the same engine, so that it predicts its share of
     every window call in step with the others; the stitched frames are dropped, since rank 0 writes them."""
-    from dvd.inference.video import VideoEngine
+    from dvd.engine.video import VideoEngine
 
     disparity = VideoEngine(pipe.predict_windows, video.for_input(source.kind)).model_frames(
         source.pixels(outputs.max_frames, outputs.stride), source.size

@@ -28,8 +28,8 @@ from dvd.metric.models import BATCH, TransformersMetricModel, check_metric_model
 from dvd.metric.settings import MetricModel, MetricPrediction, MetricSettings, frame_selected
 
 if TYPE_CHECKING:
-    from dvd.inference.outputs import OutputSettings
     from dvd.io.readers import Source
+    from dvd.jobs.outputs import OutputSettings
 
 DEPTH_FILE = "depth_m.npy"
 PLY_FOLDER = "points_ply"
