@@ -14,7 +14,7 @@ from diffusers import DiffusionPipeline
 
 from dvd.cli import build_parser, main
 from dvd.commands.predict import settings_from_args
-from dvd.commands.progress import PredictProgress
+from dvd.jobs.progress import PredictProgress
 from dvd.engine.stages import READ
 from dvd.errors import DVDError
 from dvd.pipeline.dvd_pipeline import DVDPipeline

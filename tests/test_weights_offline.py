@@ -24,7 +24,7 @@ RETRIES_TAKE_S = 23
 TIMED_PREDICT = """
 import sys, time
 from dvd import cli
-import dvd.commands.predict, dvd.jobs.outputs, dvd.pipeline.dvd_pipeline, dvd.weights.load
+import dvd.commands.predict, dvd.jobs.batch, dvd.jobs.outputs, dvd.pipeline.dvd_pipeline, dvd.weights.load
 started = time.perf_counter()
 code = cli.main(sys.argv[1:])
 print(f"seconds {time.perf_counter() - started:.3f}")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dvd.app.workspace import AppLimits, Workspace
-from dvd.commands.predict import PredictSettings, check_model_sides, check_source, parse_formats
+from dvd.jobs.batch import PredictSettings, check_model_sides, check_source, parse_formats
 from dvd.data.naming import natural_key
 from dvd.engine.stream import validate_stream_settings
 from dvd.engine.video import VideoSettings

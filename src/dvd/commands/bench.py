@@ -191,7 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def bench_formats(text: str) -> tuple[str, ...]:
     """The --save list, npy first; the formats of `dvd predict`'s post-pass (ply) are refused: bench has no metric
     or camera flags and times the engine and its writers only."""
-    from dvd.commands.predict import parse_formats
+    from dvd.jobs.batch import parse_formats
 
     formats = parse_formats(text)
     post_pass = [name for name in formats if name not in WRITER_FORMATS]
