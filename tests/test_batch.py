@@ -17,7 +17,7 @@ from PIL import Image
 
 from dvd import cli
 from dvd.jobs.batch import SOME_FAILED
-from dvd.io.manifest import MANIFEST_FILE, Manifest, read_manifest
+from dvd.jobs.manifest import MANIFEST_FILE, Manifest, read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -29,7 +29,7 @@ from test_faults_outputs import dead_process
 
 from dvd import cli
 from dvd.io import atomic
-from dvd.io.manifest import MANIFEST_FILE, Manifest, read_manifest
+from dvd.jobs.manifest import MANIFEST_FILE, Manifest, read_manifest
 from dvd.jobs.resume import STATE_FILE
 from dvd.pipeline.dvd_pipeline import DVDPipeline
 

@@ -52,7 +52,7 @@ def predict(settings: PredictSettings) -> int:
     summary line. Returns 0, or SOME_FAILED when --keep-going recorded failed inputs."""
     from dvd.engine.allocator import keep_heap_flat
     from dvd.io.atomic import check_output_path, prepare_output_folder
-    from dvd.io.manifest import MANIFEST_FILE, Manifest
+    from dvd.jobs.manifest import MANIFEST_FILE, Manifest
     from dvd.jobs.finished import add_metric
     from dvd.jobs.outputs import predict_to_folder
     from dvd.jobs.progress import PredictProgress
