@@ -14,9 +14,9 @@ from diffusers import DiffusionPipeline
 
 from dvd.cli import build_parser, main
 from dvd.commands.predict import settings_from_args
-from dvd.jobs.progress import PredictProgress
 from dvd.engine.stages import READ
 from dvd.errors import DVDError
+from dvd.jobs.progress import PredictProgress
 from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.weights.about import PROOF_NOTICE, read_defaults, weights_kind
 from dvd.weights.defaults import ModelDefaults

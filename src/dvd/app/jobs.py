@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dvd.app.workspace import AppLimits, Workspace
-from dvd.jobs.batch import PredictSettings, check_model_sides, check_source, parse_formats
 from dvd.data.naming import natural_key
 from dvd.engine.stream import validate_stream_settings
 from dvd.engine.video import VideoSettings
@@ -29,6 +28,7 @@ from dvd.engine.windows import window_schedule
 from dvd.errors import DVDError
 from dvd.io.colormaps import colorize
 from dvd.io.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, check_pixel_count, open_source
+from dvd.jobs.batch import PredictSettings, check_model_sides, check_source, parse_formats
 from dvd.jobs.outputs import OutputSettings, predict_to_folder
 from dvd.options import (
     DEFAULT_COLORMAP,

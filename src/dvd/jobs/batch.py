@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the heavy stack (torch, diffusers, av) is imported in `pred
 
 @dataclass(frozen=True)
 class PredictSettings:
-    """Everything `dvd predict` was asked to do, typed; `run` needs nothing else."""
+    """Everything `dvd predict` was asked to do, typed; `predict` needs nothing else."""
 
     inputs: tuple[str, ...]
     output: Path
@@ -52,8 +52,8 @@ def predict(settings: PredictSettings) -> int:
     summary line. Returns 0, or SOME_FAILED when --keep-going recorded failed inputs."""
     from dvd.engine.allocator import keep_heap_flat
     from dvd.io.atomic import check_output_path, prepare_output_folder
-    from dvd.jobs.manifest import MANIFEST_FILE, Manifest
     from dvd.jobs.finished import add_metric
+    from dvd.jobs.manifest import MANIFEST_FILE, Manifest
     from dvd.jobs.outputs import predict_to_folder
     from dvd.jobs.progress import PredictProgress
     from dvd.metric.post_pass import prepare_metric
