@@ -20,11 +20,11 @@ import torch
 from diffusers import WanTransformer3DModel
 from speed_full_size import RESULTS
 
-from dvd.inference.pipeline import resolve_device, resolve_dtype
 from dvd.model.dvd_model import DEFAULT_TAU, cast_transformer, regress_depth_latent
 from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.timestep import install_float64_timestep_embedding
+from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
 from dvd.weights.presets import WAN_1_3B_DIT
 
 

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from memory_long_video import write_video
 
-from dvd.inference.allocator import keep_heap_flat
-from dvd.inference.benchmark import BenchSettings, build_pipeline
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.video import VideoSettings
+from dvd.bench.benchmark import BenchSettings, build_pipeline
+from dvd.engine.allocator import keep_heap_flat
+from dvd.engine.video import VideoSettings
 from dvd.io.readers import open_source
+from dvd.jobs.outputs import OutputSettings, predict_to_folder
 from dvd.options import DEFAULT_STITCH
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -116,7 +116,7 @@ def main() -> None:
         f"{args.stitch}, outputs {' + '.join(FORMATS)}; the model is a "
         "zero-cost stand-in of `dvd bench --host-only` (each window's green channel as float32, like a transfer from "
         "the device); `dvd predict`'s allocator settings "
-        "(`dvd.inference.allocator`). Target: >= 30 frames/s.\n\n"
+        "(`dvd.engine.allocator`). Target: >= 30 frames/s.\n\n"
         "CPU ms/frame is the CPU time of all threads (x264's too) per frame: two free cores give 66 ms a frame at 30 "
         "frames/s; kernel ms/frame is the part of it spent in the kernel (page faults, file writes). Runs of the "
         "modes are interleaved; the machine is shared, so the best run is the figure for two free cores and the "

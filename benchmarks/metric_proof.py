@@ -37,14 +37,14 @@ from PIL import Image
 
 from dvd.data.procedural import render_clip, split_seed
 from dvd.data.raster import unit_float
+from dvd.engine.video import VideoSettings
 from dvd.evaluation.alignment import align_to_depth
 from dvd.evaluation.metrics import depth_metrics
 from dvd.evaluation.temporal import relative_temporal_diff, temporal_alignment_error
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.video import VideoSettings
 from dvd.io.readers import open_source
+from dvd.jobs.outputs import OutputSettings, predict_to_folder
 from dvd.metric import MetricSettings
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SIZE = 64  # the proof model was trained at 64x64 on 5-frame clips (benchmarks/train_proof.py)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dvd.commands.demo import TRAINED_SIZE, comparison_frames
 from dvd.data.procedural import render_clip, split_seed
-from dvd.inference.pipeline import DVDPipeline
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.training.validation import score_disparity
 
 FRAMES = 48  # `dvd demo`'s default clip

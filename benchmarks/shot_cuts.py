@@ -33,12 +33,12 @@ import torch
 
 from dvd.data.procedural import render_clip, split_seed
 from dvd.data.raster import resize_frames
+from dvd.engine.shots import ShotDetector
+from dvd.engine.video import VideoEngine, VideoSettings
 from dvd.evaluation.alignment import align_to_depth
 from dvd.evaluation.metrics import depth_metrics
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.shots import ShotDetector
-from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.io.readers import open_source
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SIZE = 64  # the proof model's training size

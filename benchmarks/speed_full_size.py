@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from dvd.inference.pipeline import resolve_device, resolve_dtype
 from dvd.model import DVDModel
+from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
 from dvd.weights.presets import random_modules
 
 RESULTS = Path(__file__).with_name("RESULTS.md")

@@ -2,7 +2,7 @@
 
 Each window's "prediction" is the true disparity under a planted per-window affine (scale ~ exp(N(0, 0.1)), shift
 ~ N(0, 0.05)), with per-frame jitter of that affine (scale 2 %, shift 0.01) and pixel noise (0.02) on top.
-Everything runs through the real streaming engine (`dvd.inference.stream.stream_disparity`). The stitched video
+Everything runs through the real streaming engine (`dvd.engine.stream.stream_disparity`). The stitched video
 is then aligned to the truth with ONE least-squares affine for the whole sequence (as evaluation does), and we
 report AbsRel over the whole video and for the worst frame (a chain that drifts cannot be fixed by one affine), and
 the scale drift: the RMS over frames of |log s_t|, where s_t is the least-squares slope of the aligned frame t
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dvd.inference.scale_shift import fit_scale_shift
-from dvd.inference.stream import stream_disparity
+from dvd.engine.scale_shift import fit_scale_shift
+from dvd.engine.stream import stream_disparity
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SIZE = 16

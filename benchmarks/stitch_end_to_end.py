@@ -33,11 +33,11 @@ import numpy as np
 import torch
 
 from dvd.data.procedural import SyntheticClip, render_clip, split_seed
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.scale_shift import fit_scale_shift
-from dvd.inference.stream import WindowReport
-from dvd.inference.video import VideoEngine, VideoSettings
+from dvd.engine.scale_shift import fit_scale_shift
+from dvd.engine.stream import WindowReport
+from dvd.engine.video import VideoEngine, VideoSettings
 from dvd.options import STITCH_PRESETS
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.training.validation import score_disparity
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"

@@ -20,9 +20,9 @@ import time
 import torch
 from speed_full_size import RESULTS
 
-from dvd.inference.pipeline import resolve_device, resolve_dtype
 from dvd.model.dvd_model import DVDModel
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
+from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
 from dvd.training.config import FinetuneSection
 from dvd.training.regression import DepthRegression
 from dvd.training.trainable import make_trainable

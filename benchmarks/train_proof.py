@@ -30,8 +30,8 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from dvd.data.train import SyntheticDataset
-from dvd.inference.pipeline import DVDPipeline
 from dvd.model.dvd_model import DVDModel
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.training.config import parse_config
 from dvd.training.export import merged_model
 from dvd.training.trainer import train

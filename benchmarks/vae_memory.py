@@ -38,8 +38,8 @@ def measure(args: argparse.Namespace) -> None:
     import torch
     from diffusers import AutoencoderKLWan
 
-    from dvd.inference.pipeline import resolve_device, resolve_dtype
     from dvd.model.dvd_model import DVDModel
+    from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
     from dvd.weights.presets import PRESETS, random_modules
 
     torch.set_num_threads(args.threads)

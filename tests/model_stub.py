@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dvd.inference.pipeline import DVDPipeline
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.weights import load as weights_load
 
 

@@ -1,4 +1,4 @@
-"""Independent reference fits computed by numpy, to check `dvd.inference.scale_shift` against."""
+"""Independent reference fits computed by numpy, to check `dvd.engine.scale_shift` against."""
 
 from __future__ import annotations
 

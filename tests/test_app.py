@@ -159,7 +159,7 @@ def test_the_page_shows_the_weights_and_defaults_to_the_models_settings(tmp_path
     windows; the status that API clients get is the plain text, the page's status block is not in the API."""
     from dvd.app.jobs import AppLimits, JobRunner, Workspace
     from dvd.app.page import build_page
-    from dvd.inference.pipeline import DVDPipeline
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.weights.about import PROOF_NOTICE
 
     runner = JobRunner(DVDPipeline.from_pretrained("proof", device="cpu"), Workspace(tmp_path, 60), AppLimits())

@@ -19,9 +19,9 @@ from dvd.app.jobs import AppLimits, JobRequest, JobRunner, Workspace, extract_fr
 from dvd.cli import build_parser, main
 from dvd.commands.predict import settings_from_args
 from dvd.errors import DVDError
-from dvd.inference.pipeline import DVDPipeline
 from dvd.io.colormaps import colorize
 from dvd.io.readers import open_source
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 SMALL = {"height": 32, "width": 48, "window": 5, "overlap": 1}
 

@@ -16,8 +16,8 @@ from model_stub import stub_model
 from PIL import Image
 
 from dvd import cli
-from dvd.commands.predict import SOME_FAILED
-from dvd.io.manifest import MANIFEST_FILE, Manifest, read_manifest
+from dvd.jobs.batch import SOME_FAILED
+from dvd.jobs.manifest import MANIFEST_FILE, Manifest, read_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -17,9 +17,9 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
 from dvd import cli
-from dvd.inference import benchmark
-from dvd.inference.benchmark import STAGES
-from dvd.inference.shots import ShotDetector
+from dvd.bench import benchmark
+from dvd.bench.benchmark import STAGES
+from dvd.engine.shots import ShotDetector
 from dvd.io.readers import open_source
 from dvd.io.writers import write_rgb_video
 from dvd.model.dvd_model import MODEL_STAGES, DVDModel
@@ -154,7 +154,7 @@ def test_host_only_runs_no_model(capsys, monkeypatch):
 
 
 def test_bench_runs_with_the_allocator_settings_of_predict(capsys, monkeypatch):
-    """The host path is timed as `dvd predict` runs it: with its malloc settings (dvd.inference.allocator)."""
+    """The host path is timed as `dvd predict` runs it: with its malloc settings (dvd.engine.allocator)."""
     calls: list[bool] = []
     monkeypatch.setattr(benchmark, "keep_heap_flat", lambda: calls.append(True) or True)
     code, _, _ = bench(capsys, "--host-only", "--json", *SMALL)

@@ -15,9 +15,9 @@ from model_stub import stub_model
 from PIL import Image
 
 from dvd import cli
-from dvd.inference import colour_range
-from dvd.inference.colour_range import RangeSample, range_stride, video_range
 from dvd.io.writers import DisparityRange
+from dvd.jobs import colour_range
+from dvd.jobs.colour_range import RangeSample, range_stride, video_range
 
 
 def brightening(count: int = 40, size: tuple[int, int] = (48, 80)) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The host stages in threads (`dvd.inference.host`): the same outputs as in one thread, errors and interrupts that
+"""The host stages in threads (`dvd.jobs.host`): the same outputs as in one thread, errors and interrupts that
 come back to the caller as themselves, and no thread left running."""
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
+from dvd.engine.video import VideoSettings
 from dvd.errors import DVDError
-from dvd.inference.host import Drain, Prefetch
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.video import VideoSettings
 from dvd.io.readers import VideoSource, open_source
 from dvd.io.writers import NpyWriter, VideoWriter
+from dvd.jobs.host import Drain, Prefetch
+from dvd.jobs.outputs import OutputSettings, predict_to_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -270,7 +270,7 @@ def test_the_caller_s_error_wins_and_the_drain_stops() -> None:
 
 HEAP_HOLES = """
 import numpy as np
-from dvd.inference.allocator import keep_heap_flat, release_free_memory
+from dvd.engine.allocator import keep_heap_flat, release_free_memory
 
 def rss_mib():
     with open("/proc/self/status") as status:
@@ -293,7 +293,7 @@ def test_freed_heap_memory_goes_back_to_the_system():
     import subprocess
     import sys
 
-    from dvd.inference.allocator import _glibc
+    from dvd.engine.allocator import _glibc
 
     if _glibc() is None:
         pytest.skip("the C library is not glibc: the allocator settings are no-ops")
@@ -303,7 +303,7 @@ def test_freed_heap_memory_goes_back_to_the_system():
 
 def test_free_memory_is_released_at_most_once_in_release_seconds(monkeypatch):
     """The stream may ask after every frame; each trim makes the next frames' pages fresh ones to fault in."""
-    from dvd.inference import allocator
+    from dvd.engine import allocator
 
     trims: list[int] = []
     clock = [100.0]
@@ -322,7 +322,7 @@ def test_free_memory_is_released_at_most_once_in_release_seconds(monkeypatch):
 def test_the_pool_hands_an_array_out_again_only_when_nothing_refers_to_it():
     import torch
 
-    from dvd.inference.allocator import ArrayPool
+    from dvd.engine.allocator import ArrayPool
 
     pool = ArrayPool()
     array = pool.empty((4, 5), np.float32)
@@ -343,7 +343,7 @@ def test_a_copied_pool_starts_empty():
     import copy
     import pickle
 
-    from dvd.inference.allocator import ArrayPool
+    from dvd.engine.allocator import ArrayPool
 
     pool = ArrayPool()
     pool.empty((3, 4), np.float32)
@@ -352,7 +352,7 @@ def test_a_copied_pool_starts_empty():
 
 
 def test_the_pool_drops_free_arrays_of_other_shapes():
-    from dvd.inference.allocator import ArrayPool
+    from dvd.engine.allocator import ArrayPool
 
     pool = ArrayPool()
     window, output = pool.empty((3, 4), np.uint8), pool.empty((3, 4), np.float32)
@@ -372,7 +372,7 @@ def blas_threads() -> list[int]:
 
 
 def test_blas_runs_on_one_thread_inside_serial_blas_and_as_before_after():
-    from dvd.inference.host import serial_blas
+    from dvd.jobs.host import serial_blas
 
     before = blas_threads()
     if not before:

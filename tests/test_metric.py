@@ -17,10 +17,10 @@ from plyfile import PlyData
 
 from dvd import cli
 from dvd.data.raster import resize_frames, unit_float
+from dvd.engine.video import VideoSettings
 from dvd.errors import DVDError
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.video import VideoSettings
 from dvd.io.readers import open_source
+from dvd.jobs.outputs import OutputSettings, predict_to_folder
 from dvd.metric import MetricPrediction, MetricSettings
 from dvd.metric.align import fit_shot, keyframe_indices, shot_ranges
 from dvd.metric.intrinsics import estimated_intrinsics

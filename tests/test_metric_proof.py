@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dvd.inference.pipeline import DVDPipeline
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "metric_proof.py"
 

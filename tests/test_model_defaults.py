@@ -14,10 +14,10 @@ from diffusers import DiffusionPipeline
 
 from dvd.cli import build_parser, main
 from dvd.commands.predict import settings_from_args
-from dvd.commands.progress import PredictProgress
+from dvd.engine.stages import READ
 from dvd.errors import DVDError
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.profiling import READ
+from dvd.jobs.progress import PredictProgress
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.weights.about import PROOF_NOTICE, read_defaults, weights_kind
 from dvd.weights.defaults import ModelDefaults
 from dvd.weights.single_file import save_single_file, single_file_header

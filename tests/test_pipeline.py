@@ -11,7 +11,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from dvd import DVDPipeline
-from dvd.inference.pipeline import DVDPipelineOutput
+from dvd.pipeline.dvd_pipeline import DVDPipelineOutput
 from dvd.weights.tiny import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -19,8 +19,8 @@ from PIL import Image
 
 from dvd import cli
 from dvd.commands import predict
-from dvd.inference.inputs import check_inputs
-from dvd.inference.video import VideoEngine, VideoSettings
+from dvd.engine.video import VideoEngine, VideoSettings
+from dvd.pipeline.inputs import check_inputs
 
 SMALL = ["--height", "32", "--width", "48"]  # 160x90 (the `clip` fixture) -> model size 32x64
 
@@ -319,17 +319,17 @@ def test_whole_tokyo_walk_video(dvd, tiny_weights, tmp_path):
 
 
 def test_cpu_warning_only_for_large_models(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
-    from dvd.commands import predict
-    from dvd.inference.pipeline import DVDPipeline
+    from dvd.jobs import batch
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.weights.tiny import build_tiny_model
 
     pipe = DVDPipeline.from_model(build_tiny_model(0))
-    predict.warn_if_slow(pipe, quiet=False)
+    batch.warn_if_slow(pipe, quiet=False)
     assert capsys.readouterr().err == ""
-    monkeypatch.setattr(predict, "CPU_PATIENCE_PARAMETERS", 1000)
-    predict.warn_if_slow(pipe, quiet=True)
+    monkeypatch.setattr(batch, "CPU_PATIENCE_PARAMETERS", 1000)
+    batch.warn_if_slow(pipe, quiet=True)
     assert capsys.readouterr().err == ""
-    predict.warn_if_slow(pipe, quiet=False)
+    batch.warn_if_slow(pipe, quiet=False)
     assert "on the CPU: expect minutes per window" in capsys.readouterr().err
 
 

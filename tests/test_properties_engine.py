@@ -14,9 +14,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dvd.inference.stitch import Stitcher, stitch_windows
-from dvd.inference.stream import stream_disparity
-from dvd.inference.windows import SCHEDULE_PRESETS, Window, WindowScheduler, window_schedule
+from dvd.engine.stitch import Stitcher, stitch_windows
+from dvd.engine.stream import stream_disparity
+from dvd.engine.windows import SCHEDULE_PRESETS, Window, WindowScheduler, window_schedule
 from dvd.options import GLOBAL_LAG_WINDOWS
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dvd.data.raster import resize_frames
-from dvd.inference.resize import model_size
+from dvd.engine.resize import model_size
 
 
 @pytest.mark.parametrize(

@@ -17,13 +17,13 @@ import rendezvous
 import torch
 
 from dvd import cli
+from dvd.engine.stream import stream_disparity
+from dvd.engine.video import VideoEngine, VideoSettings
 from dvd.errors import DVDError
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.resume import STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
-from dvd.inference.stream import stream_disparity
-from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.io import atomic
 from dvd.io.readers import open_source
+from dvd.jobs.outputs import OutputSettings, predict_to_folder
+from dvd.jobs.resume import STATE_FILE, Checkpoint, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -227,7 +227,7 @@ def test_kill_9_after_a_checkpoint_then_resume_gives_identical_files(clip, tiny_
     args = [str(arg) for arg in (*args, "--max-frames", 13, "--save", "npy,exr,png16", "--quiet")]
     assert cli.main(["predict", *args, "-o", str(tmp_path / "whole")]) == 0
     out, marks = tmp_path / "out", tmp_path / "marks"
-    pause = "dvd.inference.resume:save_checkpoint:2:after"
+    pause = "dvd.jobs.resume:save_checkpoint:2:after"
     child = rendezvous.start(["predict", *args, "-o", out], marks, {"DVD_TEST_PAUSE": pause, "OMP_NUM_THREADS": "1"})
     rendezvous.wait_for(marks / "paused", child)
     child.send_signal(signal.SIGKILL)
@@ -288,7 +288,7 @@ def test_resume_from_a_state_saved_before_any_frame_was_final(clip, tmp_path):
 
 def test_the_input_fingerprint_covers_every_byte(tmp_path):
     """Same size, same mtime, 200 bytes changed in the middle of a file far larger than any sample of it."""
-    from dvd.inference.resume import input_digest
+    from dvd.jobs.resume import input_digest
 
     path = tmp_path / "in.mp4"
     data = bytearray(np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes())

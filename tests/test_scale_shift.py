@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy_fits import lstsq_fit
 
-from dvd.inference.scale_shift import ScaleShiftFit, fit_scale_shift
+from dvd.engine.scale_shift import ScaleShiftFit, fit_scale_shift
 
 
 def test_fit_matches_numpy_lstsq():

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from dvd import cli
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.sharded import ShardedWindows
-from dvd.inference.video import VideoEngine, VideoSettings
+from dvd.engine.video import VideoEngine, VideoSettings
+from dvd.jobs.sharded import ShardedWindows
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.weights.tiny import build_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -133,7 +133,7 @@ def write_images(folder: Path, count: int) -> Path:
 RECORDING_RANK = """
 import os, sys
 from dvd import cli
-from dvd.inference.pipeline import DVDPipeline
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 predict_windows = DVDPipeline.predict_windows
 

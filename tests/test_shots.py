@@ -19,13 +19,13 @@ from model_stub import stub_model
 
 from dvd import cli
 from dvd.data.raster import resize_frames
+from dvd.engine.shots import Cut, SeamJudge, ShotDetector, ShotLog, parse_cut_frames, split_shots
+from dvd.engine.stitch import Stitcher
+from dvd.engine.video import VideoEngine, VideoSettings
+from dvd.engine.windows import Window
 from dvd.errors import DVDError
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.shots import Cut, SeamJudge, ShotDetector, ShotLog, parse_cut_frames, split_shots
-from dvd.inference.stitch import Stitcher
-from dvd.inference.video import VideoEngine, VideoSettings
-from dvd.inference.windows import Window
 from dvd.io.readers import open_source
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 
 def scene(seed: int, count: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from numpy_fits import joint_stitch_fits, lstsq_fit
 
+from dvd.engine.stitch import Stitcher, apply_scale_shift, cross_fade, get_stitch_preset, stitch_windows
+from dvd.engine.stream import stream_disparity
+from dvd.engine.windows import Window, window_schedule
 from dvd.errors import DVDError
-from dvd.inference.stitch import Stitcher, apply_scale_shift, cross_fade, get_stitch_preset, stitch_windows
-from dvd.inference.stream import stream_disparity
-from dvd.inference.windows import Window, window_schedule
 from dvd.options import GLOBAL_PRIOR_SPREAD
 
 

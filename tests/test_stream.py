@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from numpy_fits import joint_stitch_fits
 
 from dvd.data.raster import unit_float
+from dvd.engine.stream import WindowReport, stream_disparity
+from dvd.engine.video import VideoEngine, VideoSettings
+from dvd.engine.windows import window_schedule
 from dvd.errors import DVDError
-from dvd.inference.inputs import check_inputs
-from dvd.inference.stream import WindowReport, stream_disparity
-from dvd.inference.video import VideoEngine, VideoSettings
-from dvd.inference.windows import window_schedule
 from dvd.options import GLOBAL_LAG_WINDOWS, GLOBAL_PRIOR_SPREAD
+from dvd.pipeline.inputs import check_inputs
 
 LENGTHS = [1, 2, 5, 44, 45, 46, 81, 82, 150]
 H, W = 3, 4
@@ -51,7 +51,7 @@ def lstsq(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
 
 def direct_stitch(frames: np.ndarray, window: int, overlap: int, stitch: str) -> np.ndarray:
     """The whole-video algorithm (the official overlap alignment; global: numpy's dense solve of its fits), written
-    independently of dvd.inference."""
+    independently of dvd.engine."""
     schedule = window_schedule(len(frames), window, overlap, "benchmark" if stitch == "benchmark" else "openworld")
     outs = [fake_model(frames[start:end]) for start, end in schedule]
     if stitch == "global" and len(schedule) > 1:

@@ -16,8 +16,8 @@ import yaml
 from safetensors.torch import load_file
 
 from dvd.errors import DVDError
-from dvd.inference.pipeline import DVDPipeline
 from dvd.model.folding import inert_cross_attention_parameters
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.train import main as train_module_main
 from dvd.training.batches import SlotBatches, build_dataset
 from dvd.training.checkpoint import list_checkpoints

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from dvd.inference.pipeline import DVDPipeline
 from dvd.model.dvd_model import DVDModel
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.training.config import parse_config
 from dvd.training.trainer import train
 from dvd.weights.tiny import tiny_transformer

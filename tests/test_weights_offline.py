@@ -24,7 +24,7 @@ RETRIES_TAKE_S = 23
 TIMED_PREDICT = """
 import sys, time
 from dvd import cli
-import dvd.commands.predict, dvd.inference.outputs, dvd.inference.pipeline, dvd.weights.load
+import dvd.commands.predict, dvd.jobs.batch, dvd.jobs.outputs, dvd.pipeline.dvd_pipeline, dvd.weights.load
 started = time.perf_counter()
 code = cli.main(sys.argv[1:])
 print(f"seconds {time.perf_counter() - started:.3f}")
@@ -47,7 +47,7 @@ except DVDError as error:
 class FakeHub(http.server.BaseHTTPRequestHandler):
     """The Hub's answers to the HEAD request for a file: found, no such file, no such repository."""
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+    def do_HEAD(self) -> None:
         if "/someone/nothing/" in self.path:
             self.send_response(404)
             self.send_header("X-Error-Code", "RepoNotFound")

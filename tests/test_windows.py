@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dvd.engine.windows import WindowScheduler, window_schedule
 from dvd.errors import DVDError
-from dvd.inference.windows import WindowScheduler, window_schedule
 
 # (T=300, ws=45, ov=9): stride 36, starts 0, 36, ..., 252 end before 300; the next start 288 would end at 333.
 REGULAR_300 = [(0, 45), (36, 81), (72, 117), (108, 153), (144, 189), (180, 225), (216, 261), (252, 297)]

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 __all__ = ["DVDModel", "DVDPipeline", "__version__"]
 
 # Imported on first use: the model pulls in diffusers (seconds), which readers, writers and metrics do not need.
-_LAZY = {"DVDPipeline": "dvd.inference.pipeline", "DVDModel": "dvd.model"}
+_LAZY = {"DVDPipeline": "dvd.pipeline.dvd_pipeline", "DVDModel": "dvd.model"}
 
 
 def __getattr__(name: str):

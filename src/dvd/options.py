@@ -12,11 +12,11 @@ from fractions import Fraction
 
 @dataclass(frozen=True)
 class StitchPreset:
-    """How windows are scheduled and joined (dvd.inference.stitch implements them)."""
+    """How windows are scheduled and joined (dvd.engine.stitch implements them)."""
 
-    schedule: str  # window schedule preset, see dvd.inference.windows
+    schedule: str  # window schedule preset, see dvd.engine.windows
     scale_clip: tuple[float, float] | None  # chained presets: the range a window's fitted scale is clipped to
-    joint: bool = False  # one least-squares problem over all seams (dvd.inference.joint_fit) instead of a chain
+    joint: bool = False  # one least-squares problem over all seams (dvd.engine.joint_fit) instead of a chain
 
 
 STITCH_PRESETS: dict[str, StitchPreset] = {
@@ -28,12 +28,12 @@ REMOVED_STITCH_PRESETS: dict[str, str] = {
     "anchored": "--stitch anchored was removed: on model outputs it did worse than openworld "
     "(benchmarks/RESULTS.md, stitching end to end); use --stitch global",
 }
-# --stitch global (dvd.inference.joint_fit): a window's scale is trusted to within this fraction of its own
+# --stitch global (dvd.engine.joint_fit): a window's scale is trusted to within this fraction of its own
 # prediction's contrast, and a window is written once this many later windows have been fitted (its delay).
 GLOBAL_PRIOR_SPREAD = 0.3
 GLOBAL_LAG_WINDOWS = 2
 
-# dvd.inference.video.VideoSettings: the official open-world sizes and windows; the stitching is ours (docs/predict.md,
+# dvd.engine.video.VideoSettings: the official open-world sizes and windows; the stitching is ours (docs/predict.md,
 # windows and stitching: `global` beat `openworld` on every test we could run; `openworld` is the official script's).
 DEFAULT_MIN_HEIGHT = 480  # frames are scaled to cover height x width, sides rounded up to /16
 DEFAULT_MIN_WIDTH = 640
@@ -42,13 +42,13 @@ DEFAULT_OVERLAP = 21
 DEFAULT_STITCH = "global"
 DEFAULT_BATCH_WINDOWS = 1
 
-# dvd.inference.shots: hard cuts. "auto" runs PySceneDetect's ContentDetector on the frames as they arrive; None
+# dvd.engine.shots: hard cuts. "auto" runs PySceneDetect's ContentDetector on the frames as they arrive; None
 # (the engine's default) means auto for video files and off for images, image folders and arrays.
 CUT_MODES: tuple[str, ...] = ("auto", "off")
 DEFAULT_CUT_THRESHOLD = 27.0  # ContentDetector's own default: mean HSV change (0-255) between consecutive frames
 MIN_SHOT_FRAMES = 8  # a detected cut closer than this to the previous one is a flash or fast motion, not a cut
 
-# dvd.inference.outputs: where the 8/16-bit outputs (png16, mp4, sbs) take their disparity range from.
+# dvd.jobs.outputs: where the 8/16-bit outputs (png16, mp4, sbs) take their disparity range from.
 COLOUR_RANGES: tuple[str, ...] = ("video", "first-window")
 DEFAULT_COLOUR_RANGE = "video"  # a second pass over the finished disparity.npy; first-window streams
 

@@ -27,9 +27,9 @@ from test_metric import InverseDepthPipe, tiny_depth_pro  # noqa: F401 - a fixtu
 
 from dvd import cli
 from dvd.errors import DVDError
-from dvd.inference.pipeline import DVDPipeline
 from dvd.io.readers import check_pixel_count
 from dvd.metric.models import TransformersMetricModel
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 SMALL = ("--height", 32, "--width", 48, "--quiet")
 STRICT_STDOUT = {"PYTHONIOENCODING": "utf-8:strict", "OMP_NUM_THREADS": "1"}  # a UTF-8 locale's streams

@@ -16,7 +16,7 @@ import pytest
 from harness import Fault, Workspace, parametrize, run_fault
 from PIL import Image
 
-from dvd.inference.pipeline import DVDPipeline
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 VFR_MS = [0, 40, 80, 200, 240, 400, 440, 480, 1000, 1500, 1540, 1580]  # frame times of the VFR clip, ms
 

@@ -25,16 +25,16 @@ from media import write_test_video
 from safetensors.torch import load_file, save_file
 
 from dvd import cli
-from dvd.inference.resume import STATE_FILE
 from dvd.io import atomic
+from dvd.jobs.resume import STATE_FILE
 
 SMALL = ("--height", 32, "--width", 48, "--quiet")
 CHILD_ENV = {"OMP_NUM_THREADS": "1"}  # two cores: children that spin-wait on each other's threads crawl
 # Rendezvous points of the child runs (tests/rendezvous.py): before the output is renamed into place; after the
 # first resume point is saved (a window is complete, in the writing thread); before the first model call.
 BEFORE_COMMIT = "dvd.io.atomic:_commit:1:before"
-AFTER_FIRST_CHECKPOINT = "dvd.inference.resume:save_checkpoint:1:after"
-BEFORE_FIRST_WINDOW = "dvd.inference.pipeline:DVDPipeline.predict_windows:1:before"
+AFTER_FIRST_CHECKPOINT = "dvd.jobs.resume:save_checkpoint:1:after"
+BEFORE_FIRST_WINDOW = "dvd.pipeline.dvd_pipeline:DVDPipeline.predict_windows:1:before"
 
 
 def predict(ws: Workspace, *extra, source: Path | None = None) -> list:

@@ -27,10 +27,10 @@ from media import write_test_video
 from test_faults_outputs import dead_process, gt_and_predictions
 
 from dvd import cli
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.resume import STATE_FILE
 from dvd.io import atomic
-from dvd.io.manifest import MANIFEST_FILE, Manifest, read_manifest
+from dvd.jobs.manifest import MANIFEST_FILE, Manifest, read_manifest
+from dvd.jobs.resume import STATE_FILE
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "dvd"
 MARKER = "ran-code"

@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dvd.commands.predict import PredictSettings, check_model_sides, check_source, parse_formats
-from dvd.data.naming import natural_key
 from dvd.app.workspace import AppLimits, Workspace
+from dvd.data.naming import natural_key
+from dvd.engine.stream import validate_stream_settings
+from dvd.engine.video import VideoSettings
+from dvd.engine.windows import window_schedule
 from dvd.errors import DVDError
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.stream import validate_stream_settings
-from dvd.inference.video import VideoSettings
-from dvd.inference.windows import window_schedule
 from dvd.io.colormaps import colorize
 from dvd.io.readers import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Source, check_pixel_count, open_source
+from dvd.jobs.batch import PredictSettings, check_model_sides, check_source, parse_formats
+from dvd.jobs.outputs import OutputSettings, predict_to_folder
 from dvd.options import (
     DEFAULT_COLORMAP,
     DEFAULT_FORMATS,
@@ -42,7 +42,7 @@ from dvd.options import (
 )
 
 if TYPE_CHECKING:
-    from dvd.inference.pipeline import DVDPipeline
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 ZIP_EXTENSION = ".zip"
 FOLDER_DOWNLOADS = ("png16", "exr")  # formats written as a folder of frames, offered as one zip each

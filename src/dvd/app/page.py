@@ -21,7 +21,7 @@ from dvd.options import COLORMAPS, DEFAULT_IMAGE_FPS, STITCH_PRESETS, WRITER_FOR
 from dvd.weights.about import KINDS, PROOF_NOTICE
 
 if TYPE_CHECKING:
-    from dvd.inference.pipeline import DVDPipeline
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 POLL_SECONDS = 0.25  # how often the page's progress line is refreshed while a job runs
 

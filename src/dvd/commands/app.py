@@ -152,7 +152,7 @@ def serve(args: argparse.Namespace, limits: AppLimits, workspace: Workspace, exa
     from dvd.app.examples import write_synthetic_example
     from dvd.app.jobs import JobRunner
     from dvd.app.page import build_page, launch_page
-    from dvd.inference.pipeline import DVDPipeline
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.weights.about import PROOF_NOTICE
 
     pipe = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)

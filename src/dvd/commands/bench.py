@@ -28,7 +28,7 @@ from dvd.options import (
 )
 
 if TYPE_CHECKING:  # torch and the pipeline are imported in `run`, so that --help is instant
-    from dvd.inference.benchmark import BenchSettings
+    from dvd.bench.benchmark import BenchSettings
 
 DESCRIPTION = """\
 Run the real pipeline (`dvd predict`'s engine and writers) once on a synthetic clip or --input, after one
@@ -191,7 +191,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def bench_formats(text: str) -> tuple[str, ...]:
     """The --save list, npy first; the formats of `dvd predict`'s post-pass (ply) are refused: bench has no metric
     or camera flags and times the engine and its writers only."""
-    from dvd.commands.predict import parse_formats
+    from dvd.jobs.batch import parse_formats
 
     formats = parse_formats(text)
     post_pass = [name for name in formats if name not in WRITER_FORMATS]
@@ -204,8 +204,8 @@ def bench_formats(text: str) -> tuple[str, ...]:
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
-    from dvd.inference.benchmark import BenchSettings
-    from dvd.inference.video import VideoSettings
+    from dvd.bench.benchmark import BenchSettings
+    from dvd.engine.video import VideoSettings
 
     sized = {
         name: getattr(args, name) if getattr(args, name) is not None else (predict if args.host_only else bench)
@@ -240,7 +240,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from dvd.inference.benchmark import run_bench
+    from dvd.bench.benchmark import run_bench
 
     result = run_bench(settings_from_args(args))
     print(json.dumps(result) if args.json else format_table(result))

@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here, not at the top: torch and diffusers take seconds to load, and --help should not wait.
-    from dvd.inference.pipeline import DVDPipeline, pipeline_folder_problem, resolve_dtype
     from dvd.io.atomic import atomic_directory, check_output, prepare_output_folder
+    from dvd.pipeline.dvd_pipeline import DVDPipeline, pipeline_folder_problem, resolve_dtype
     from dvd.weights import load_weights
     from dvd.weights.about import read_defaults
     from dvd.weights.saving import write_errors

@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from dvd.data.procedural import render_clip, split_seed
-    from dvd.inference.pipeline import DVDPipeline
-    from dvd.inference.video import VideoSettings
+    from dvd.engine.video import VideoSettings
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.training.validation import score_disparity
 
     VideoSettings(TRAINED_SIZE, TRAINED_SIZE, args.window, args.overlap).validate()  # before any model work

@@ -148,7 +148,7 @@ def ffmpeg_libraries() -> str:
 def print_device() -> None:
     import torch
 
-    from dvd.inference.pipeline import resolve_device, resolve_dtype
+    from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
 
     device = resolve_device(None)
     name = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""

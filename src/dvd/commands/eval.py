@@ -153,8 +153,8 @@ def run(args: argparse.Namespace) -> int:
         predictor = SavedPredictions(args.predictions, any_size=reader.crop_in_prediction_grid)
         label = args.label or args.predictions.resolve().name
     else:
-        from dvd.inference.pipeline import DVDPipeline  # loads torch models; only needed when running DVD
-        from dvd.inference.video import VideoSettings
+        from dvd.engine.video import VideoSettings
+        from dvd.pipeline.dvd_pipeline import DVDPipeline  # loads torch models; only needed when running DVD
 
         # The window flags are checked before the model loads (16x16 stands in for each sequence's own size).
         VideoSettings(16, 16, args.window, args.overlap, args.stitch, batch_windows=args.batch_windows).validate()

@@ -13,7 +13,7 @@ Deliberate differences from the official DVD script, both documented in docs/eva
   affine-invariant output is centred on 0, so a tool-agnostic benchmark cannot keep it;
 - ``numpy.linalg.lstsq`` on a stacked [N, 2] float64 design matrix allocates about 32 bytes per valid pixel
   (1.1 GiB for 110 KITTI frames; ``benchmarks/eval_alignment.py``); the same least-squares solution is computed
-  here by `dvd.inference.scale_shift` from centred float64 sums accumulated frame by frame, which agrees with lstsq to rounding (5.6e-15
+  here by `dvd.engine.scale_shift` from centred float64 sums accumulated frame by frame, which agrees with lstsq to rounding (5.6e-15
   relative in that benchmark) in about 10 MiB.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dvd.inference.scale_shift import ScaleShiftFit
+from dvd.engine.scale_shift import ScaleShiftFit
 
 MIN_DISPARITY = 1e-3
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from dvd.data.benchmarks.base import DatasetReader, Sequence, SkipSequence
+from dvd.engine.stream import WindowReport
+from dvd.engine.video import VideoEngine, VideoSettings
 from dvd.errors import DVDError
 from dvd.evaluation.predictions import load_prediction
 from dvd.evaluation.report import summarise
 from dvd.evaluation.scoring import score_sequence
-from dvd.inference.inputs import frame_as_unit_float
-from dvd.inference.stream import WindowReport
-from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.options import TAE_INTRINSICS
+from dvd.pipeline.inputs import frame_as_unit_float
 
 Predictor = Callable[[Sequence], tuple[np.ndarray, dict]]
 """Disparity [T, H, W] for a sequence (the GT size, or one `scoring.prediction_on_gt_grid` takes), plus fields to add

@@ -3,7 +3,7 @@ the camera's intrinsics, and point clouds.
 
 `dvd predict --metric MODEL [--save ply]` runs it after the disparity of each input is complete
 (`dvd.metric.post_pass`); from Python, pass ``metric=MetricSettings(model=...)`` to
-`dvd.inference.outputs.predict_to_folder`, where the model is a Hub id, a local folder, or any object with
+`dvd.jobs.outputs.predict_to_folder`, where the model is a Hub id, a local folder, or any object with
 ``predict(frames) -> metres`` (`MetricModel`). Only the light settings are imported here, so that the command line
 starts instantly.
 """

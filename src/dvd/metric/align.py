@@ -4,7 +4,7 @@ DVD's disparity is affine-invariant and temporally stable; a metric image model'
 Within a shot DVD's disparity is one affine map away from inverse depth, so ``1 / depth ≈ scale · disparity +
 shift`` with one (scale, shift) for the whole shot: fitted on K keyframes, the metric model's per-frame errors
 average out, and the result keeps DVD's stability. The fit is the project's one least-squares fit
-(`dvd.inference.scale_shift`), each keyframe weighing the same, made robust by iterated trimming: pixels whose
+(`dvd.engine.scale_shift`), each keyframe weighing the same, made robust by iterated trimming: pixels whose
 log ratio of fitted to metric inverse depth lies beyond `TRIM` robust standard deviations (1.4826 · median
 absolute deviation) from the median are dropped and the fit repeated.
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dvd.engine.scale_shift import ScaleShiftFit
 from dvd.errors import DVDError
-from dvd.inference.scale_shift import ScaleShiftFit
 
 FIT_PIXELS = 200_000  # at most this many pixels per keyframe enter the fit (a regular grid): bounded memory
 SKY_FRACTION = 0.02

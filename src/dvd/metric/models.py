@@ -58,7 +58,7 @@ class TransformersMetricModel:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
         from transformers.image_processing_utils import ImageProcessingMixin
 
-        from dvd.inference.pipeline import resolve_device
+        from dvd.pipeline.dvd_pipeline import resolve_device
 
         self.name = name
         self.kind, self.estimates_fov = check_metric_model(name)

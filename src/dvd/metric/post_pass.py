@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -28,7 +28,6 @@ from dvd.metric.models import BATCH, TransformersMetricModel, check_metric_model
 from dvd.metric.settings import MetricModel, MetricPrediction, MetricSettings, frame_selected
 
 if TYPE_CHECKING:
-    from dvd.inference.outputs import OutputSettings
     from dvd.io.readers import Source
 
 DEPTH_FILE = "depth_m.npy"
@@ -38,10 +37,23 @@ METRIC_OUTPUTS = (DEPTH_FILE, PLY_FOLDER)  # what the pass writes beside the dis
 # What the pass adds to meta.json: its top-level keys, and its entries of "outputs".
 METRIC_META_KEYS = ("metric", "intrinsics", "depth_units", "depth_range_mapping", "metric_seconds")
 METRIC_OUTPUT_KEYS = ("depth_m", "ply")
+
+
+class FrameSelection(Protocol):
+    """Which of a source's frames the run wrote: all the pass needs of a run's output settings
+    (`dvd.jobs.outputs.OutputSettings` is one), so that the metric layer does not import the jobs layer above it."""
+
+    @property
+    def max_frames(self) -> int | None: ...
+
+    @property
+    def stride(self) -> int: ...
+
+
 ToDepth = Callable[[int, np.ndarray], np.ndarray]  # (frame index, disparity) -> depth
 
 
-def prepare_metric(settings: MetricSettings, sources: list[Source], output: OutputSettings) -> MetricSettings | None:
+def prepare_metric(settings: MetricSettings, sources: list[Source], output: FrameSelection) -> MetricSettings | None:
     """Check the metric flags against the inputs and load the metric model once for the run, before the DVD
     model loads; None when no metric or 3D output is asked for."""
     settings.check()
@@ -68,7 +80,7 @@ def without_metric(meta: dict) -> dict:
 
 
 def metric_post_pass(
-    settings: MetricSettings | None, staging: Path, source: Source, output: OutputSettings, meta: dict
+    settings: MetricSettings | None, staging: Path, source: Source, output: FrameSelection, meta: dict
 ) -> dict:
     """depth_m.npy and the point clouds of a complete staging folder; returns `meta` with the fit, intrinsics and
     outputs added (unchanged when `settings` is None or asks for nothing)."""
@@ -85,7 +97,7 @@ def _metric_outputs(
     settings: MetricSettings,
     staging: Path,
     source: Source,
-    output: OutputSettings,
+    output: FrameSelection,
     meta: dict,
     disparity: NpyFrames,
     started: float,
@@ -146,7 +158,7 @@ def _given_intrinsics(
     return None
 
 
-def _output_frames(source: Source, output: OutputSettings, size: tuple[int, int]) -> Iterator[np.ndarray]:
+def _output_frames(source: Source, output: FrameSelection, size: tuple[int, int]) -> Iterator[np.ndarray]:
     """The source's frames again, at the outputs' size (float32 [H, W, 3] in [0, 1]), resized as the engine
     resizes them for the model, so that at the model size both models see the same pixels."""
     for frame in source.frames(output.max_frames, output.stride):
@@ -154,7 +166,7 @@ def _output_frames(source: Source, output: OutputSettings, size: tuple[int, int]
 
 
 def _fit_shots(
-    model: MetricModel, disparity: NpyFrames, source: Source, output: OutputSettings, settings: MetricSettings, meta: dict,
+    model: MetricModel, disparity: NpyFrames, source: Source, output: FrameSelection, settings: MetricSettings, meta: dict,
     given: Intrinsics | None,
 ) -> tuple[list[ShotFit], Intrinsics | None]:  # fmt: skip
     """One pass over the source: the metric model on each shot's keyframes, in batches; each shot is fitted as soon
@@ -252,7 +264,7 @@ def _write_depth_and_points(
     settings: MetricSettings,
     staging: Path,
     source: Source,
-    output: OutputSettings,
+    output: FrameSelection,
     disparity: NpyFrames,
     fits: list[ShotFit] | None,
     to_depth: ToDepth | None,

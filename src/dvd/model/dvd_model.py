@@ -24,7 +24,7 @@ from dvd.model.timestep import install_float64_timestep_embedding
 DEFAULT_TAU = 0.5
 # The official code feeds 512 zero text tokens: the T5 encoder is never run.
 TEXT_TOKENS = 512
-# The three steps of `DVDModel.forward`, by the names a stage timer hears (`dvd.inference.profiling`).
+# The three steps of `DVDModel.forward`, by the names a stage timer hears (`dvd.engine.stages`).
 MODEL_STAGES = ("vae_encode", "dit", "vae_decode")
 Stage = Callable[[str], AbstractContextManager]
 

@@ -20,9 +20,9 @@ import yaml
 from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
-from dvd.inference.pipeline import DVDPipeline, pipeline_folder_problem
 from dvd.io.atomic import atomic_directory, foreign_entries
 from dvd.model.dvd_model import DVDModel
+from dvd.pipeline.dvd_pipeline import DVDPipeline, pipeline_folder_problem
 from dvd.training.trainable import fold_learned_timestep
 from dvd.weights.formats import lora_rank, merge_lora, original_dit_state, original_vae_state
 from dvd.weights.saving import write_errors

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dvd.engine.stream import WindowPredictor
 from dvd.errors import DVDError
-from dvd.inference.stream import WindowPredictor
 
 Exchange = Callable[[np.ndarray], list[np.ndarray]]
 """An all_gather: this rank's array in, every rank's array of the same shape and dtype out, in rank order."""

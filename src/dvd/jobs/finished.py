@@ -21,8 +21,8 @@ from dvd.io.links import link_or_copy
 from dvd.metric.post_pass import METRIC_OUTPUTS, metric_post_pass, without_metric
 
 if TYPE_CHECKING:
-    from dvd.inference.outputs import OutputSettings
     from dvd.io.readers import Source
+    from dvd.jobs.outputs import OutputSettings
     from dvd.metric.settings import MetricSettings
 
 META_FILE = "meta.json"
@@ -126,7 +126,7 @@ def metric_missing(meta: dict, metric: MetricSettings) -> str | None:
 @dataclass(frozen=True)
 class MetricFailure:
     """A metric pass that failed after the disparity was complete: the output is kept, and `error` is raised once
-    it is in place (see `dvd.inference.outputs.predict_to_folder`)."""
+    it is in place (see `dvd.jobs.outputs.predict_to_folder`)."""
 
     error: Exception
 

@@ -14,10 +14,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from dvd.data.raster import resize_frames, resize_pixels
-from dvd.errors import DVDError
-from dvd.inference.profiling import RESIZE, RESIZE_BACK, STITCH, NoTimer
-from dvd.inference.resize import model_size
-from dvd.inference.shots import (
+from dvd.engine.resize import model_size
+from dvd.engine.shots import (
     Cut,
     SeamJudge,
     ShotDetector,
@@ -26,7 +24,8 @@ from dvd.inference.shots import (
     split_shots,
     validate_cut_settings,
 )
-from dvd.inference.stream import (
+from dvd.engine.stages import RESIZE, RESIZE_BACK, STITCH, NoTimer
+from dvd.engine.stream import (
     StreamState,
     WindowCallback,
     WindowPredictor,
@@ -34,7 +33,8 @@ from dvd.inference.stream import (
     stream_disparity,
     validate_stream_settings,
 )
-from dvd.inference.windows import Window
+from dvd.engine.windows import Window
+from dvd.errors import DVDError
 from dvd.options import (
     DEFAULT_BATCH_WINDOWS,
     DEFAULT_CUT_THRESHOLD,
@@ -44,7 +44,6 @@ from dvd.options import (
     DEFAULT_STITCH,
     DEFAULT_WINDOW,
 )
-
 
 WHOLE_NUMBER_SETTINGS = ("height", "width", "window", "overlap", "batch_windows")
 
@@ -97,7 +96,7 @@ class VideoSettings:
 
 class VideoEngine:
     """Runs frames through a window predictor with `settings`; `on_window` hears about every stitched window;
-    `timer` (a `dvd.inference.profiling.StageTimer`, for `dvd bench`) records the resize and stitch stages."""
+    `timer` (a `dvd.bench.profiling.StageTimer`, for `dvd bench`) records the resize and stitch stages."""
 
     def __init__(
         self,
@@ -114,7 +113,7 @@ class VideoEngine:
 
     def model_frames(self, frames: Iterable[np.ndarray], size: tuple[int, int]) -> Iterator[np.ndarray]:
         """Stitched disparity [h, w] at model size, one frame at a time, for [H, W, 3] frames of `size` (uint8,
-        uint16, or float32 in [0, 1]; see `dvd.inference.inputs`)."""
+        uint16, or float32 in [0, 1]; see `dvd.pipeline.inputs`)."""
         return self.stitched(self.to_model_size(frames, size))
 
     def to_model_size(self, frames: Iterable[np.ndarray], size: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -135,12 +134,12 @@ class VideoEngine:
     ) -> Iterator[np.ndarray]:
         """Stitched disparity [h, w] for frames already at model size (the second half of `model_frames`).
 
-        Shot by shot (`dvd.inference.shots`): each shot is a fresh stream, so no window is fitted across a cut.
+        Shot by shot (`dvd.engine.shots`): each shot is a fresh stream, so no window is fitted across a cut.
         While it runs and after, `shots` holds the shots found so far and `failed_seams` the seams whose fit
         failed (with cuts "auto" those start a new shot too; with "off" they are only reported). Window reports
         carry frame indices of the whole video.
 
-        Resumable runs (`dvd.inference.resume`): `on_state` is called with the engine's state (plain values and
+        Resumable runs (`dvd.jobs.resume`): `on_state` is called with the engine's state (plain values and
         numpy arrays) after each model call whose frames have all been yielded, except a shot's last one; `resume`
         continues from such a state, fed the frames from `resume_points(resume)[0]` on, and yields what the
         uninterrupted engine yielded after its first `resume_points(resume)[1]` frames, bit for bit."""

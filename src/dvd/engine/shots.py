@@ -19,7 +19,7 @@ the new window's frames after them start a new shot at the window's own scale, w
 later windows align to it as usual. Nothing is re-predicted, so the schedule, the memory and the model calls stay
 those of the run without the failure.
 
-State, for a run that resumes between windows (`dvd.inference.resume`): the detector's `ShotState` (the index of
+State, for a run that resumes between windows (`dvd.jobs.resume`): the detector's `ShotState` (the index of
 the next frame, the current shot's start, and the previous frame downscaled to at most DETECT_SIDE pixels), the
 judge's recent residuals (`SeamJudge.recent`), and the shots so far (`ShotLog.entries`). A detector rebuilt from its
 state scores the next frame exactly as the uninterrupted one would.

@@ -1,5 +1,5 @@
 """The one scale-and-shift fit: ``scale * pred + shift ~ ref``, used by stitching, evaluation, validation and the
-benchmarks; its moments feed `--stitch global`'s joint problem (dvd.inference.joint_fit).
+benchmarks; its moments feed `--stitch global`'s joint problem (dvd.engine.joint_fit).
 
 Sums are weighted, centred and float64, and they stream: each `add` folds in one more block of pixels (a frame, a
 masked frame, an overlap) with the pairwise update of Chan, Golub and LeVeque, so a fit over a 100-frame sequence
@@ -40,7 +40,7 @@ class ScaleShiftFit:
         mean_x = float(x.mean())
         x -= mean_x
         var_x = float(x @ x)
-        if ref is pred:  # the moments of one array (dvd.inference.joint_fit's prior): half the work
+        if ref is pred:  # the moments of one array (dvd.engine.joint_fit's prior): half the work
             mean_y, var_y, cov = mean_x, var_x, var_x
         else:
             y = np.array(ref, dtype=np.float64).ravel()
@@ -70,7 +70,7 @@ class ScaleShiftFit:
         return self
 
     def moments(self) -> tuple[float, float, float, float, float]:
-        """``(mean pred, mean ref, var pred, var ref, cov)`` per unit of weight (dvd.inference.joint_fit)."""
+        """``(mean pred, mean ref, var pred, var ref, cov)`` per unit of weight (dvd.engine.joint_fit)."""
         if self.weight == 0:
             raise ValueError("no pixels to take moments of")
         total = self.weight

@@ -26,17 +26,17 @@ import torch
 from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel
 from diffusers.utils import BaseOutput
 
+from dvd.engine.allocator import ArrayPool
+from dvd.engine.stages import TRANSFER, NoTimer
+from dvd.engine.video import VideoEngine, VideoSettings
 from dvd.errors import DVDError
-from dvd.inference.allocator import ArrayPool
-from dvd.inference.inputs import Frames, VideoInput, check_inputs, unit_tensor, window_as_model_pixels
-from dvd.inference.profiling import TRANSFER, NoTimer
-from dvd.inference.video import VideoEngine, VideoSettings
 from dvd.io.atomic import foreign_entries
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
 from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.frames import pad_to_vae_frame_count
 from dvd.options import DEFAULT_CUT_THRESHOLD, DEFAULT_STITCH
+from dvd.pipeline.inputs import Frames, VideoInput, check_inputs, unit_tensor, window_as_model_pixels
 from dvd.weights import load_weights
 from dvd.weights.about import read_defaults, weights_kind
 from dvd.weights.defaults import CONFIG_KEY, ModelDefaults
@@ -141,9 +141,9 @@ class DVDPipeline(DiffusionPipeline):
         self.model = DVDModel(transformer, vae, tau=tau).eval()
         self.weights_id = "in-memory model"
         self.weights_kind: str | None = None  # official, proof, trained or base (`dvd.weights.about`) once loaded
-        self.stage_timer = NoTimer()  # a profiler sets a `dvd.inference.profiling.StageTimer` (`dvd bench`)
+        self.stage_timer = NoTimer()  # a profiler sets a `dvd.bench.profiling.StageTimer` (`dvd bench`)
         # The batches on their way in and, from a device, the disparity on its way out: window-sized host arrays
-        # that would otherwise be fresh pages for every call (dvd.inference.allocator). Between calls the pipeline
+        # that would otherwise be fresh pages for every call (dvd.engine.allocator). Between calls the pipeline
         # keeps those of the last shape (one call's, ~100-300 MB at 480x864, 81 frames).
         self._host_inputs, self._host_outputs = ArrayPool(), ArrayPool()
         self.fold_constants()

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dvd.engine.allocator import ArrayPool, release_free_memory
+from dvd.engine.stitch import Stitcher, StitchPreset, get_stitch_preset
+from dvd.engine.windows import Window, WindowScheduler, validate_window
 from dvd.errors import DVDError
-from dvd.inference.allocator import ArrayPool, release_free_memory
-from dvd.inference.stitch import Stitcher, StitchPreset, get_stitch_preset
-from dvd.inference.windows import Window, WindowScheduler, validate_window
 from dvd.options import DEFAULT_STITCH
 
 WindowPredictor = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -33,7 +33,7 @@ class WindowReport:
     scale: float
     shift: float
     overlap_mae: float | None  # mean |aligned - stitched| over the overlap (the official eval's "overlap MAE")
-    overlap_relative: float | None = None  # overlap_mae over the stitched overlap's variation (inference/shots)
+    overlap_relative: float | None = None  # overlap_mae over the stitched overlap's variation (engine/shots)
     seam_cut: int | None = None  # the frame where this window started a new shot, its seam having failed
 
 
@@ -57,7 +57,7 @@ class StreamState:
     stitcher: dict
 
     def as_tree(self) -> dict:
-        """Plain values and arrays only (dvd.inference.resume stores it)."""
+        """Plain values and arrays only (dvd.jobs.resume stores it)."""
         return {
             "frames_seen": self.frames_seen,
             "buffer_start": self.buffer_start,
@@ -99,7 +99,7 @@ def stream_disparity(
     """Yield the stitched disparity of each input frame ([H, W] float32), in order, as soon as it is final.
 
     ``on_window`` is called with a `WindowReport` after each window is stitched (progress, seam diagnostics); an
-    exception it raises stops the stream between windows. ``seam_judge`` (a `dvd.inference.shots.SeamJudge`'s
+    exception it raises stops the stream between windows. ``seam_judge`` (a `dvd.engine.shots.SeamJudge`'s
     ``failed``) may fail a seam, which the stitcher then joins as a cut.
 
     ``predict_windows`` receives at most ``batch_windows`` windows of equal length per call; the output does not depend on ``batch_windows``.
@@ -146,7 +146,7 @@ def stream_disparity(
         buffer.forget_before(min([scheduler.earliest_future_start(frames_seen)] + [w.start for w in pending]))
         if flushed:
             # Once a model call: its windows' frames and the model's temporaries are gone; their pages go back to
-            # the system instead of lingering in the heaps' holes (dvd.inference.allocator).
+            # the system instead of lingering in the heaps' holes (dvd.engine.allocator).
             release_free_memory()
         if flushed and on_state is not None:
             stitched = stitcher.state()

@@ -30,11 +30,11 @@ from dvd.errors import DVDError
 from dvd.io.atomic import STAGING_MARKER, adopt_staging, discard_staging, resumable_staging
 
 if TYPE_CHECKING:
-    from dvd.inference.outputs import OutputSettings
-    from dvd.inference.pipeline import DVDPipeline
-    from dvd.inference.video import VideoSettings
+    from dvd.engine.video import VideoSettings
     from dvd.io.readers import Source
     from dvd.io.writers import Writer
+    from dvd.jobs.outputs import OutputSettings
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 STATE_FILE = "resume-state.npz"
 STATE_VERSION = 2  # 2: the input's fingerprint hashes every byte

@@ -7,7 +7,7 @@ windows call it. Presets:
   to the stitched frames it overlaps, scale clipped to [0.7, 1.5]).
 - ``benchmark``: the official evaluation script (fixed overlap, short last window, no clip).
 - ``global``: ours. The openworld schedule, but every window's scale and shift come from one weighted
-  least-squares problem over all seams and every window's own prediction (`dvd.inference.joint_fit`), solved as
+  least-squares problem over all seams and every window's own prediction (`dvd.engine.joint_fit`), solved as
   windows arrive with a lag of ``GLOBAL_LAG_WINDOWS`` windows, so errors do not compound from seam to seam.
   ``benchmarks/stitch_end_to_end.py`` measures every preset on model outputs.
 """
@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from dvd.engine.joint_fit import JointFit, seam_term
+from dvd.engine.scale_shift import ScaleShiftFit
+from dvd.engine.windows import Window
 from dvd.errors import DVDError
-from dvd.inference.joint_fit import JointFit, seam_term
-from dvd.inference.scale_shift import ScaleShiftFit
-from dvd.inference.windows import Window
 from dvd.options import GLOBAL_LAG_WINDOWS, GLOBAL_PRIOR_SPREAD, REMOVED_STITCH_PRESETS, STITCH_PRESETS, StitchPreset
 
 

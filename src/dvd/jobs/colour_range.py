@@ -5,7 +5,7 @@ frames, evenly spaced from the first), each subsampled on a regular grid to abou
 at most, deterministic, whatever the length. `video_range` measures it on a finished [T, H, W] array or file, one
 frame in memory at a time. `RangeSample` gathers the same samples from frames as they pass, before T is known, so
 that the range is ready as soon as the last frame is stitched, while the frames are still being written
-(`dvd.inference.outputs` then writes the png16/mp4/sbs outputs right behind disparity.npy).
+(`dvd.jobs.outputs` then writes the png16/mp4/sbs outputs right behind disparity.npy).
 """
 
 from __future__ import annotations

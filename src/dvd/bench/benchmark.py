@@ -11,7 +11,7 @@ and a synthetic clip (or a given input). Nothing is re-implemented here; the sta
   resize_back  disparity back to the output size (`predict_to_folder`'s writing stage)
   write        the writers: colour maps, encoding, files
 
-FLOPs are counted once, on a meta copy of the model for one window (`dvd.inference.profiling.count_model_flops`),
+FLOPs are counted once, on a meta copy of the model for one window (`dvd.bench.profiling.count_model_flops`),
 not in the timed run, which follows one untimed warm-up call. With `--compile` the warm-up is one whole untimed
 run instead: it compiles every shape the timed run meets (the last window is usually shorter, and a new shape
 recompiles), so the timed run is the steady state.
@@ -34,27 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dvd.bench.profiling import StageTimer, count_model_flops
+from dvd.engine.allocator import ArrayPool, keep_heap_flat
+from dvd.engine.stages import READ, RESIZE, RESIZE_BACK, STITCH, TRANSFER, WRITE, NoTimer
+from dvd.engine.video import VideoSettings
 from dvd.errors import DVDError
-from dvd.inference.allocator import ArrayPool, keep_heap_flat
-from dvd.inference.outputs import OutputSettings, predict_to_folder
-from dvd.inference.pipeline import DVDPipeline, resolve_device, resolve_dtype
-from dvd.inference.profiling import (
-    READ,
-    RESIZE,
-    RESIZE_BACK,
-    STITCH,
-    TRANSFER,
-    WRITE,
-    NoTimer,
-    StageTimer,
-    count_model_flops,
-)
-from dvd.inference.video import VideoSettings
 from dvd.io.readers import Source, open_source
 from dvd.io.writers import write_rgb_video
+from dvd.jobs.outputs import OutputSettings, predict_to_folder
 from dvd.model.dvd_model import MODEL_STAGES
 from dvd.model.frames import pad_to_vae_frame_count
 from dvd.options import DEFAULT_BENCH_PRESET, DEFAULT_FORMATS, DEFAULT_IMAGE_FPS
+from dvd.pipeline.dvd_pipeline import DVDPipeline, resolve_device, resolve_dtype
 from dvd.weights.presets import random_modules
 
 STAGES = (READ, RESIZE, TRANSFER, *MODEL_STAGES, STITCH, RESIZE_BACK, WRITE)
@@ -109,7 +100,7 @@ class BenchSettings:
 def run_bench(settings: BenchSettings) -> dict:
     """Build, warm up, run once timed; the report `dvd bench --json` prints (see `report`)."""
     settings.validate()
-    keep_heap_flat()  # `dvd predict`'s malloc settings (dvd.inference.allocator): its host path, as it runs there
+    keep_heap_flat()  # `dvd predict`'s malloc settings (dvd.engine.allocator): its host path, as it runs there
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     if settings.compile and not settings.host_only:
@@ -288,7 +279,7 @@ def open_bench_source(settings: BenchSettings, scratch: Path) -> Source:
 
 
 # How far the synthetic clip's pattern moves per frame, as a fraction of the frame's longer side: a slow pan, so that
-# consecutive frames differ alike at every size, and far less than a cut (`dvd.inference.shots`) ever scores.
+# consecutive frames differ alike at every size, and far less than a cut (`dvd.engine.shots`) ever scores.
 SYNTHETIC_DRIFT = 0.004
 
 

@@ -22,21 +22,21 @@ import numpy as np
 
 from dvd import __version__
 from dvd.data.raster import resize_frames
+from dvd.engine.stages import READ, RESIZE_BACK, WRITE, NoTimer
+from dvd.engine.stitch import get_stitch_preset
+from dvd.engine.video import VideoEngine, VideoSettings, resize_back
 from dvd.errors import DVDError
-from dvd.inference.colour_range import RangeSample
-from dvd.inference.host import POLL_SECONDS, Drain, Prefetch, serial_blas
-from dvd.inference.pipeline import DVDPipeline
-from dvd.inference.profiling import READ, RESIZE_BACK, WRITE, NoTimer
-from dvd.inference.resume import STATE_FILE, Checkpoints, prepare_checkpoints, run_fingerprint
-from dvd.inference.stitch import get_stitch_preset
-from dvd.inference.video import VideoEngine, VideoSettings, resize_back
-from dvd.inference.finished import metric_pass_keeping_disparity, prediction_folder_problem, write_meta
 from dvd.io.atomic import atomic_directory
 from dvd.io.colormaps import DEFAULT_COLORMAP, colormap_table
 from dvd.io.readers import Source
 from dvd.io.writers import DEFAULT_FORMATS, DisparityRange, NpyFrames, NpyWriter, WriterGroup, open_writers
+from dvd.jobs.colour_range import RangeSample
+from dvd.jobs.finished import metric_pass_keeping_disparity, prediction_folder_problem, write_meta
+from dvd.jobs.host import POLL_SECONDS, Drain, Prefetch, serial_blas
+from dvd.jobs.resume import STATE_FILE, Checkpoints, prepare_checkpoints, run_fingerprint
 from dvd.metric.settings import MetricSettings
 from dvd.options import DEFAULT_COLOUR_RANGE, GLOBAL_LAG_WINDOWS
+from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 RANGED_FORMATS = {"png16", "mp4", "sbs"}  # 8/16-bit outputs that need a DisparityRange
 COLOUR_RANGE_RULES = {
@@ -77,15 +77,15 @@ def predict_to_folder(
 
     `progress` is called with the number of frames written so far, after each frame (from the writing thread). An
     existing `target` is an error (DVDError), unless `overwrite` is set and it is an earlier output of this
-    function. `host_threads` decodes and writes in threads beside the model calls (`dvd.inference.host`); False
+    function. `host_threads` decodes and writes in threads beside the model calls (`dvd.jobs.host`); False
     runs every stage in the calling thread, with the same outputs, for debugging and comparison. `timer` (a
-    `dvd.inference.profiling.StageTimer`, for `dvd bench`) records the read, resize, stitch, resize-back and write
+    `dvd.bench.profiling.StageTimer`, for `dvd bench`) records the read, resize, stitch, resize-back and write
     stages. `metric` (`dvd.metric.settings.MetricSettings`) adds depth_m.npy, the intrinsics and PLY point clouds
     once the disparity is complete (`dvd.metric.post_pass`); if that pass fails, the disparity output is kept all
     the same (meta.json says `metric_failed` and why) and the pass's error is raised once it is in place:
-    `dvd.inference.finished.add_metric` retries only the metric pass.
+    `dvd.jobs.finished.add_metric` retries only the metric pass.
 
-    `resumable` (what `dvd predict` does) saves a resume point after each model call (`dvd.inference.resume`), and
+    `resumable` (what `dvd predict` does) saves a resume point after each model call (`dvd.jobs.resume`), and
     an interrupted run (Ctrl-C, SIGTERM, a crash, kill -9, power loss) then leaves its partial output under a
     hidden staging name beside `target`; `resume` goes on from its last completed model call, with files
     bit-identical to an uninterrupted run's (DVDError if the settings, input or weights differ). Without `resume`
@@ -102,7 +102,7 @@ def predict_to_folder(
     fingerprint = run_fingerprint(pipe, source, video, output) if resumable else None
     checkpoints = prepare_checkpoints(target, fingerprint, resume, overwrite)
     with (
-        serial_blas(),  # the host stages' BLAS calls are small: idle BLAS threads would only spin (dvd.inference.host)
+        serial_blas(),  # the host stages' BLAS calls are small: idle BLAS threads would only spin (dvd.jobs.host)
         atomic_directory(
             target,
             overwrite,

@@ -23,7 +23,7 @@ The weights make it a maximum-likelihood estimate rather than a tuning knob per 
 
 So windows that agree well are chained almost exactly (as the official fit would), and noisy seams do not drag the
 video's scale along. Every term is a quadratic in 2 unknowns per window; its moments come from
-`dvd.inference.scale_shift.ScaleShiftFit`, so the problem is held as a few numbers per window, not pixels.
+`dvd.engine.scale_shift.ScaleShiftFit`, so the problem is held as a few numbers per window, not pixels.
 
 Frames must leave with a bounded delay, so the problem is solved incrementally: the windows not yet written are
 the unknowns, the last written window enters as a constant, and when more than ``lag`` windows are waiting the
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dvd.inference.scale_shift import ScaleShiftFit
+from dvd.engine.scale_shift import ScaleShiftFit
 
 # A residual or contrast below this fraction of the signal's power is rounding noise, not a perfect fit: it would
 # give one term a weight that swamps every other.
@@ -127,7 +127,7 @@ class JointFit:
         return np.linalg.lstsq(hessian, gradient, rcond=None)[0].reshape(-1, 2)
 
     def discard_newest(self) -> None:
-        """Take back the latest `add` (its seam failed: dvd.inference.stitch joins it as a cut instead)."""
+        """Take back the latest `add` (its seam failed: dvd.engine.stitch joins it as a cut instead)."""
         del self.priors[-1], self.seams[-1]
 
     def fix_oldest(self, solution: np.ndarray) -> tuple[float, float]:

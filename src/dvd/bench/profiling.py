@@ -1,4 +1,4 @@
-"""Where the time of a run goes: per-stage timers the pipeline and `dvd bench` share, and FLOP counts on meta copies.
+"""Where the time of a run goes: per-stage timers for `dvd bench` and the progress bar, and FLOP counts on meta copies.
 
 `DVDPipeline.predict_windows` reports its stages to `pipe.stage_timer` (a no-op unless a profiler sets one):
 "transfer" (window -> tensor, padding, to the device and back, the finite check) around the model's
@@ -12,33 +12,17 @@ import copy
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dvd.engine.stages import TRANSFER, NoTimer
 from dvd.model.dvd_model import MODEL_STAGES, DVDModel
 
-TRANSFER = "transfer"
-# The host stages, timed where they happen: the engine (resize, stitch, resize_back) and predict_to_folder (read,
-# write). `write` is the writers' own time; `resize_back` inside it is counted apart.
-READ, RESIZE, STITCH, RESIZE_BACK, WRITE = "read", "resize", "stitch", "resize_back", "write"
 Item = TypeVar("Item")
-
-
-class NoTimer:
-    """The pipeline's default: stages cost nothing and are not recorded."""
-
-    def stage(self, name: str) -> AbstractContextManager:
-        return nullcontext()
-
-    def iterate(self, name: str, items: Iterable[Item]) -> Iterator[Item]:
-        return iter(items)
-
-    def count_windows(self, count: int) -> None:
-        pass
 
 
 class StageTimer(NoTimer):

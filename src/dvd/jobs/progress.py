@@ -3,7 +3,7 @@
 A window's frames are written only once the model has run on it (and, stitched globally, on the windows after it),
 so on a slow device the bar alone would sit at 0 for the whole first window. The line therefore also shows the
 frames decoded so far and the stage of the window in hand (VAE encode, DiT, VAE decode), which it hears as the
-run's stage timer (`dvd.inference.profiling`): the same calls `dvd bench` times. The time left is shown only once
+run's stage timer (`dvd.bench.profiling`): the same calls `dvd bench` times. The time left is shown only once
 frames have been written, when there is a rate to estimate it from.
 """
 
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from tqdm import tqdm
 
-from dvd.inference.profiling import READ, NoTimer
+from dvd.engine.stages import READ, NoTimer
 from dvd.model.dvd_model import MODEL_STAGES
 
 if TYPE_CHECKING:
-    from dvd.inference.pipeline import DVDPipeline
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
 
 Item = TypeVar("Item")
 

@@ -1,0 +1,1 @@
+"""`dvd bench`: stage timers, FLOP counts and the JSON report."""

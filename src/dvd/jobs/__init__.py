@@ -1,0 +1,1 @@
+"""One input -> one output folder, and everything about files and processes around the engine."""
