@@ -21,7 +21,8 @@ import torch
 from diffusers import WanTransformer3DModel
 from speed_full_size import RESULTS
 
-from dvd.model.dvd_model import DEFAULT_TAU, cast_transformer, regress_depth_latent
+from dvd.model.backbones.wan import run_wan_dit
+from dvd.model.dvd_model import DEFAULT_TAU, cast_transformer
 from dvd.model.fixed_time import precompute_time_conditions
 from dvd.model.folding import fold_cross_attention
 from dvd.model.timestep import install_float64_timestep_embedding
@@ -35,7 +36,7 @@ def timed(transformer: torch.nn.Module, latents: torch.Tensor) -> tuple[float, t
     if latents.device.type == "cuda":
         torch.cuda.synchronize(latents.device)
     started = time.perf_counter()
-    out = regress_depth_latent(transformer, latents, TIMESTEP)
+    out = run_wan_dit(transformer, latents, TIMESTEP)
     if latents.device.type == "cuda":
         torch.cuda.synchronize(latents.device)
     return time.perf_counter() - started, out
@@ -80,8 +81,8 @@ def main() -> None:
                 seconds, _ = timed(model, latents)
                 times[name].append(seconds)
         reference, out = (
-            regress_depth_latent(eager, latents, TIMESTEP),
-            regress_depth_latent(compiled, latents, TIMESTEP),
+            run_wan_dit(eager, latents, TIMESTEP),
+            run_wan_dit(compiled, latents, TIMESTEP),
         )
     difference = float((out - reference).abs().max() / reference.abs().max())
     eager_s, compiled_s = statistics.median(times["eager"]), statistics.median(times["compiled"])

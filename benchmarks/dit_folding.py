@@ -20,19 +20,19 @@ import torch
 from diffusers import WanTransformer3DModel
 from speed_full_size import RESULTS
 
-from dvd.model.dvd_model import DEFAULT_TAU, cast_transformer, regress_depth_latent
+from dvd.model.backbones.wan import WAN21_1_3B_DIT, run_wan_dit
+from dvd.model.dvd_model import DEFAULT_TAU, cast_transformer
 from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.model.timestep import install_float64_timestep_embedding
 from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
-from dvd.weights.presets import WAN_1_3B_DIT
 
 
 def timed_pass(transformer: WanTransformer3DModel, latents: torch.Tensor) -> tuple[float, torch.Tensor]:
     if latents.device.type == "cuda":
         torch.cuda.synchronize(latents.device)
     started = time.perf_counter()
-    out = regress_depth_latent(transformer, latents, 1000 * DEFAULT_TAU)
+    out = run_wan_dit(transformer, latents, 1000 * DEFAULT_TAU)
     if latents.device.type == "cuda":
         torch.cuda.synchronize(latents.device)
     return time.perf_counter() - started, out
@@ -53,7 +53,7 @@ def main() -> None:
     dtype = resolve_dtype(args.dtype, device)
     torch.manual_seed(0)
     with torch.device(device):  # initialise in place: a 1.3B model costs ~20 s to initialise on a CPU
-        transformer = WanTransformer3DModel(**WAN_1_3B_DIT)
+        transformer = WanTransformer3DModel(**WAN21_1_3B_DIT)
     transformer = cast_transformer(transformer, dtype).eval()
     install_float64_timestep_embedding(transformer)
     latent_frames = (args.frames - 1) // 4 + 1

@@ -88,6 +88,7 @@ class IdealDVD:
     def __init__(self, rgb: np.ndarray, depth: np.ndarray, pipe: DVDPipeline) -> None:
         self.truth = {frame.tobytes(): index for index, frame in enumerate(rgb)}
         self.depth, self.model = depth, pipe.model
+        self.fit_settings = pipe.fit_settings  # windows and sizes as for the proof model it stands beside
 
     def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         indices = [[self.truth[eight_bit(frame)] for frame in window] for window in windows]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Remake lock-cpu-py311.txt, the tested set: every package, at its exact version, that a fresh Python 3.11 venv gets
-# from `pip install torch==2.13.0` then `pip install -e ".[dev,app,metric,docs]"`. Run it from the repository root,
+# from `pip install torch==2.13.0` then `pip install -e ".[dev,app,metric,docs,ray]"`. Run it from the repository root,
 # run the suite on the result (README, "Development"), and commit the lock with the change that needed it.
 #   bash requirements/lock.sh            # writes requirements/lock-cpu-py311.txt
 set -euo pipefail
@@ -11,7 +11,7 @@ trap 'rm -rf "$scratch"' EXIT
 "$python" -m venv "$scratch/venv"
 pip="$scratch/venv/bin/pip"
 "$pip" install -q torch==2.13.0
-"$pip" install -q -e ".[dev,app,metric,docs]"
+"$pip" install -q -e ".[dev,app,metric,docs,ray]"
 {
     echo "# The tested set: CPU Linux, Python 3.11. Made by requirements/lock.sh on $(date -u +%F); do not edit by hand."
     echo "# Use it as a constraints file: pip install -e \".[app]\" -c requirements/lock-cpu-py311.txt"

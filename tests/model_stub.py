@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from dvd.model.backbone import FrameRule
 from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.weights import load as weights_load
+
+
+class StandInPipe:
+    """What `dvd predict` reads of a DVDPipeline besides `predict_windows`, which a stand-in defines: the weights'
+    names, and the device, dtype, backbone family, frame rule and spatial stride of a Wan2.1 model. Its settings are
+    fitted to that model by the pipeline's own `fit_settings`."""
+
+    weights_id = "fake"
+    weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
+    model = SimpleNamespace(
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        transformer=torch.nn.Linear(1, 1),
+        family="wan2.1",
+        frame_rule=FrameRule(4),
+        spatial_stride=16,
+    )
+    fit_settings = DVDPipeline.fit_settings
 
 
 def stub_model(monkeypatch: pytest.MonkeyPatch, from_pretrained: Callable[..., object]) -> None:

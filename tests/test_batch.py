@@ -7,12 +7,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
-from model_stub import stub_model
+from model_stub import StandInPipe, stub_model
 from PIL import Image
 
 from dvd import cli
@@ -24,12 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SMALL = ["--height", "32", "--width", "48", "--window", "5", "--overlap", "1", "--quiet"]
 
 
-class FakePipe:
+class FakePipe(StandInPipe):
     """Disparity = brightness; `fail_on` makes the model fail (as out of memory would) on frames of that size."""
 
     weights_id = "fake"
     weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     def __init__(self, fail_on: tuple[int, int] | None = None) -> None:
         self.calls = 0

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
-import torch
-from model_stub import stub_model
+from model_stub import StandInPipe, stub_model
 from PIL import Image
 
 from dvd import cli
@@ -39,12 +37,11 @@ def write_video(path: Path, frames: np.ndarray) -> Path:
     return path
 
 
-class FakePipe:
+class FakePipe(StandInPipe):
     """Stands in for DVDPipeline: disparity = frame brightness, so later frames have a wider range."""
 
     weights_id = "fake"
     weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     @staticmethod
     def predict_windows(windows: list[np.ndarray]) -> list[np.ndarray]:

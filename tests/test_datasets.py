@@ -292,8 +292,8 @@ def test_folder_layout_errors(tmp_path):
     (tmp_path / "seq" / "rgb").mkdir()
     with pytest.raises(DVDError, match="has rgb/ but no depth/ folder"):
         TrainingFolder(tmp_path)
-    with pytest.raises(DVDError, match="4n\\+1"):
-        TrainingFolder(tmp_path, num_frames=4)
+    with pytest.raises(DVDError, match="num_frames must be a whole number of at least 1, got 0"):
+        TrainingFolder(tmp_path, num_frames=0)
 
 
 def test_png_depth_must_be_16_bit(tmp_path):

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import av
 import numpy as np
 import pytest
-import torch
+from model_stub import StandInPipe
 from threadpoolctl import threadpool_info
 
 from dvd.engine.video import VideoSettings
@@ -30,11 +30,10 @@ SMALL = VideoSettings(height=32, width=48, window=9, overlap=4)  # 160x90 -> 32x
 ALL_FORMATS = ("npy", "png16", "exr", "mp4", "sbs")
 
 
-class FakePipe:
+class FakePipe(StandInPipe):
     """Disparity = frame brightness plus a ramp over the window, so that stitching has something to align."""
 
     weights_id = "fake"
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
 
     def __init__(self, fail_on_call: int | None = None, error: BaseException | None = None) -> None:
         self.calls = 0

@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 import torch
-from model_stub import stub_model
+from model_stub import StandInPipe, stub_model
 from plyfile import PlyData
 
 from dvd import cli
@@ -126,13 +125,12 @@ def tiny_depth_anything(tmp_path_factory) -> Path:
     return folder
 
 
-class InverseDepthPipe:
+class InverseDepthPipe(StandInPipe):
     """Stands in for DVD: its disparity is the metric model's own inverse depth (times 3, plus 0.1), so the fit has
     an exact answer: 1 / depth = disparity / 3 - 0.1 / 3."""
 
     weights_id = "inverse of the metric model"
     weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     def __init__(self, metric: TransformersMetricModel, constant: bool = False) -> None:
         self.metric, self.constant, self.calls = metric, constant, 0

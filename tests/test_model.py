@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dvd import DVDPipeline
-from dvd.model.frames import pad_to_vae_frame_count
+from dvd.model.backbone import FrameRule
 from dvd.model.timestep import Float64SinusoidalEmbedding
 from dvd.weights.tiny import build_tiny_model
 
@@ -98,7 +98,7 @@ def test_latent_normalisation_uses_vae_statistics(pipe: DVDPipeline):
 @pytest.mark.parametrize("count,padded", [(1, 1), (2, 5), (4, 5), (5, 5), (6, 9), (9, 9)])
 def test_padding_to_4n_plus_1_repeats_last_frame(count: int, padded: int):
     x = torch.arange(count, dtype=torch.float32).view(1, 1, count, 1, 1)
-    out = pad_to_vae_frame_count(x)
+    out = FrameRule(4).pad(x)
     assert out.shape[2] == padded
     assert out[0, 0, :, 0, 0].tolist() == list(range(count)) + [count - 1] * (padded - count)
 

@@ -126,7 +126,7 @@ def test_the_python_api_uses_the_models_defaults_unless_given():
     # 64x64 covered at 16:9 is 64x114, rounded up to 64x128; 8 frames in windows of 5 overlapping by 2.
     assert out.model_size == (64, 128) and windows == [5, 5]
     windows.clear()
-    assert pipe(frames, height=32, width=48, window=8).model_size == (32, 64) and windows == [8]
+    assert pipe(frames, height=32, width=48, window=9).model_size == (32, 64) and windows == [8]
 
 
 def test_predict_with_the_proof_model_says_what_it_is_and_uses_its_settings(clip: Path, tmp_path: Path, capsys):
@@ -137,15 +137,15 @@ def test_predict_with_the_proof_model_says_what_it_is_and_uses_its_settings(clip
     meta = json.loads((out / "clip" / "meta.json").read_text())
     assert (meta["model_size"], meta["window"], meta["overlap"]) == ([64, 128], 5, 2)  # 160x90 covering 64x64
 
-    flags = ["--height", "32", "--width", "48", "--window", "7", "--overlap", "3", "--overwrite"]
+    flags = ["--height", "32", "--width", "48", "--window", "9", "--overlap", "3", "--overwrite"]
     assert main(["predict", str(clip), "-o", str(out), "--weights", "proof", "--max-frames", "7", *flags]) == 0
     meta = json.loads((out / "clip" / "meta.json").read_text())
-    assert (meta["model_size"], meta["window"], meta["overlap"]) == ([32, 64], 7, 3)
+    assert (meta["model_size"], meta["window"], meta["overlap"]) == ([32, 64], 9, 3)
 
 
 def test_other_weights_get_no_notice(clip: Path, tmp_path: Path, tiny_weights: Path, capsys):
     argv = ["predict", str(clip), "-o", str(tmp_path), "--weights", str(tiny_weights), "--max-frames", "3"]
-    assert main([*argv, "--height", "32", "--width", "48", "--window", "3", "--overlap", "1"]) == 0
+    assert main([*argv, "--height", "32", "--width", "48", "--window", "5", "--overlap", "1"]) == 0
     assert "proof model" not in capsys.readouterr().err
 
 

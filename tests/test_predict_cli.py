@@ -7,14 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
-import torch
 from media import shared_video
-from model_stub import stub_model
+from model_stub import StandInPipe, stub_model
 from PIL import Image
 
 from dvd import cli
@@ -35,12 +33,11 @@ def dvd(monkeypatch):
     return lambda *argv: cli.main(["predict", *map(str, argv)])
 
 
-class FakePipe:
+class FakePipe(StandInPipe):
     """Stands in for DVDPipeline where the model's numbers do not matter: disparity = frame brightness."""
 
     weights_id = "fake"
     weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
 
     def __init__(self, interrupt_after: int | None = None) -> None:
         self.calls = 0
@@ -318,19 +315,17 @@ def test_whole_tokyo_walk_video(dvd, tiny_weights, tmp_path):
     assert video_info(out / "tokyo_walk" / "depth_vis.mp4") == (195, 15.0, 720, 1280)
 
 
-def test_cpu_warning_only_for_large_models(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch):
+def test_cpu_warning_only_for_large_models(monkeypatch: pytest.MonkeyPatch):
     from dvd.jobs import batch
     from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.weights.tiny import build_tiny_model
 
     pipe = DVDPipeline.from_model(build_tiny_model(0))
-    batch.warn_if_slow(pipe, quiet=False)
-    assert capsys.readouterr().err == ""
+    assert batch.model_notes(pipe, quiet=False) == []
     monkeypatch.setattr(batch, "CPU_PATIENCE_PARAMETERS", 1000)
-    batch.warn_if_slow(pipe, quiet=True)
-    assert capsys.readouterr().err == ""
-    batch.warn_if_slow(pipe, quiet=False)
-    assert "on the CPU: expect minutes per window" in capsys.readouterr().err
+    assert batch.model_notes(pipe, quiet=True) == []
+    (warning,) = batch.model_notes(pipe, quiet=False)
+    assert "on the CPU: expect minutes per window" in warning
 
 
 def test_processes_share_the_inputs(tiny_weights, tmp_path):

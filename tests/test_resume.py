@@ -9,12 +9,11 @@ import os
 import signal
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import rendezvous
-import torch
+from model_stub import StandInPipe
 
 from dvd import cli
 from dvd.engine.stream import stream_disparity
@@ -39,11 +38,10 @@ def fake_predictions(windows: list[np.ndarray]) -> list[np.ndarray]:
     ]
 
 
-class FakePipe:
+class FakePipe(StandInPipe):
     """A DVDPipeline stand-in (brightness-like disparity) that can be interrupted at its Nth model call."""
 
     weights_id = "fake"
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
 
     def __init__(self, interrupt_at: int | None = None, error: BaseException | None = None) -> None:
         self.calls = 0
@@ -164,7 +162,7 @@ def test_interrupted_run_resumes_to_the_same_files(clip, tmp_path, interrupt_at)
 
 
 def test_resume_with_batches_and_global_stitching_and_a_failure_that_is_not_the_inputs(clip, tmp_path):
-    video = replace(SMALL, window=6, stitch="global", batch_windows=2)
+    video = replace(SMALL, stitch="global", batch_windows=2)
     run_folder(FakePipe(), clip, tmp_path / "whole" / "clip", video)
     with pytest.raises(RuntimeError):
         run_folder(FakePipe(interrupt_at=3, error=RuntimeError("out of memory")), clip, tmp_path / "clip", video)

@@ -6,16 +6,14 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from media import shared_video
-from model_stub import stub_model
+from model_stub import StandInPipe, stub_model
 
 from dvd import cli
 from dvd.data.raster import resize_frames
@@ -269,12 +267,11 @@ def test_cut_detection_defaults_to_videos_only():
     assert VideoSettings(cuts="off").for_input("video").cuts == "off"
 
 
-class FakePipe:
+class FakePipe(StandInPipe):
     """Stands in for DVDPipeline in `dvd predict`: disparity = frame brightness."""
 
     weights_id = "fake"
     weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
-    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, transformer=torch.nn.Linear(1, 1))
     predict_windows = staticmethod(brightness)
 
 

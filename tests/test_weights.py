@@ -163,7 +163,7 @@ def test_wan_base_original_layout_sharded(tiny_weights: Path, tmp_path: Path):
     save_file({k: state[k] for k in keys[half:]}, tmp_path / "diffusion_pytorch_model-00002-of-00002.safetensors")
     (tmp_path / "Wan2.1_VAE.pth").symlink_to(tiny_weights / "Wan2.1_VAE.pth")
     loaded = load_weights(tmp_path)
-    assert loaded.kind == "wan-base"
+    assert loaded.kind == "base"
     for key, tensor in transformer.state_dict().items():
         torch.testing.assert_close(loaded.model.transformer.state_dict()[key], tensor, rtol=0, atol=0)
 
@@ -191,7 +191,7 @@ def test_wan_base_diffusers_layout(tmp_path: Path):
     transformer.save_pretrained(tmp_path / "transformer")
     vae.save_pretrained(tmp_path / "vae")
     loaded = load_weights(tmp_path)
-    assert loaded.kind == "wan-base"
+    assert loaded.kind == "base"
     for key, tensor in transformer.state_dict().items():
         torch.testing.assert_close(loaded.model.transformer.state_dict()[key], tensor, rtol=0, atol=0)
 
@@ -228,7 +228,7 @@ def test_hub_ids_resolve_through_the_cache(
     save_file(original_dit_state(tiny_transformer(5)), shard)
     files = {"diffusion_pytorch_model.safetensors": shard, "Wan2.1_VAE.pth": tiny_weights / "Wan2.1_VAE.pth"}
     fake_hub_cache(offline_cache, "someone/wan-base", files)
-    assert load_weights("someone/wan-base").kind == "wan-base"
+    assert load_weights("someone/wan-base").kind == "base"
 
 
 def test_proof_and_single_files_load_as_load_single_file_does(tmp_path: Path):

@@ -5,7 +5,7 @@ and a synthetic clip (or a given input). Nothing is re-implemented here; the sta
 
   read         decoding the input (the source's frame iterator, `predict_to_folder`)
   resize       frames to the model size (`VideoEngine.to_model_size`)
-  transfer     window -> tensor, padding to 1+4n, to the device and back (`DVDPipeline.predict_windows`)
+  transfer     window -> tensor, padding to the frame rule, to the device and back (`DVDPipeline.predict_windows`)
   vae_encode, dit, vae_decode                     the model's own stages (`DVDModel.forward`)
   stitch       the streaming stitcher's own time (`stream_disparity`, less the stages it calls)
   resize_back  disparity back to the output size (`predict_to_folder`'s writing stage)
@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -42,8 +42,8 @@ from dvd.errors import DVDError
 from dvd.io.readers import Source, open_source
 from dvd.io.writers import write_rgb_video
 from dvd.jobs.outputs import OutputSettings, predict_to_folder
+from dvd.model.backbone import FrameRule
 from dvd.model.dvd_model import MODEL_STAGES
-from dvd.model.frames import pad_to_vae_frame_count
 from dvd.options import DEFAULT_BENCH_PRESET, DEFAULT_FORMATS, DEFAULT_IMAGE_FPS
 from dvd.pipeline.dvd_pipeline import DVDPipeline, resolve_device, resolve_dtype
 from dvd.weights.presets import random_modules
@@ -109,12 +109,17 @@ def run_bench(settings: BenchSettings) -> dict:
         torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     pipe = build_pipeline(settings, device, dtype)
+    settings = replace(settings, video=pipe.fit_settings(settings.video))
     with tempfile.TemporaryDirectory(prefix="dvd-bench-") as scratch:
         source = open_bench_source(settings, Path(scratch))
         frames = source.frame_count(settings.frames)
         model_hw = settings.video.model_size(source.size)
         window = np.zeros((min(settings.video.window, frames), *model_hw, 3), np.float32)
-        flops = None if settings.host_only else count_model_flops(pipe.model, window_pixels_shape(window))
+        flops = (
+            None
+            if settings.host_only
+            else count_model_flops(pipe.model, window_pixels_shape(window, pipe.model.frame_rule))
+        )
         accelerate(pipe, settings)  # after counting: the count runs a meta copy of the plain modules
         setup = time.perf_counter() - started
         if settings.compile:
@@ -254,10 +259,10 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
-def window_pixels_shape(window: np.ndarray) -> tuple[int, ...]:
-    """[1, 3, T, H, W] of one window as the model gets it (T padded to 1+4n)."""
+def window_pixels_shape(window: np.ndarray, rule: FrameRule) -> tuple[int, ...]:
+    """[1, 3, T, H, W] of one window as the model gets it (T padded to fit the frame `rule`)."""
     length, height, width = window.shape[:3]
-    return tuple(pad_to_vae_frame_count(torch.empty(1, 3, length, height, width, device="meta")).shape)
+    return tuple(rule.pad(torch.empty(1, 3, length, height, width, device="meta")).shape)
 
 
 def device_synchronizer(device: torch.device) -> Callable[[], None] | None:

@@ -110,9 +110,10 @@ def meta_twin(module: nn.Module) -> nn.Module:
 
 
 def count_model_flops(model: DVDModel, pixels_shape: tuple[int, ...]) -> dict[str, int]:
-    """FLOPs of each of `MODEL_STAGES` for one call on pixels of `pixels_shape` ([B, 3, T, H, W], T = 1+4n), counted
-    by torch's FlopCounterMode on a meta twin (matrix products, convolutions and attention; elementwise work is
-    not counted): exact for these shapes, in a second or two whatever the model size, and it runs nothing."""
+    """FLOPs of each of `MODEL_STAGES` for one call on pixels of `pixels_shape` ([B, 3, T, H, W], T fitting the
+    frame rule), counted by torch's FlopCounterMode on a meta twin (matrix products, convolutions and attention;
+    elementwise work is not counted): exact for these shapes, in a second or two whatever the model size, and it
+    runs nothing."""
     twin = meta_twin(model)
     flops: dict[str, int] = {}
 

@@ -56,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.training.validation import score_disparity
 
-    VideoSettings(TRAINED_SIZE, TRAINED_SIZE, args.window, args.overlap).validate()  # before any model work
+    video = VideoSettings(TRAINED_SIZE, TRAINED_SIZE, args.window, args.overlap)
+    video.validate()  # before any model work
     pipe = DVDPipeline.from_pretrained("proof", device="cpu")
+    pipe.fit_settings(video)  # a window outside the backbone's frame rule: the one-line error of `dvd predict`
     clip = render_clip(split_seed("test", args.scene), args.frames, TRAINED_SIZE, TRAINED_SIZE)
     disparity = pipe(
         clip.rgb, height=TRAINED_SIZE, width=TRAINED_SIZE, window=args.window, overlap=args.overlap

@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from dvd.commands.flags import add_device_arguments
+from dvd.errors import DVDError
 from dvd.jobs.batch import MAX_MODEL_SIDE, SOME_FAILED, PredictSettings, parse_formats, predict
 from dvd.metric.settings import register_arguments as register_metric_arguments
 from dvd.metric.settings import settings_from_args as metric_settings_from_args
@@ -38,7 +39,9 @@ Estimate depth for each INPUT and write it under OUT/<name>/, where <name> is th
 extension (or the folder name for an image folder).
 
 INPUT may be a video file (anything PyAV/FFmpeg decodes), a folder of images (png/jpg/tif/exr, 8 or 16 bit, in
-natural order: f2 before f10), a single image, a folder of videos, or a .txt file listing such paths (one per line).
+natural order: f2 before f10), a single image, a folder of videos, or a list of such paths: a .txt file (one per
+line), or a .csv/.jsonl/.parquet table with a `path` column and, optionally, fps, max_frames, stride and
+cut_frames columns for that row (paths relative to the list).
 Every input is checked before the model is loaded (with --keep-going a bad one is recorded and skipped).
 
 Outputs per input, in OUT/<name>/:
@@ -70,6 +73,8 @@ examples:
   dvd predict clip.mp4 -o out/ --weights weights/dvd --device cuda --batch-windows 4
   accelerate launch --num_processes 4 -m dvd.cli predict videos/ -o out/   # 4 GPUs, one video each at a time
   accelerate launch --num_processes 4 -m dvd.cli predict long.mp4 -o out/  # 4 GPUs share the windows of one video
+  dvd predict corpus.parquet -o /shared/out/ --skip-existing --ray          # a local Ray: one actor per GPU (or CPU)
+  dvd predict corpus.parquet -o /shared/out/ --ray 10.0.0.1:6379            # the cluster of `ray start --head`
 """
 
 
@@ -82,7 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="video, image folder, image, folder of videos or .txt list"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="video, image folder, image, folder of videos, or a list (.txt, or .csv/.jsonl/.parquet with a path column)",
     )
     parser.add_argument(
         "-o",
@@ -260,6 +268,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with its error in OUT/manifest.jsonl and the batch goes on; "
         f"at the end one line lists the failures and the exit code is {SOME_FAILED}",
     )
+    corpus = parser.add_argument_group("corpus scale (Ray)")
+    corpus.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the inputs on the actors of a Ray cluster, each input to the first actor that comes free, longest "
+        "first; an actor that dies has its input resumed on another; also writes OUT/manifest.parquet. Without "
+        "ADDRESS a local Ray starts; HOST:PORT joins the cluster of `ray start --head` (auto: the one on this "
+        'machine). Put it after the inputs. Needs pip install "dvd[ray]"',
+    )
+    corpus.add_argument(
+        "--ray-actors",
+        type=int,
+        default=None,
+        metavar="N",
+        help="actors, each holding one model (default: one per GPU of the cluster, else one per CPU)",
+    )
+    corpus.add_argument(
+        "--ray-gpus-per-actor",
+        type=float,
+        default=None,
+        metavar="G",
+        help="GPUs each actor reserves (default 1 on a cluster with GPUs, 0 without: CPU actors)",
+    )
     register_metric_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -270,9 +304,12 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
     from dvd.jobs.outputs import OutputSettings
     from dvd.weights.about import read_defaults
 
-    # The flags are named after the settings' fields, so the video settings carry over one to one; the sizing and
-    # window flags not given are the model's defaults, read from its config before it loads (dvd.weights.defaults).
-    values = {field.name: getattr(args, field.name) for field in fields(VideoSettings)}
+    # The flags are named after the settings' fields, so the video settings carry over one to one (all but the
+    # model's spatial stride, set once it loads); the sizing and window flags not given are the model's defaults,
+    # read from its config before it loads (dvd.weights.defaults).
+    values = {
+        field.name: getattr(args, field.name) for field in fields(VideoSettings) if field.name != "spatial_stride"
+    }
     values.update(read_defaults(args.weights).resolve(values))
     video = VideoSettings(**{**values, "cut_frames": parse_cut_frames(args.cut_frames)})
     outputs = OutputSettings(
@@ -303,4 +340,12 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    return predict(settings_from_args(args))
+    if args.ray is None:
+        if args.ray_actors is not None or args.ray_gpus_per_actor is not None:
+            raise DVDError("--ray-actors and --ray-gpus-per-actor size the actors of --ray: add --ray")
+        return predict(settings_from_args(args))
+    from dvd.jobs.cluster import RaySettings
+    from dvd.jobs.corpus import predict_on_ray
+
+    cluster = RaySettings(address=args.ray or None, actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor)
+    return predict_on_ray(settings_from_args(args), cluster)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 DESCRIPTION = (
     "Fine-tune the DVD depth regressor (LoRA or full) from a YAML/TOML config: frozen VAE, DiT at t = 1000*tau, "
@@ -16,6 +17,13 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="training config (.yaml, .yml or .toml)")
+    parser.add_argument(
+        "--base",
+        metavar="HUB_ID_OR_DIR",
+        help="the model to start from (sets model.weights): a base video model in diffusers' layout, local or a Hub "
+        "id, whose model_index.json (or transformer/config.json) names a supported backbone (Wan2.1, Wan2.2 "
+        "TI2V-5B, CogVideoX, LTX-Video), Wan2.1's original layout, or any weights `dvd predict` loads",
+    )
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -46,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from dvd.training.config import load_config
     from dvd.training.trainer import train
 
-    config = load_config(args.config, args.overrides)
+    # A JSON string is a YAML string, so a path or id that looks like a number or a boolean stays text.
+    base = [f"model.weights={json.dumps(args.base)}"] if args.base else []
+    config = load_config(args.config, [*args.overrides, *base])
     result = train(config, resume=args.resume)
     if result.exports:
         print(

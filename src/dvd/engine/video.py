@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from dvd.data.raster import resize_frames, resize_pixels
-from dvd.engine.resize import model_size
+from dvd.engine.resize import DEFAULT_SPATIAL_STRIDE, model_size
 from dvd.engine.shots import (
     Cut,
     SeamJudge,
@@ -62,6 +62,8 @@ class VideoSettings:
     cuts: str | None = None  # "auto" | "off"; None: auto for video files, off otherwise (see `for_input`)
     cut_threshold: float = DEFAULT_CUT_THRESHOLD
     cut_frames: tuple[int, ...] = ()  # output frame indices that start a new shot, whatever `cuts` is
+    # The model's, not a flag: model sizes are multiples of it (`DVDPipeline.fit_settings` sets it from the model).
+    spatial_stride: int = DEFAULT_SPATIAL_STRIDE
 
     def validate(self) -> None:
         """Raise DVDError for settings that cannot work, before any frame is decoded or any model is loaded."""
@@ -85,12 +87,13 @@ class VideoSettings:
 
     def model_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """(H, W) the model runs at for source frames of `size`."""
-        return model_size(*size, self.height, self.width)
+        return model_size(*size, self.height, self.width, self.spatial_stride)
 
     def as_meta(self) -> dict:
         """The settings as recorded in meta.json."""
         meta = asdict(self)
         meta["min_height"], meta["min_width"] = meta.pop("height"), meta.pop("width")
+        del meta["spatial_stride"]  # the model's, which meta.json records as its backbone
         return meta
 
 

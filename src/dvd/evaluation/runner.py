@@ -56,8 +56,9 @@ class SavedPredictions:
 class ModelPredictions:
     """DVD run on the sequence's RGB frames through the video engine (sliding windows + stitching).
 
-    The model sees the frames at the data set's own resolution, each side rounded up to a multiple of 16 when
-    needed (bilinear), and its output is resized back to the GT size, as the official evaluation does.
+    The model sees the frames at the data set's own resolution, each side rounded up to a multiple of the model's
+    spatial stride (16 for Wan2.1) when needed (bilinear), and its output is resized back to the GT size, as the
+    official evaluation does.
     """
 
     def __init__(self, pipeline, window: int, overlap: int, stitch: str, batch_windows: int = 1) -> None:
@@ -74,6 +75,7 @@ class ModelPredictions:
         size = sequence.depth.shape[1:]
         # The minimum model size is the frames' own: the model runs at the data set's resolution.
         video = VideoSettings(*size, self.window, self.overlap, self.stitch, batch_windows=self.batch_windows)
+        video = self.pipeline.fit_settings(video)
         overlap_errors: list[float] = []
 
         def record_seam(report: WindowReport) -> None:

@@ -21,6 +21,7 @@ import struct
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from dvd.data.naming import natural_key
 from dvd.data.raster import unit_float
 from dvd.errors import DVDError
+from dvd.io.input_lists import LIST_EXTENSIONS, ListedInput, is_list_file, read_list
 from dvd.options import DEFAULT_IMAGE_FPS, MAX_FRAME_RATE, MIN_FRAME_RATE
 
 VIDEO_EXTENSIONS = (
@@ -39,7 +41,6 @@ VIDEO_EXTENSIONS = (
 )  # fmt: skip
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
 TIFF_EXTENSIONS = (".tif", ".tiff")
-LIST_EXTENSION = ".txt"
 ESTIMATE_TOLERANCE = 0.05  # the shortfall allowed on a frame count estimated from the duration...
 ESTIMATE_SLACK_FRAMES = 2  # ...or this many frames, whichever is more
 
@@ -281,7 +282,7 @@ def open_source(
             raise DVDError(f"no images found in {path}: expected {'/'.join(IMAGE_EXTENSIONS)} files")
         return ImageSequenceSource(path, images, frame_rate(image_fps), allow_damaged)
     suffix = path.suffix.lower()
-    if suffix == LIST_EXTENSION:
+    if suffix in LIST_EXTENSIONS:
         raise DVDError(f"{path} is a list of inputs: open it with open_sources, which expands lists")
     if suffix in IMAGE_EXTENSIONS:
         return ImageSequenceSource(path, [path], frame_rate(image_fps), allow_damaged)
@@ -289,33 +290,39 @@ def open_source(
         return VideoSource(path, allow_damaged)
     raise DVDError(
         f"unsupported input {path}: expected a video ({'/'.join(VIDEO_EXTENSIONS)}), an image "
-        f"({'/'.join(IMAGE_EXTENSIONS)}), a folder of images or videos, or a {LIST_EXTENSION} list of paths"
+        f"({'/'.join(IMAGE_EXTENSIONS)}), a folder of images or videos, or a list of paths ({'/'.join(LIST_EXTENSIONS)})"
     )
 
 
-def resolve_inputs(inputs: Iterable[str | Path], missing: dict[Path, str] | None = None) -> list[Path]:
-    """Expand the inputs into one path per source, without decoding anything: a .txt file becomes the paths it lists
-    (one per line, relative to its folder; blank lines and # comments skipped), a folder holding only videos becomes
-    those videos (natural order). Fails if two inputs would write to the same OUT/<name>/. With `missing` (dvd
-    predict --keep-going), a listed path that does not exist goes there with its error instead of failing."""
-    paths: list[Path] = []
+def list_inputs(inputs: Iterable[str | Path], missing: dict[Path, str] | None = None) -> list[ListedInput]:
+    """Expand the inputs into one entry per source, without decoding anything: a list file becomes the paths it
+    lists, with the settings of their rows (`dvd.io.input_lists`), a folder holding only videos becomes those videos
+    (natural order). Fails if two inputs would write to the same OUT/<name>/. With `missing` (dvd predict
+    --keep-going), a listed path that does not exist goes there with its error instead of failing."""
+    listed: list[ListedInput] = []
     for item in inputs:
         path = _existing(Path(item).expanduser())
-        is_list = path.suffix.lower() == LIST_EXTENSION and path.is_file()
-        entries = _read_list(path, missing) if is_list else [path]
-        for entry in entries:
-            paths.extend(_expand_folder(entry) if entry.is_dir() else [entry])
-    if not paths and not missing:
-        raise DVDError("no inputs given: pass a video, an image, a folder or a .txt list of paths")
+        for entry in read_list(path, missing) if is_list_file(path) else [ListedInput(path)]:
+            if entry.path.is_dir():
+                listed.extend(replace(entry, path=found) for found in _expand_folder(entry.path))
+            else:
+                listed.append(entry)
+    if not listed and not missing:
+        raise DVDError("no inputs given: pass a video, an image, a folder or a list of paths")
     seen: dict[str, Path] = {}
-    for path in paths:
+    for path in (entry.path for entry in listed):
         other = seen.setdefault(source_name(path), path)
         if other is path:
             continue
         if other.resolve() == path.resolve():
             raise DVDError(f"{path} is given twice: give each input once")
         raise DVDError(f"{other} and {path} would both write to '{source_name(path)}/': rename one of them")
-    return paths
+    return listed
+
+
+def resolve_inputs(inputs: Iterable[str | Path], missing: dict[Path, str] | None = None) -> list[Path]:
+    """The paths of `list_inputs`."""
+    return [entry.path for entry in list_inputs(inputs, missing)]
 
 
 def open_sources(
@@ -329,28 +336,6 @@ def _existing(path: Path) -> Path:
     if not path.exists():
         raise DVDError(f"input not found: {path}: check the path")
     return path
-
-
-def _read_list(list_file: Path, missing: dict[Path, str] | None = None) -> list[Path]:
-    entries = []
-    # A line is a file name, and Linux file names are bytes: those that are not UTF-8 read as os.fsdecode reads them.
-    for number, line in enumerate(list_file.read_text("utf-8", "surrogateescape").splitlines(), start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        entry = list_file.parent / Path(text).expanduser()
-        if not entry.exists():
-            problem = f"{text} (line {number} of {list_file}) not found: fix the path, relative to the list"
-            if missing is None:
-                raise DVDError(problem)
-            missing[entry] = problem
-            continue
-        if entry.suffix.lower() == LIST_EXTENSION and entry.is_file():
-            raise DVDError(f"{list_file} line {number} names another list ({text}): lists cannot be nested")
-        entries.append(entry)
-    if not entries and not missing:
-        raise DVDError(f"{list_file} lists no inputs: write one path per line")
-    return entries
 
 
 def _files_with(folder: Path, extensions: tuple[str, ...]) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from dvd.options import DEFAULT_IMAGE_FPS, POST_PASS_FORMATS, WRITER_FORMATS
 
 if TYPE_CHECKING:  # the heavy stack (torch, diffusers, av) is imported in `predict`, so that `dvd --help` is instant
     from dvd.engine.video import VideoSettings
+    from dvd.io.input_lists import ListedInput
     from dvd.io.readers import Source
     from dvd.jobs.outputs import OutputSettings
     from dvd.pipeline.dvd_pipeline import DVDPipeline
@@ -50,83 +52,55 @@ class PredictSettings:
 def predict(settings: PredictSettings) -> int:
     """Check everything, load the model once, write each input's folder and its OUT/manifest.jsonl line; prints a
     summary line. Returns 0, or SOME_FAILED when --keep-going recorded failed inputs."""
-    from dvd.engine.allocator import keep_heap_flat
     from dvd.io.atomic import check_output_path, prepare_output_folder
-    from dvd.jobs.finished import add_metric
     from dvd.jobs.manifest import MANIFEST_FILE, Manifest
-    from dvd.jobs.outputs import predict_to_folder
-    from dvd.jobs.progress import PredictProgress
-    from dvd.metric.post_pass import prepare_metric
+    from dvd.metric.post_pass import load_metric
     from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.weights.load import locate_weights
 
-    settings.video.validate()
-    check_model_sides(settings.video.height, settings.video.width)
-    keep_heap_flat()  # glibc's malloc settings for a run of hours (dvd.engine.allocator)
-    if settings.skip_existing and settings.overwrite:
-        raise DVDError("--skip-existing keeps complete outputs and --overwrite replaces them: choose one")
-    entries = check_inputs(settings)
-    jobs = [(entry.source, entry.target) for entry in entries if entry.source is not None]
-    redone = {entry.target: entry.redo for entry in entries if entry.redo}
-    metric_only = {entry.target: entry.metric_only for entry in entries if entry.metric_only}
-    needs_model = any(target not in metric_only for _, target in jobs)  # else all skipped, refused or metric only
+    entries = check_run(settings)
+    jobs = [entry for entry in entries if entry.source is not None]
+    needs_model = any(not entry.metric_only for entry in jobs)  # else all skipped, refused or metric only
     # Found (Hub files downloaded) before OUT is made, so missing weights or an unreachable Hub leave no folder;
     # a path that cannot be OUT fails before either.
     check_output_path(settings.output)
     weights = locate_weights(settings.weights) if needs_model else None
     output = prepare_output_folder(settings.output)
     share = share_work(jobs, settings.device)
-    manifest = Manifest(output, share.process)  # refuses a manifest it could not append to, before any model loads
-    metric = prepare_metric(settings.metric, [source for source, _ in jobs], settings.outputs)  # checks the flags
+    manifest = Manifest(output, share.process)  # refuses a manifest it could not append to, before any model work
     if settings.resume and share.world > 1:
         raise DVDError(
             "--resume cannot go on with processes sharing the windows of one video (fewer inputs than processes): "
             "resume with one process"
         )
+    metric = load_metric(settings.metric)
     failures: list[str] = []
     for index, entry in enumerate(entries):  # inputs refused or skipped before any model work: each process its own
         if entry.source is None and index % share.processes == share.process:
-            status = "skipped" if entry.skipped else "failed"
-            manifest.record(entry.path, entry.target, status, error=entry.skipped or entry.error)
+            manifest.record(entry.path, entry.target, entry.status, error=entry.skipped or entry.error)
             if entry.error:
                 failures.append(f"{entry.path} ({entry.error})")
     started = time.perf_counter()
     quiet = settings.quiet or not share.writes  # one bar and one warning per run, from the process that writes
+    batch_windows = None
     if needs_model:
         pipe = DVDPipeline.from_pretrained(weights, device=share.device, dtype=settings.dtype)
-        warn_if_slow(pipe, quiet)
-        note_if_proof(pipe, not share.writes)
-        video = share_windows(pipe, settings.video, share) if share.world > 1 else settings.video
+        for line in model_notes(pipe, quiet) if share.writes else []:
+            say(line)
+        pipe.fit_settings(settings.video)  # a window that does not fit the backbone fails before any input
+        batch_windows = share_windows(pipe, settings.video, share) if share.world > 1 else None
     total = 0
     shots = Shots()
     written_to: list[Path] = []
-    for source, target in share.jobs:
+    for entry in share.jobs:
         began = time.perf_counter()
         try:
             if not share.writes:
-                follow_windows(pipe, source, video, settings.outputs)
+                follow_windows(pipe, entry, batch_windows)
                 continue
-            frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
-            if target in metric_only:
-                print(f"dvd predict: note: {metric_only[target]}", file=sys.stderr)
-                written = add_metric(source, target, settings.outputs, metric)
-            else:
-                if target in redone:
-                    print(f"dvd predict: warning: {redone[target]}", file=sys.stderr)
-                with PredictProgress(source.name, frames, pipe, disable=quiet) as progress:
-                    written = predict_to_folder(
-                        pipe,
-                        source,
-                        target,
-                        video,
-                        settings.outputs,
-                        progress=progress.written,
-                        timer=progress,
-                        overwrite=settings.overwrite or target in redone,
-                        metric=metric,
-                        resume=settings.resume,
-                        resumable=True,
-                    )
+            written = predict_entry(
+                pipe if needs_model else None, entry, metric, say, quiet, settings.resume, batch_windows
+            )
         except Exception as error:  # recorded; raised again unless --keep-going (Ctrl-C ends the batch)
             if not share.writes:
                 if settings.keep_going:
@@ -134,43 +108,115 @@ def predict(settings: PredictSettings) -> int:
                 raise
             message = error_line(error)
             try:
-                manifest.record(source.path, target, "failed", time.perf_counter() - began, error=message)
+                manifest.record(entry.path, entry.target, "failed", time.perf_counter() - began, error=message)
             except OSError as unrecorded:  # a full disk: the input's own error (and its notes) is what to report
                 error.add_note(f"it could not be recorded in {MANIFEST_FILE} ({unrecorded.strerror or unrecorded})")
                 raise error from None
             if not settings.keep_going:
                 raise
-            failures.append(f"{source.path} ({message})")
+            failures.append(f"{entry.path} ({message})")
             continue
-        manifest.record(source.path, target, "ok", time.perf_counter() - began, frames=written)
-        written_to.append(target)
+        manifest.record(entry.path, entry.target, "ok", time.perf_counter() - began, frames=written)
+        written_to.append(entry.target)
         total += written
-        warn_if_damaged(source, written, frames, target)
-        shots.count(target)
+        shots.count(entry.target)
     if share.writes:
-        elapsed = time.perf_counter() - started
         mine = [entry for index, entry in enumerate(entries) if index % share.processes == share.process]
         skipped = sum(1 for entry in mine if entry.skipped)
-        counts = (
-            f"{len(written_to)} written, {skipped} skipped, {len(failures)} failed: " if skipped or failures else ""
-        )
-        print(
-            f"dvd predict: {total} frames from {len(written_to)} input(s) in {elapsed:.1f} s "
-            f"({total / max(elapsed, 1e-9):.2f} frames/s){shots.summary()} -> {counts}"
-            f"{', '.join(str(target) for target in written_to) or output}"
-        )
-    if failures:
-        print(
-            f"dvd predict: error: {len(failures)} input(s) failed: {'; '.join(failures)}; each is recorded in "
-            f"{output / MANIFEST_FILE}",
-            file=sys.stderr,
-        )
-        return SOME_FAILED
-    return 0
+        print(summary_line(total, written_to, skipped, len(failures), time.perf_counter() - started, shots, output))
+    return report_failures(failures, output / MANIFEST_FILE)
 
 
 # The exit code of a --keep-going run in which some inputs failed (2 is a run that stopped at its first error).
 SOME_FAILED = 3
+
+
+def check_run(settings: PredictSettings) -> list[BatchEntry]:
+    """What a run checks before anything is written or loaded: the settings, then every input (`check_inputs`)."""
+    from dvd.engine.allocator import keep_heap_flat
+    from dvd.metric.post_pass import check_metric
+
+    settings.video.validate()
+    check_model_sides(settings.video.height, settings.video.width)
+    keep_heap_flat()  # glibc's malloc settings for a run of hours (dvd.engine.allocator)
+    if settings.skip_existing and settings.overwrite:
+        raise DVDError("--skip-existing keeps complete outputs and --overwrite replaces them: choose one")
+    entries = check_inputs(settings)
+    check_metric(settings.metric, [(entry.source, entry.settings.outputs) for entry in entries if entry.source])
+    return entries
+
+
+def predict_entry(
+    pipe: DVDPipeline | None,
+    entry: BatchEntry,
+    metric: MetricSettings | None,
+    say: Callable[[str], None],
+    quiet: bool,
+    resume: bool,
+    batch_windows: int | None = None,
+) -> int:
+    """One checked input of a batch into its folder, as every way of running `dvd predict` does it (one process,
+    processes of a launch, Ray actors): the metric pass alone on a complete output, else the prediction; returns
+    the frames written. `say` takes the run's lines about this input (warnings, notes); `batch_windows` is the
+    engine's windows per call where processes share the windows of each video (`share_windows`)."""
+    from dvd.jobs.finished import add_metric
+    from dvd.jobs.outputs import predict_to_folder
+    from dvd.jobs.progress import PredictProgress
+
+    settings, source = entry.settings, entry.source
+    frames = source.frame_count(settings.outputs.max_frames, settings.outputs.stride)
+    if entry.metric_only:
+        say(f"dvd predict: note: {entry.metric_only}")
+        return add_metric(source, entry.target, settings.outputs, metric)
+    if entry.redo:
+        say(f"dvd predict: warning: {entry.redo}")
+    video = settings.video if batch_windows is None else replace(settings.video, batch_windows=batch_windows)
+    with PredictProgress(source.name, frames, pipe, disable=quiet) as progress:
+        written = predict_to_folder(
+            pipe,
+            source,
+            entry.target,
+            video,
+            settings.outputs,
+            progress=progress.written,
+            timer=progress,
+            overwrite=settings.overwrite or bool(entry.redo),
+            metric=metric,
+            resume=resume,
+            resumable=True,
+        )
+    warning = damage_warning(source, written, frames, entry.target)
+    if warning:
+        say(warning)
+    return written
+
+
+def say(line: str) -> None:
+    """A line about one input, from a process that runs it itself: on stderr at once."""
+    print(line, file=sys.stderr)
+
+
+def summary_line(
+    frames: int, written_to: list[Path], skipped: int, failed: int, seconds: float, shots: Shots, output: Path
+) -> str:
+    """The line a run ends with: frames, inputs, speed, shots and where the outputs are."""
+    counts = f"{len(written_to)} written, {skipped} skipped, {failed} failed: " if skipped or failed else ""
+    return (
+        f"dvd predict: {frames} frames from {len(written_to)} input(s) in {seconds:.1f} s "
+        f"({frames / max(seconds, 1e-9):.2f} frames/s){shots.summary()} -> {counts}"
+        f"{', '.join(str(target) for target in written_to) or output}"
+    )
+
+
+def report_failures(failures: list[str], manifest: Path) -> int:
+    """The line listing a --keep-going run's failed inputs, on stderr; the exit code of the run."""
+    if not failures:
+        return 0
+    print(
+        f"dvd predict: error: {len(failures)} input(s) failed: {'; '.join(failures)}; each is recorded in {manifest}",
+        file=sys.stderr,
+    )
+    return SOME_FAILED
 
 
 @dataclass
@@ -179,38 +225,47 @@ class BatchEntry:
 
     path: Path
     target: Path
+    settings: PredictSettings  # the run's, with the settings of the input's list row (`with_row_settings`)
+    row: dict = field(default_factory=dict)  # those row settings (ROW_SETTINGS), as listed
     source: Source | None = None
     skipped: str | None = None  # why, for the manifest
     error: str | None = None
     redo: str | None = None  # why an existing output of dvd's is predicted again (--skip-existing, incomplete)
     metric_only: str | None = None  # why only the metric pass runs on an existing output (--resume)
 
+    @property
+    def status(self) -> str:
+        """The manifest status of an entry that the checks settled (skipped or failed)."""
+        return "skipped" if self.skipped else "failed"
+
 
 def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
     """Every input checked before the model loads. A bad one raises DVDError, or with --keep-going becomes a
     failed entry; with --skip-existing a complete output makes a skipped entry, without decoding the input."""
     from dvd.io.atomic import check_output
-    from dvd.io.readers import open_source, resolve_inputs, source_name
+    from dvd.io.readers import list_inputs, source_name
     from dvd.jobs.finished import check_same_frames, read_meta
     from dvd.jobs.outputs import prediction_folder_problem
     from dvd.jobs.resume import check_partial
 
-    image_fps = DEFAULT_IMAGE_FPS if settings.fps is None else settings.fps
     missing: dict[Path, str] | None = {} if settings.keep_going else None
+    listed = list_inputs(settings.inputs, missing)
+    note_unknown_columns(listed)
     entries = []
-    for path in resolve_inputs(settings.inputs, missing):
-        entry = BatchEntry(path, Path(settings.output) / source_name(path))
+    for item in listed:
+        row = {name: value for name, value in item.settings.items() if name in ROW_SETTINGS}
+        entry = BatchEntry(item.path, Path(settings.output) / source_name(item.path), settings, row)
         entries.append(entry)
         try:
-            plan_existing(entry, settings)
+            entry.settings = with_row_settings(settings, row, item.where)
+            plan_existing(entry)
             if entry.skipped:
                 continue
-            source = open_source(path, image_fps, settings.allow_damaged)
-            source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames, --stride
-            check_source(source, settings)
+            source = open_entry(entry)
+            check_source(source, entry.settings)
             # Refused before any model work; checked again as each folder is renamed into place.
             if entry.metric_only:  # the metric pass decodes the input again: its frames must be the folder's
-                check_same_frames(read_meta(entry.target) or {}, source, settings.outputs, entry.target)
+                check_same_frames(read_meta(entry.target) or {}, source, entry.settings.outputs, entry.target)
             replaces = settings.overwrite or bool(entry.redo or entry.metric_only)
             check_output(entry.target, replaces, prediction_folder_problem)
             check_partial(entry.target, settings.resume, settings.overwrite)
@@ -221,13 +276,86 @@ def check_inputs(settings: PredictSettings) -> list[BatchEntry]:
             continue
         entry.source = source
     entries += [
-        BatchEntry(path, Path(settings.output) / source_name(path), error=error)
+        BatchEntry(path, Path(settings.output) / source_name(path), settings, error=error)
         for path, error in (missing or {}).items()
     ]
     return entries
 
 
-def plan_existing(entry: BatchEntry, settings: PredictSettings) -> None:
+def open_entry(entry: BatchEntry) -> Source:
+    """The entry's input, opened with its settings and checked against its frame selection (--max-frames,
+    --stride)."""
+    from dvd.io.readers import open_source
+
+    settings = entry.settings
+    source = open_source(
+        entry.path, DEFAULT_IMAGE_FPS if settings.fps is None else settings.fps, settings.allow_damaged
+    )
+    source.frame_count(settings.outputs.max_frames, settings.outputs.stride)  # checks --max-frames, --stride
+    return source
+
+
+# The settings a list table (CSV, JSON Lines, Parquet) may give each row, beside its path: those that belong to one
+# input rather than to the run.
+ROW_SETTINGS = ("fps", "max_frames", "stride", "cut_frames")
+
+
+def with_row_settings(settings: PredictSettings, row: dict, where: str | None = None) -> PredictSettings:
+    """`settings` with the values of an input's list row in place of the flags of the same names (see
+    ROW_SETTINGS; other columns are ignored, `note_unknown_columns` says so); DVDError naming the row for a bad
+    value."""
+    from dvd.engine.shots import parse_cut_frames
+    from dvd.io.readers import frame_rate
+
+    row = {name: value for name, value in row.items() if name in ROW_SETTINGS}
+    if not row:
+        return settings
+    try:
+        outputs = replace(
+            settings.outputs,
+            max_frames=_whole(row.get("max_frames", settings.outputs.max_frames), "max_frames"),
+            stride=_whole(row.get("stride", settings.outputs.stride), "stride"),
+        )
+        video = settings.video
+        if "cut_frames" in row:
+            cuts = row["cut_frames"]
+            text = ",".join(map(str, cuts)) if isinstance(cuts, (list, tuple)) else str(cuts)
+            video = replace(video, cut_frames=parse_cut_frames(text))
+        fps = str(row["fps"]) if "fps" in row else settings.fps
+        if fps is not None:
+            frame_rate(fps)
+    except DVDError as error:
+        raise DVDError(f"{where}: {error}" if where else str(error)) from None
+    return replace(settings, outputs=outputs, video=video, fps=fps)
+
+
+def _whole(value: object, name: str) -> int | None:
+    """A list cell as a positive whole number (CSV cells are text); None stays None."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise DVDError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return int(text)
+
+
+def note_unknown_columns(listed: list[ListedInput]) -> None:
+    """One note per list file whose rows have columns that are not ROW_SETTINGS: they are ignored, which a typo
+    in a setting's name should not be silently."""
+    unknown: dict[str, set[str]] = {}
+    for item in listed:
+        names = set(item.settings) - set(ROW_SETTINGS)
+        if names and item.list_file is not None:
+            unknown.setdefault(str(item.list_file), set()).update(names)
+    for list_file, names in unknown.items():
+        print(
+            f"dvd predict: note: columns {', '.join(sorted(names))} of {list_file} are ignored: a list row may set "
+            f"path and {', '.join(ROW_SETTINGS)}",
+            file=sys.stderr,
+        )
+
+
+def plan_existing(entry: BatchEntry) -> None:
     """What becomes of an input whose OUT/<name>/ is already an output of dvd predict, judged by that folder's own
     meta.json (the files it lists, with their sizes): with --skip-existing a complete one is skipped and an
     incomplete one (a file deleted or cut short) predicted again; with --resume a complete one that lacks the
@@ -235,7 +363,7 @@ def plan_existing(entry: BatchEntry, settings: PredictSettings) -> None:
     is left to `check_output`, which refuses an existing folder without --overwrite."""
     from dvd.jobs.finished import incomplete_problem, metric_missing, prediction_folder_problem, read_meta
 
-    target = entry.target
+    target, settings = entry.target, entry.settings
     if target.is_symlink() or not target.is_dir() or prediction_folder_problem(target) is not None:
         return
     incomplete = incomplete_problem(target)
@@ -271,7 +399,7 @@ def error_line(error: BaseException) -> str:
 class WorkShare:
     """This process's part of a run: its inputs and device, and whether it shares their windows with the others."""
 
-    jobs: list[tuple[Source, Path]]
+    jobs: list[BatchEntry]
     device: str | None
     rank: int = 0
     world: int = 1  # above 1: all `world` processes run every job, each predicting its share of the windows
@@ -284,7 +412,7 @@ class WorkShare:
         return self.world == 1 or self.rank == 0
 
 
-def share_work(jobs: list[tuple[Source, Path]], device: str | None) -> WorkShare:
+def share_work(jobs: list[BatchEntry], device: str | None) -> WorkShare:
     """Under `accelerate launch` or torchrun, this process's share of the run, on its own device.
 
     With at least as many inputs as processes, each process takes every N-th input (whole inputs need no
@@ -304,23 +432,25 @@ def share_work(jobs: list[tuple[Source, Path]], device: str | None) -> WorkShare
     return WorkShare(jobs, device, process, processes, process, processes)
 
 
-def share_windows(pipe: DVDPipeline, video: VideoSettings, share: WorkShare) -> VideoSettings:
-    """Make `pipe` predict only this process's share of each engine call; the engine settings that keep every
-    process busy: --batch-windows windows per process per call."""
+def share_windows(pipe: DVDPipeline, video: VideoSettings, share: WorkShare) -> int:
+    """Make `pipe` predict only this process's share of each engine call; returns the windows per engine call that
+    keep every process busy: --batch-windows windows per process per call."""
     from dvd.jobs.sharded import ShardedWindows
 
     sharded = ShardedWindows(pipe.predict_windows, share.rank, share.world, video.batch_windows)
     # `predict_to_folder` runs its engine on `pipe.predict_windows`; every input of this run shares its windows.
     pipe.predict_windows = sharded
-    return replace(video, batch_windows=sharded.windows_per_call)
+    return sharded.windows_per_call
 
 
-def follow_windows(pipe: DVDPipeline, source: Source, video: VideoSettings, outputs: OutputSettings) -> None:
+def follow_windows(pipe: DVDPipeline, entry: BatchEntry, batch_windows: int) -> None:
     """A process that does not write: the same frames through the same engine, so that it predicts its share of
     every window call in step with the others; the stitched frames are dropped, since rank 0 writes them."""
     from dvd.engine.video import VideoEngine
 
-    disparity = VideoEngine(pipe.predict_windows, video.for_input(source.kind)).model_frames(
+    source, outputs = entry.source, entry.settings.outputs
+    video = pipe.fit_settings(replace(entry.settings.video, batch_windows=batch_windows).for_input(source.kind))
+    disparity = VideoEngine(pipe.predict_windows, video).model_frames(
         source.pixels(outputs.max_frames, outputs.stride), source.size
     )
     for _ in disparity:
@@ -385,39 +515,37 @@ def check_source(source: Source, settings: PredictSettings) -> None:
             ) from None
 
 
-def warn_if_damaged(source: Source, written: int, expected: int, target: Path) -> None:
-    """One line for an input kept with --allow-damaged; meta.json holds every problem."""
-    if source.damage:
-        more = f" (and {len(source.damage) - 1} more problem(s))" if len(source.damage) > 1 else ""
-        print(
-            f"dvd predict: warning: wrote {written} of {expected} frames of a damaged input: {source.damage[0]}{more}; "
-            f"see {target / 'meta.json'}",
-            file=sys.stderr,
-        )
+def damage_warning(source: Source, written: int, expected: int, target: Path) -> str | None:
+    """The one line about an input kept with --allow-damaged (meta.json holds every problem); None if undamaged."""
+    if not source.damage:
+        return None
+    more = f" (and {len(source.damage) - 1} more problem(s))" if len(source.damage) > 1 else ""
+    return (
+        f"dvd predict: warning: wrote {written} of {expected} frames of a damaged input: {source.damage[0]}{more}; "
+        f"see {target / 'meta.json'}"
+    )
 
 
 # Above this many DiT parameters a CPU run is a matter of minutes per window (the 1.3B model has 1.42e9).
 CPU_PATIENCE_PARAMETERS = 100_000_000
 
 
-def warn_if_slow(pipe: DVDPipeline, quiet: bool) -> None:
-    """Tell a CPU user up front that the full model will be slow, and what to change."""
-    parameters = sum(p.numel() for p in pipe.model.transformer.parameters())
-    if not quiet and pipe.model.device.type == "cpu" and parameters > CPU_PATIENCE_PARAMETERS:
-        print(
-            f"dvd predict: running a {parameters / 1e9:.2f}B-parameter DiT on the CPU: expect minutes per window; "
-            "use --device cuda/mps, or a smaller --window and --height/--width",
-            file=sys.stderr,
-        )
-
-
-def note_if_proof(pipe: DVDPipeline, silent: bool) -> None:
-    """One line saying what the proof model is (also with --quiet, which silences progress only): its depth of
-    real footage means nothing, and a first run with it should not pass for DVD's."""
+def model_notes(pipe: DVDPipeline, quiet: bool) -> list[str]:
+    """The lines a run prints once its model has loaded: that the full model on a CPU will be slow (not with
+    --quiet), and what the proof model is (also with --quiet, which silences progress only: its depth of real
+    footage means nothing, and a first run with it should not pass for DVD's)."""
     from dvd.weights.about import PROOF_NOTICE
 
-    if not silent and pipe.weights_kind == "proof":
-        print(f"dvd predict: note: {PROOF_NOTICE}", file=sys.stderr)
+    notes = []
+    parameters = sum(p.numel() for p in pipe.model.transformer.parameters())
+    if not quiet and pipe.model.device.type == "cpu" and parameters > CPU_PATIENCE_PARAMETERS:
+        notes.append(
+            f"dvd predict: running a {parameters / 1e9:.2f}B-parameter DiT on the CPU: expect minutes per window; "
+            "use --device cuda/mps, or a smaller --window and --height/--width"
+        )
+    if pipe.weights_kind == "proof":
+        notes.append(f"dvd predict: note: {PROOF_NOTICE}")
+    return notes
 
 
 def parse_formats(text: str) -> list[str]:

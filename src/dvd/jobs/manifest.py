@@ -11,6 +11,10 @@ Several processes append to the same file: each line goes out in one `write` on 
 which POSIX makes an atomic seek-to-end-and-write, so lines of different processes never interleave or overwrite
 each other (one short line per input, far below any file system's write granularity).
 
+`dvd predict --ray` also writes OUT/manifest.parquet, for data-set builders: that run's lines (one per input), with
+the same columns, as one Parquet file (`write_index`), replaced by each --ray run. It is written whole under a
+temporary name and renamed into place, and only a regular file is ever replaced (`check_index`).
+
 The manifest is a regular file of dvd's, checked when a run begins (`Manifest` refuses a link, a FIFO, a folder or
 a device there, before any model work) and opened with O_NOFOLLOW for every line, so a link planted at its name is
 never written through and a FIFO cannot block a finished run. A last line cut short (a run killed mid-write, an
@@ -30,7 +34,19 @@ from pathlib import Path
 from dvd.errors import DVDError
 
 MANIFEST_FILE = "manifest.jsonl"
+INDEX_FILE = "manifest.parquet"
 STATUSES = ("ok", "skipped", "failed")
+# The columns of a manifest line, with the Parquet type of each (nullable: frames and error are often null).
+COLUMNS = {
+    "input": "string",
+    "output": "string",
+    "status": "string",
+    "frames": "int64",
+    "seconds": "float64",
+    "error": "string",
+    "time": "string",
+    "process": "int64",
+}
 
 
 class Manifest:
@@ -62,7 +78,7 @@ class Manifest:
         """Append one line; returns it as a dict."""
         if status not in STATUSES:
             raise ValueError(f"unknown manifest status {status!r}: one of {STATUSES}")
-        line = {
+        line = {  # the keys of COLUMNS, in their order
             "input": str(input_path),
             "output": str(output),
             "status": status,
@@ -133,3 +149,32 @@ def read_manifest(folder: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def check_index(folder: Path) -> None:
+    """Refuse, before any model work, an OUT/manifest.parquet that is not a regular file (a link, a folder): the
+    run would replace it."""
+    path = Path(folder) / INDEX_FILE
+    with suppress(FileNotFoundError):
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise DVDError(
+                f"{path} is {_kind(mode)}, not a file dvd can replace with its index: move it away or choose another "
+                "output folder"
+            )
+
+
+def write_index(folder: Path, lines: list[dict]) -> Path:
+    """`lines` (manifest lines, as `Manifest.record` returns them) as `folder`/manifest.parquet, in one rename."""
+    import pyarrow as arrow
+    from pyarrow import parquet
+
+    from dvd.io.atomic import atomic_file
+
+    path = Path(folder) / INDEX_FILE
+    check_index(folder)
+    schema = arrow.schema([(name, arrow.type_for_alias(kind)) for name, kind in COLUMNS.items()])
+    table = arrow.Table.from_pylist([{name: line[name] for name in COLUMNS} for line in lines], schema=schema)
+    with atomic_file(path) as temporary:
+        parquet.write_table(table, temporary)
+    return path

@@ -92,13 +92,13 @@ def predict_to_folder(
     such a partial output is refused unless `overwrite` discards it. Without `resumable` (the default) an
     interruption removes the unfinished output, and no time goes into resume points.
     """
-    video = video.for_input(source.kind)
-    if resume and not _resumable(output):
+    video = pipe.fit_settings(video.for_input(source.kind))
+    if resume and not resumable_outputs(output):
         raise DVDError(
             "--resume cannot go on with 8/16-bit outputs written as frames arrive (--colour-range first-window with "
             "png16/mp4/sbs): use --colour-range video, or run without --resume"
         )
-    resumable = (resumable or resume) and _resumable(output)
+    resumable = (resumable or resume) and resumable_outputs(output)
     fingerprint = run_fingerprint(pipe, source, video, output) if resumable else None
     checkpoints = prepare_checkpoints(target, fingerprint, resume, overwrite)
     with (
@@ -130,7 +130,7 @@ def predict_to_folder(
     return count
 
 
-def _resumable(output: OutputSettings) -> bool:
+def resumable_outputs(output: OutputSettings) -> bool:
     """Whether a run can checkpoint: every output it streams can go on after an interruption (npy and exr can;
     the videos' encoders cannot, and under the first-window rule they stream)."""
     return output.colour_range != "first-window" or not RANGED_FORMATS & set(output.formats)
@@ -414,6 +414,7 @@ def _describe(
         "stride": output.stride,
         **video.as_meta(),
         "weights": pipe.weights_id,
+        "backbone": pipe.model.family,
         "device": str(pipe.model.device),
         "dtype": str(pipe.model.dtype).removeprefix("torch."),
         "input": source.describe(),

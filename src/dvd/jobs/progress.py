@@ -1,4 +1,5 @@
-"""`dvd predict`'s progress line: the frames written as the bar, and what the run is doing right now beside it.
+"""`dvd predict`'s progress line: the frames written as the bar, and what the run is doing right now beside it; and the
+one line of a corpus run on Ray (`CorpusProgress`).
 
 A window's frames are written only once the model has run on it (and, stitched globally, on the windows after it),
 so on a slow device the bar alone would sit at 0 for the whole first window. The line therefore also shows the
@@ -13,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -100,3 +101,72 @@ class PredictProgress(NoTimer):
         with self._lock:
             self._drawn = now
             self.bar.set_postfix_str(self.postfix(), refresh=True)
+
+
+class CorpusProgress:
+    """The one line of a corpus run (`dvd predict --ray`): inputs done and failed, frames per second across all
+    actors, and the time left (the frames still to do, as their headers count them, at that rate). A line about
+    one input goes above it. On a terminal the line is redrawn in place; elsewhere (a log) it is written at most
+    every LOG_SECONDS, and once at the end."""
+
+    LOG_SECONDS = 60.0
+
+    def __init__(self, inputs: int, frames: int, stream: TextIO, disable: bool = False) -> None:
+        self.inputs, self.left, self.stream, self.disable = inputs, frames, stream, disable
+        self.done = self.failed = self.written = 0
+        self.started = time.monotonic()
+        self._shown = 0.0
+        self._terminal = stream.isatty()
+        self._said: set[str] = set()
+
+    def finished(self, planned: int, written: int | None) -> None:
+        """An input came back: `written` frames, or None if it failed."""
+        self.done += 1
+        self.left -= planned
+        if written is None:
+            self.failed += 1
+        else:
+            self.written += written
+        self._draw()
+
+    def say(self, line: str) -> None:
+        """Print `line` above the progress line; a line said before (each actor's note about the model) only once."""
+        if line in self._said:
+            return
+        self._said.add(line)
+        self._clear()
+        print(line, file=self.stream)
+        if self._terminal:
+            self._draw()
+
+    def line(self) -> str:
+        seconds = time.monotonic() - self.started
+        rate = self.written / seconds if seconds > 0 else 0.0
+        left = format_interval(self.left / rate) if rate > 0 else "?"
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"dvd predict: {self.done}/{self.inputs} inputs done{failed}, {rate:.2f} frames/s, {left} left"
+
+    def close(self) -> None:
+        if self._terminal:
+            self._clear()
+        elif not self.disable and self.done:
+            print(self.line(), file=self.stream)
+
+    def _draw(self) -> None:
+        if self.disable:
+            return
+        if self._terminal:
+            self.stream.write(f"\r{self.line()}\x1b[K")
+            self.stream.flush()
+        elif time.monotonic() - self._shown >= self.LOG_SECONDS:
+            self._shown = time.monotonic()
+            print(self.line(), file=self.stream)
+
+    def _clear(self) -> None:
+        if self._terminal and not self.disable:
+            self.stream.write("\r\x1b[K")
+
+
+def format_interval(seconds: float) -> str:
+    """h:mm:ss, as tqdm shows the time left."""
+    return tqdm.format_interval(seconds)

@@ -10,7 +10,7 @@ into the staging folder, so its outputs appear together with the rest or not at 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -53,23 +53,32 @@ class FrameSelection(Protocol):
 ToDepth = Callable[[int, np.ndarray], np.ndarray]  # (frame index, disparity) -> depth
 
 
-def prepare_metric(settings: MetricSettings, sources: list[Source], output: FrameSelection) -> MetricSettings | None:
-    """Check the metric flags against the inputs and load the metric model once for the run, before the DVD
-    model loads; None when no metric or 3D output is asked for."""
+def check_metric(settings: MetricSettings, inputs: Iterable[tuple[Source, FrameSelection]]) -> None:
+    """Check the metric flags against the inputs (each with the frames its run reads), loading nothing, so that a
+    bad request fails before any model loads."""
     settings.check()
     if not settings.active:
-        return None
-    for source in sources:
+        return
+    for source, output in inputs:
         if source.num_frames_exact:
             settings.check_frame_count(source.frame_count(output.max_frames, output.stride), str(source.path))
     if not isinstance(settings.model, str):
-        return settings
+        return
     _, estimates_fov = check_metric_model(settings.model)
     if settings.ply and settings.fov is None and settings.focal is None and not estimates_fov:
         raise DVDError(
             f"--save ply needs the camera's focal length, and --metric {settings.model} does not estimate it: give "
             "--fov DEG or --focal PX (or use Depth Pro, which estimates it)"
         )
+
+
+def load_metric(settings: MetricSettings) -> MetricSettings | None:
+    """The checked settings with their metric model loaded, once per process that runs the pass, before the DVD
+    model loads; None when no metric or 3D output is asked for."""
+    if not settings.active:
+        return None
+    if not isinstance(settings.model, str):
+        return settings
     return replace(settings, model=TransformersMetricModel(settings.model, settings.device))
 
 
@@ -86,7 +95,7 @@ def metric_post_pass(
     outputs added (unchanged when `settings` is None or asks for nothing)."""
     if settings is None or not settings.active:
         return meta
-    settings.check()  # again for Python callers, who skip prepare_metric
+    settings.check()  # again for Python callers, who skip check_metric
     started = time.perf_counter()
     # Frames are read one at a time (as the colour pass reads them): a memory map would add the whole file to the RSS.
     with NpyFrames(staging / "disparity.npy") as disparity:
@@ -108,7 +117,7 @@ def _metric_outputs(
     fits: list[ShotFit] | None = None
     if settings.model is not None:
         model = settings.model
-        if isinstance(model, str):  # the Python API may name a model; `dvd predict` loads it once in prepare_metric
+        if isinstance(model, str):  # the Python API may name a model; `dvd predict` loads it once in load_metric
             model = TransformersMetricModel(model, settings.device)
         fits, estimate = _fit_shots(model, disparity, source, output, settings, meta, intrinsics)
         intrinsics = intrinsics or estimate

@@ -1,4 +1,5 @@
-"""The DVD model on diffusers: the Wan2.1 DiT and VAE wired as a one-pass depth regressor."""
+"""The DVD model on diffusers: a video DiT and its VAE (a backbone, `dvd.model.backbones`) wired as a one-pass depth
+regressor."""
 
 from dvd.model.dvd_model import DVDModel
 

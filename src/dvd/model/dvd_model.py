@@ -1,10 +1,11 @@
-"""The DVD model: a Wan2.1 DiT run once, at a fixed timestep, as a regressor from RGB latents to depth latents.
+"""The DVD model: a video DiT run once, at a fixed timestep, as a regressor from RGB latents to depth latents.
 
-    pixels [0,1] -> [-1,1] -> VAE encode (posterior mean) -> (mu - mean) * (1/std)
-      -> DiT once at t = 1000·tau, text context = zeros[B, 512, text_dim]
-      -> z / (1/std) + mean -> VAE decode (clamped to [-1,1]) -> (x+1)/2 -> mean over the 3 channels
+    pixels [0,1] -> [-1,1] -> VAE encode (posterior mean) -> normalised latents
+      -> DiT once at t = 1000·tau with the empty condition (Wan: text context = zeros[B, 512, text_dim])
+      -> de-normalised -> VAE decode -> [-1,1] -> (x+1)/2 -> mean over the 3 channels
 
-The output is affine-invariant disparity: larger is nearer, with unknown scale and shift.
+The output is affine-invariant disparity: larger is nearer, with unknown scale and shift. What depends on the model
+family (its VAE, latent normalisation, DiT call, frame rule and strides) is its `dvd.model.backbone.Backbone`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,11 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
-from dvd.errors import DVDError
-from dvd.model.fixed_time import fixed_timestep, precompute_time_conditions
-from dvd.model.folding import is_folded
-from dvd.model.timestep import install_float64_timestep_embedding
+from dvd.model.backbone import Backbone, FrameRule, backbone_for
 
 DEFAULT_TAU = 0.5
-# The official code feeds 512 zero text tokens: the T5 encoder is never run.
-TEXT_TOKENS = 512
 # The three steps of `DVDModel.forward`, by the names a stage timer hears (`dvd.engine.stages`).
 MODEL_STAGES = ("vae_encode", "dit", "vae_decode")
 Stage = Callable[[str], AbstractContextManager]
@@ -33,31 +28,13 @@ def _untimed(name: str) -> AbstractContextManager:
     return nullcontext()
 
 
-def regress_depth_latent(transformer: WanTransformer3DModel, latents: torch.Tensor, timestep: float) -> torch.Tensor:
-    """The DVD step on its own: one DiT pass at `timestep` with an all-zero text context, RGB latent -> depth latent.
-
-    A function of the DiT alone, so training can wrap the DiT (and not the frozen VAE) for DDP, FSDP or DeepSpeed.
-    A DiT whose cross-attention is folded (`dvd.model.folding`) gets one context token: all 512 are the same. A DiT
-    whose time conditions are cached (`dvd.model.fixed_time`) for another timestep has them recomputed first.
-    """
-    cached = fixed_timestep(transformer)
-    if cached is not None and cached != timestep:
-        precompute_time_conditions(transformer, timestep)
-    batch = latents.shape[0]
-    dtype = transformer.patch_embedding.weight.dtype
-    times = torch.full((batch,), timestep, device=latents.device, dtype=dtype)
-    tokens = 1 if is_folded(transformer) else TEXT_TOKENS
-    context = torch.zeros(batch, tokens, transformer.config.text_dim, device=latents.device, dtype=dtype)
-    return transformer(latents.to(dtype), timestep=times, encoder_hidden_states=context, return_dict=False)[0]
-
-
-def cast_transformer(transformer: WanTransformer3DModel, dtype: torch.dtype) -> WanTransformer3DModel:
+def cast_transformer(transformer: nn.Module, dtype: torch.dtype) -> nn.Module:
     """Cast to `dtype`, keeping the modules diffusers marks as fp32-sensitive (RoPE tables, norms) in float32."""
     # nn.Module's own `to`: diffusers' override warns on every dtype cast, including this one that keeps its
     # fp32 modules just as `from_pretrained(torch_dtype=...)` does.
     nn.Module.to(transformer, dtype)
     if dtype != torch.float32:
-        keep = set(WanTransformer3DModel._keep_in_fp32_modules)
+        keep = set(type(transformer)._keep_in_fp32_modules or ())
         for name, tensor in [*transformer.named_parameters(), *transformer.named_buffers()]:
             if keep.intersection(name.split(".")):
                 tensor.data = tensor.data.float()
@@ -65,25 +42,17 @@ def cast_transformer(transformer: WanTransformer3DModel, dtype: torch.dtype) -> 
 
 
 class DVDModel(nn.Module):
-    """A diffusers Wan DiT + Wan VAE pair wired as the DVD depth regressor."""
+    """A DiT/VAE pair of a supported family (`dvd.model.backbones`) wired as the DVD depth regressor."""
 
-    def __init__(self, transformer: WanTransformer3DModel, vae: AutoencoderKLWan, tau: float = DEFAULT_TAU) -> None:
+    def __init__(
+        self, transformer: nn.Module, vae: nn.Module, tau: float = DEFAULT_TAU, condition: torch.Tensor | None = None
+    ) -> None:
+        """`condition`: the family's saved empty-prompt embedding, where it has one (see `Backbone`)."""
         super().__init__()
-        if vae.config.z_dim != transformer.config.in_channels or vae.config.z_dim != transformer.config.out_channels:
-            raise DVDError(
-                f"the VAE has {vae.config.z_dim} latent channels but the DiT expects "
-                f"{transformer.config.in_channels} in / {transformer.config.out_channels} out; "
-                "use the Wan2.1 VAE that belongs to this DiT"
-            )
-        install_float64_timestep_embedding(transformer)
+        self.backbone: Backbone = backbone_for(transformer, vae, condition)
         self.transformer = transformer
         self.vae = vae
         self.tau = float(tau)
-        # The reference keeps 1/std, not std, and divides by it when decoding; we follow it to the last bit. Plain
-        # tensors, not buffers: they follow the latents' device at use, so a pipeline that moves or offloads only
-        # the DiT and the VAE (diffusers' `.to`, `enable_model_cpu_offload`) needs nothing else moved.
-        self.latents_mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(1, -1, 1, 1, 1)
-        self.latents_inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32).view(1, -1, 1, 1, 1)
         self._own_storage()
 
     def _own_storage(self) -> None:
@@ -96,39 +65,49 @@ class DVDModel(nn.Module):
         with torch.no_grad():
             for tensor in [*self.parameters(), *self.buffers()]:
                 tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+            if self.backbone.condition is not None:
+                self.backbone.condition = self.backbone.condition.clone(memory_format=torch.contiguous_format)
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.transformer.patch_embedding.weight.dtype
+        return self.transformer.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.patch_embedding.weight.device
+        return self.transformer.device
 
     @property
     def timestep(self) -> float:
         return 1000.0 * self.tau
 
+    @property
+    def family(self) -> str:
+        return self.backbone.family
+
+    @property
+    def frame_rule(self) -> FrameRule:
+        return self.backbone.frame_rule
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.backbone.spatial_stride
+
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[B,3,T,H,W] in [0,1], on the device the VAE runs on -> normalised latents [B,C,(T-1)//4+1,H/8,W/8]."""
+        """[B,3,T,H,W] in [0,1], on the device the VAE runs on, T fitting the frame rule -> normalised latents."""
         # Cast before the affine map, as the reference does (it rounds to bf16 first).
-        x = pixels.to(dtype=self.vae.dtype) * 2 - 1
-        mu = self.vae.encode(x).latent_dist.mode()
-        return (mu - self.latents_mean.to(mu)) * self.latents_inv_std.to(mu)
+        return self.backbone.encode(pixels.to(dtype=self.vae.dtype) * 2 - 1)
 
     def regress(self, latents: torch.Tensor) -> torch.Tensor:
-        """One DiT pass at the fixed timestep with an all-zero text context; the output is the depth latent."""
-        return regress_depth_latent(self.transformer, latents, self.timestep)
+        """One DiT pass at the fixed timestep with the empty condition; the output is the depth latent."""
+        return self.backbone.denoise(self.transformer, latents, self.timestep)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents -> [B,3,T,H,W] in [0,1]."""
-        z = latents.to(self.vae.dtype)
-        z = z / self.latents_inv_std.to(z) + self.latents_mean.to(z)
-        video = self.vae.decode(z).sample  # clamped to [-1, 1] by the VAE
-        return ((video.float() + 1) / 2).clamp(0, 1)
+        return ((self.backbone.decode(latents).float() + 1) / 2).clamp(0, 1)
 
     def forward(self, pixels: torch.Tensor, stage: Stage = _untimed) -> torch.Tensor:
-        """[B,3,T,H,W] in [0,1], T = 4n+1, H and W multiples of 16 -> disparity [B,T,H,W] (float32).
+        """[B,3,T,H,W] in [0,1], T fitting the frame rule, H and W multiples of the spatial stride -> disparity
+        [B,T,H,W] (float32).
 
         `stage(name)` is entered around each step (names in MODEL_STAGES), so a profiler can time them.
         """

@@ -23,8 +23,8 @@ TimeConditions = tuple[torch.Tensor, torch.Tensor]  # temb [B, dim], timestep_pr
 class FixedTimeConditionEmbedding(WanTimeTextImageEmbedding):
     """diffusers' condition embedder, with the time outputs for `fixed_timestep` cached. Installed by switching the
     class of the existing module (`precompute_time_conditions`), so its parameters, state_dict keys and `.to()`
-    stay diffusers' own. The values of the timestep tensor a call passes are not read: `regress_depth_latent`, the
-    one caller, passes `fixed_timestep` (and re-installs the cache for another timestep)."""
+    stay diffusers' own. The values of the timestep tensor a call passes are not read: the one caller,
+    `dvd.model.backbones.wan.run_wan_dit`, passes `fixed_timestep` (and re-installs the cache for another timestep)."""
 
     fixed_timestep: float
     time_conditions: dict[tuple, TimeConditions]

@@ -1,4 +1,5 @@
-"""`DVDPipeline`: video depth with DVD as a diffusers `DiffusionPipeline` (components `transformer` and `vae`).
+"""`DVDPipeline`: video depth with DVD as a diffusers `DiffusionPipeline` (components `transformer` and `vae`, of any
+backbone family `dvd.model.backbones` knows).
 
     >>> from dvd import DVDPipeline
     >>> pipe = DVDPipeline.from_pretrained("weights/dvd")            # or "proof", a Hub id, official files
@@ -7,8 +8,10 @@
 
 What `save_pretrained` writes is the standard diffusers layout (`model_index.json`, `transformer/`, `vae/`), so
 once it is imported also `DiffusionPipeline.from_pretrained(folder, dtype=torch.bfloat16)` returns a `DVDPipeline`.
-`model_index.json` also keeps the model's own inference defaults (`dvd.weights.defaults`), which `pipe(video)` uses
-for the sizes and windows it is not given.
+`model_index.json` also keeps the backbone family (`"backbone"`) and the model's own inference defaults
+(`dvd.weights.defaults`), which `pipe(video)` uses for the sizes and windows it is not given. A family whose empty
+condition is not zeros has it saved beside them (`condition.safetensors`), which `DVDPipeline.from_pretrained` reads
+(diffusers' own loader does not know the file).
 `.to(device)`, `enable_model_cpu_offload()` and `pipe.vae.enable_tiling()` work as for any diffusers pipeline.
 """
 
@@ -17,14 +20,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import diffusers
 import numpy as np
 import torch
-from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel
+from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.utils import BaseOutput
+from safetensors.torch import save_file
 
 from dvd.engine.allocator import ArrayPool
 from dvd.engine.stages import TRANSFER, NoTimer
@@ -32,16 +36,13 @@ from dvd.engine.video import VideoEngine, VideoSettings
 from dvd.errors import DVDError
 from dvd.io.atomic import foreign_entries
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
-from dvd.model.fixed_time import precompute_time_conditions, release_time_conditions
-from dvd.model.folding import fold_cross_attention, unfold_cross_attention
-from dvd.model.frames import pad_to_vae_frame_count
 from dvd.options import DEFAULT_CUT_THRESHOLD, DEFAULT_STITCH
 from dvd.pipeline.inputs import Frames, VideoInput, check_inputs, unit_tensor, window_as_model_pixels
 from dvd.weights import load_weights
 from dvd.weights.about import read_defaults, weights_kind
 from dvd.weights.defaults import CONFIG_KEY, ModelDefaults
 from dvd.weights.formats import check_tau
-from dvd.weights.load import LEGACY_CONFIG, PIPELINE_INDEX, WeightFiles
+from dvd.weights.load import CONDITION_FILE, CONDITION_KEY, LEGACY_CONFIG, PIPELINE_INDEX, WeightFiles
 
 DTYPES = {
     "float32": torch.float32,
@@ -127,18 +128,36 @@ class DVDPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        transformer: WanTransformer3DModel,
-        vae: AutoencoderKLWan,
+        transformer: ModelMixin,
+        vae: ModelMixin,
         tau: float = DEFAULT_TAU,
         defaults: dict[str, int] | None = None,
+        backbone: str | None = None,
+        condition: torch.Tensor | None = None,
     ) -> None:
-        """`defaults`: the model's own height, width, window and overlap (`dvd.weights.defaults`), any of them."""
+        """`defaults`: the model's own height, width, window and overlap (`dvd.weights.defaults`), any of them.
+        `backbone`: the family the saved config records (checked against the modules'; None: not checked).
+        `condition`: the family's empty condition where it is saved with the model (see `dvd.model.backbone`)."""
         super().__init__()
         tau = check_tau(tau, "the pipeline's tau")
-        self.model_defaults = ModelDefaults.from_config(defaults, "the pipeline's defaults")
+        self.model = DVDModel(transformer, vae, tau=tau, condition=condition).eval()
+        if backbone is not None and backbone != self.model.family:
+            raise DVDError(
+                f"the pipeline's config records backbone {backbone!r}, but its DiT and VAE are a "
+                f"{self.model.family} model: re-save the model"
+            )
+        backbone_class = type(self.model.backbone)
+        if condition is None and backbone_class.condition_from_text_encoder():
+            # diffusers' own loader builds the pipeline from model_index.json alone and never sees the file.
+            raise DVDError(
+                f"a {self.model.family} model needs its empty-prompt embedding ({CONDITION_FILE}): load a saved "
+                "folder with DVDPipeline.from_pretrained (not DiffusionPipeline.from_pretrained)"
+            )
+        self.model_defaults = ModelDefaults.from_config(defaults, "the pipeline's defaults").for_backbone(
+            backbone_class.default_window, backbone_class.default_overlap
+        )
         self.register_modules(transformer=transformer, vae=vae)
-        self.register_to_config(tau=tau, **{CONFIG_KEY: self.model_defaults.as_config()})
-        self.model = DVDModel(transformer, vae, tau=tau).eval()
+        self.register_to_config(tau=tau, backbone=self.model.family, **{CONFIG_KEY: self.model_defaults.as_config()})
         self.weights_id = "in-memory model"
         self.weights_kind: str | None = None  # official, proof, trained or base (`dvd.weights.about`) once loaded
         self.stage_timer = NoTimer()  # a profiler sets a `dvd.bench.profiling.StageTimer` (`dvd bench`)
@@ -149,19 +168,16 @@ class DVDPipeline(DiffusionPipeline):
         self.fold_constants()
 
     def fold_constants(self, cross_attention: bool = True, time_conditions: bool = True) -> None:
-        """The exact fast path (both on by default), each part switchable (False: the reference computation):
-        `cross_attention`, the DiT's cross-attention over the all-zero text context as a constant per block,
-        computed from one context token (`dvd.model.folding`); `time_conditions`, the time embedding and every
-        block's modulation input at the fixed timestep, computed once now (`dvd.model.fixed_time`)."""
-        (fold_cross_attention if cross_attention else unfold_cross_attention)(self.transformer)
-        if time_conditions:
-            precompute_time_conditions(self.transformer, self.model.timestep)
-        else:
-            release_time_conditions(self.transformer)
+        """The backbone's exact fast path (both on by default), each part switchable (False: the reference
+        computation); Wan's: `cross_attention`, the DiT's cross-attention over the all-zero text context as a
+        constant per block, computed from one context token (`dvd.model.folding`); `time_conditions`, the time
+        embedding and every block's modulation input at the fixed timestep, computed once now
+        (`dvd.model.fixed_time`). A backbone without such paths runs the reference computation either way."""
+        self.model.backbone.fold_constants(cross_attention, time_conditions, self.model.timestep)
 
     def unfold_constants(self) -> None:
-        """Back to the reference computation: 512 zero text tokens through diffusers' own cross-attention, and the
-        time conditions computed on every call."""
+        """Back to the reference computation (Wan: 512 zero text tokens through diffusers' own cross-attention, and
+        the time conditions computed on every call)."""
         self.fold_constants(cross_attention=False, time_conditions=False)
 
     @classmethod
@@ -184,7 +200,13 @@ class DVDPipeline(DiffusionPipeline):
         loaded = load_weights(pretrained_model_name_or_path)
         defaults = read_defaults(pretrained_model_name_or_path).as_config()
         model = loaded.model.to_precision(precision).to(target)
-        pipe = cls(model.transformer, model.vae, tau=loaded.model.tau if tau is None else tau, defaults=defaults)
+        pipe = cls(
+            model.transformer,
+            model.vae,
+            tau=loaded.model.tau if tau is None else tau,
+            defaults=defaults,
+            condition=model.backbone.condition,
+        )
         pipe.weights_id = loaded.weights_id
         pipe.weights_kind = weights_kind(pretrained_model_name_or_path, loaded.kind)
         return pipe
@@ -193,15 +215,38 @@ class DVDPipeline(DiffusionPipeline):
     def from_model(cls, model: DVDModel, defaults: ModelDefaults = ModelDefaults()) -> DVDPipeline:
         """A pipeline around an existing `DVDModel` (sharing its modules), e.g. to `save_pretrained` it with its
         inference `defaults`."""
-        return cls(model.transformer, model.vae, tau=model.tau, defaults=defaults.as_config())
+        return cls(
+            model.transformer,
+            model.vae,
+            tau=model.tau,
+            defaults=defaults.as_config(),
+            condition=model.backbone.condition,
+        )
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """diffusers' `save_pretrained` (the folder is made if missing), refusing a path that is not a folder."""
+        """diffusers' `save_pretrained` (the folder is made if missing), refusing a path that is not a folder; the
+        backbone's empty condition, where it has one, goes beside model_index.json (`CONDITION_FILE`)."""
         if os.path.lexists(save_directory) and not os.path.isdir(save_directory):
             raise ValueError(
                 f"`save_directory` {os.fsdecode(save_directory)} exists and is not a folder: give a folder path"
             )
         super().save_pretrained(save_directory, **kwargs)
+        condition = self.model.backbone.condition
+        if condition is not None:
+            tensors = {CONDITION_KEY: condition.detach().to("cpu", torch.float32).contiguous()}
+            save_file(tensors, Path(save_directory) / CONDITION_FILE)
+
+    def fit_settings(self, settings: VideoSettings) -> VideoSettings:
+        """`settings` for this model: sizes rounded to its spatial stride; DVDError when the window does not fit
+        its backbone's frame rule (shorter last windows are padded; a full window never is)."""
+        rule = self.model.frame_rule
+        if not rule.fits(settings.window):
+            nearest = " or ".join(str(count) for count in rule.nearest(settings.window))
+            raise DVDError(
+                f"window {settings.window} does not fit the {self.model.family} backbone's frame rule {rule} "
+                f"(clips of 1 + {rule.stride}n frames): use --window {nearest}"
+            )
+        return replace(settings, spatial_stride=self.model.spatial_stride)
 
     @torch.inference_mode()
     def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
@@ -211,14 +256,14 @@ class DVDPipeline(DiffusionPipeline):
         timer = self.stage_timer
         timer.count_windows(len(windows))
         with timer.stage(TRANSFER):
-            pixels = [_window_tensor(w) for w in windows]
+            pixels = [_window_tensor(w, self.model.spatial_stride) for w in windows]
             if len({p.shape for p in pixels}) != 1:
                 raise ValueError("windows in one batch must share their shape; predict them separately")
             length = pixels[0].shape[1]
             stacked = torch.from_numpy(
                 self._host_inputs.empty((len(pixels), *pixels[0].shape), pixels[0].numpy().dtype)
             )
-            batch = pad_to_vae_frame_count(torch.stack(pixels, out=stacked)).to(self._execution_device)
+            batch = self.model.frame_rule.pad(torch.stack(pixels, out=stacked)).to(self._execution_device)
             # 8-bit windows travel as uint8, a quarter of the bytes, and become [0, 1] floats where the model runs.
             disparity = self.model(unit_tensor(batch), stage=timer.stage)[:, :length]
             check_finite_output(disparity, self.model.dtype)
@@ -230,7 +275,7 @@ class DVDPipeline(DiffusionPipeline):
 
     def predict_window(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
         """One window of frames ([T, H, W, 3] or [T, 3, H, W]; uint8, uint16 or float in [0, 1]; any T >= 1; H and W
-        multiples of 16) -> disparity [T, H, W] float32."""
+        multiples of the model's spatial stride, 16 for Wan2.1) -> disparity [T, H, W] float32."""
         return self.predict_windows([frames])[0]
 
     def __call__(
@@ -256,10 +301,13 @@ class DVDPipeline(DiffusionPipeline):
 
         video: a path (video file, image folder, image), an array or tensor [T, H, W, 3] or [T, 3, H, W] (uint8,
             uint16 or float in [0, 1]), a list of PIL images, or an iterable of frames.
-        height, width: minimum model size; frames are scaled to cover it, sides rounded up to multiples of 16.
-        window, overlap, stitch, batch_windows: as the `dvd predict` flags (`dvd predict --help`).
+        height, width: minimum model size; frames are scaled to cover it, sides rounded up to multiples of the
+            model's spatial stride (16 for Wan2.1).
+        window, overlap, stitch, batch_windows: as the `dvd predict` flags (`dvd predict --help`); the window fits
+            the backbone's frame rule (1 + 4n frames for Wan).
             Height, width, window and overlap left at None are the model's own defaults (`model_defaults`; the
-            proof model's are 64x64, window 5, overlap 2), else dvd's: 480x640, window 81, overlap 21.
+            proof model's are 64x64, window 5, overlap 2), else its backbone's window and overlap, else dvd's:
+            480x640, window 81, overlap 21.
         cuts, cut_threshold, cut_frames: shots, as the `dvd predict` flags --cuts, --cut-threshold, --cut-frames;
             cuts=None is "auto" for a video file path and "off" for anything else.
         max_frames, stride: take every `stride`-th frame, at most `max_frames` of them.
@@ -312,6 +360,7 @@ class DVDPipeline(DiffusionPipeline):
         settings = VideoSettings(**{**video_settings, **self.model_defaults.resolve(video_settings)})
         try:
             settings.validate()
+            settings = self.fit_settings(settings)
         except DVDError as error:
             raise ValueError(str(error)) from None
         video_frames = check_inputs(video, max_frames, stride)
@@ -320,13 +369,13 @@ class DVDPipeline(DiffusionPipeline):
         return VideoEngine(self.predict_windows, settings), video_frames, out_hw
 
 
-def _window_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+def _window_tensor(frames: np.ndarray | torch.Tensor, stride: int) -> torch.Tensor:
     """[T, H, W, 3] or [T, 3, H, W] frames -> [3, T, H, W], uint8 or float32 in [0, 1] (`window_as_model_pixels`);
-    ValueError for other shapes."""
+    ValueError for other shapes and for sides that are not multiples of the model's `stride`."""
     unit = window_as_model_pixels(frames)
     height, width = unit.shape[1:3]
-    if height % 16 or width % 16:
-        raise ValueError(f"`frames` are {height}x{width}, not multiples of 16: resize first (dvd.data.raster)")
+    if height % stride or width % stride:
+        raise ValueError(f"`frames` are {height}x{width}, not multiples of {stride}: resize first (dvd.data.raster)")
     return torch.from_numpy(unit).permute(3, 0, 1, 2)
 
 
@@ -348,4 +397,4 @@ def pipeline_folder_problem(folder: Path) -> str | None:
     ours = isinstance(index, dict) and index.get("_class_name") == DVDPipeline.__name__
     if not ours and not (folder / LEGACY_CONFIG).is_file():
         return f"it has no {PIPELINE_INDEX} of a DVDPipeline"
-    return foreign_entries(folder, [PIPELINE_INDEX, LEGACY_CONFIG, "transformer", "vae"])
+    return foreign_entries(folder, [PIPELINE_INDEX, LEGACY_CONFIG, CONDITION_FILE, "transformer", "vae"])

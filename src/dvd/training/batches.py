@@ -29,12 +29,13 @@ from dvd.data.train import (
     VKittiVideoDataset,
 )
 from dvd.errors import DVDError
+from dvd.model.dvd_model import DVDModel
 from dvd.training.config import DataSection, SourceSection, source_is_clip
 
 
 def build_dataset(source: SourceSection, data: DataSection, flip: bool) -> DepthDataset:
-    """The reader for one configured source. Readers list their files here, and one sample is loaded, so a wrong
-    layout or an unusable frame size fails before any training step."""
+    """The reader for one configured source. Readers list their files here, so a wrong layout fails before any
+    training step (and `frame_size` loads one sample)."""
     frames = data.clip_frames if source_is_clip(source) else 1
     sized = {} if source.height is None else {"size": (source.height, source.width or source.height)}
     if source.width is not None and source.height is None:
@@ -60,13 +61,35 @@ def build_dataset(source: SourceSection, data: DataSection, flip: bool) -> Depth
             depth_range=tuple(source.depth_range),
             **sized,
         )
-    height, width = dataset[0]["rgb"].shape[-2:]
-    if height % 16 or width % 16:
-        raise DVDError(
-            f"data source {source.kind} ({source.path or source.split}) gives {height}x{width} frames; "
-            "the model needs multiples of 16: set height and width on the source"
-        )
     return dataset
+
+
+def frame_size(dataset: DepthDataset) -> tuple[int, int]:
+    """(H, W) of a reader's frames, from its first sample: loading it makes data the reader cannot load fail before
+    the base model loads. (A sample draws its flip from torch's generator: call this before seeding the run.)"""
+    height, width = dataset[0]["rgb"].shape[-2:]
+    return height, width
+
+
+def check_fits_backbone(
+    sources: list[SourceSection], sizes: list[tuple[int, int]], data: DataSection, model: DVDModel
+) -> None:
+    """The clips and frames the sources give (frames of `sizes`, by `frame_size`) must suit the backbone the
+    training starts from: clips of a length its VAE encodes (its frame rule), sides multiples of its spatial
+    stride."""
+    rule, stride = model.frame_rule, model.spatial_stride
+    if any(source_is_clip(source) for source in sources) and not rule.fits(data.clip_frames):
+        nearest = " or ".join(str(count) for count in rule.nearest(data.clip_frames))
+        raise DVDError(
+            f"data.clip_frames is {data.clip_frames}, but the {model.family} backbone's VAE encodes clips of {rule} "
+            f"frames: set data.clip_frames to {nearest}"
+        )
+    for source, (height, width) in zip(sources, sizes, strict=True):
+        if height % stride or width % stride:
+            raise DVDError(
+                f"data source {source.kind} ({source.path or source.split}) gives {height}x{width} frames; the "
+                f"{model.family} backbone needs multiples of {stride}: set height and width on the source"
+            )
 
 
 def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -22,7 +22,6 @@ import yaml
 from dvd.data.procedural import Split
 from dvd.errors import DVDError
 from dvd.io.atomic import atomic_write_text
-from dvd.model.frames import is_vae_frame_count
 from dvd.training.losses import LossKind
 
 SourceKind = Literal["synthetic", "hypersim", "vkitti", "tartanair", "folder"]
@@ -35,14 +34,16 @@ VIDEO_SOURCES = {"synthetic", "tartanair", "folder"}
 class ModelSection:
     """Which backbone to start from and how the timestep is fed."""
 
-    # "tiny" (random tiny DiT/VAE, for tests), "proof" (the tiny model shipped for `dvd demo`), a local weights
-    # folder (Wan2.1 base, official DVD, or dvd's own format) or a Hub id (official DVD weights or Wan2.1 base)
+    # "tiny" (random tiny Wan2.1 DiT/VAE, for tests), "proof" (the tiny model shipped for `dvd demo`), a local weights
+    # folder (a base model of any supported family, official DVD, or dvd's own format) or a Hub id (official DVD
+    # weights or a base model); `dvd train --base` sets it. The backbone family follows from the weights.
     weights: str = "tiny"
     tiny_seed: int = 0
     tau: float = 0.5  # timestep = 1000·tau (the τ ablation: any value in (0, 1])
-    learned_tau: bool = False  # replace the sinusoidal timestep embedding by a trainable vector
-    # the cross-attention over the zero text context as one constant per block, computed each step from one context
-    # token (`dvd.model.folding`): the same loss and gradients, faster; false runs diffusers' attention over 512 tokens
+    learned_tau: bool = False  # replace the sinusoidal timestep embedding by a trainable vector (Wan backbones)
+    # Wan backbones: the cross-attention over the zero text context as one constant per block, computed each step
+    # from one context token (`dvd.model.folding`): the same loss and gradients, faster; false runs diffusers'
+    # attention over 512 tokens. Other backbones have no such fast path and ignore it.
     fold_cross_attention: bool = True
 
 
@@ -71,7 +72,8 @@ class SourceSection:
     weight: float = 1.0  # relative draw probability among the active sources
     clips: bool | None = None  # True: clips of `clip_frames`; False: single images; None: the kind's default
     height: int | None = None  # None: the reader's own size (the recipe's: Hypersim/TartanAir 480x640,
-    width: int | None = None  # VKITTI 352x1216); a folder source keeps its frames' size; multiples of 16
+    width: int | None = None  # VKITTI 352x1216); a folder source keeps its frames' size; multiples of the
+    # backbone's spatial stride (16 for Wan2.1, 32 for Wan2.2), checked once the base is loaded
     depth_scale: float = 0.001  # folder: metres per unit of 16-bit depth PNGs
     depth_range: list[float] = field(default_factory=lambda: [0.0, 1.0e9])  # folder: valid depth (metres), exclusive
     split: Split = "train"  # synthetic: which seed split ("train", "val", "test" never share a scene)
@@ -82,7 +84,7 @@ class SourceSection:
 class DataSection:
     schema: Literal["joint", "video", "image_then_video"] = "joint"
     image_steps: int = 0  # image_then_video: optimiser steps of the image stage before the video stage
-    clip_frames: int = 45  # 4n+1
+    clip_frames: int = 45  # fits the backbone's frame rule (4n+1 for Wan), checked once the base is loaded
     image_batch: int = 8
     video_batch: int = 1
     flip: bool = True  # random horizontal flip (p = 0.5), as the reference
@@ -211,17 +213,16 @@ def _build(cls: type, mapping: Any, where: str) -> Any:
 def _check(config: TrainConfig) -> None:
     """Cross-field rules that types cannot express."""
     data, optim, train, finetune = config.data, config.optim, config.train, config.finetune
-    if not is_vae_frame_count(data.clip_frames):
-        raise DVDError(f"data.clip_frames is {data.clip_frames}: it must be 4n+1 (e.g. 45, 21, 9, 5)")
     for name, value in [
         (f"data source {i} {side}", getattr(s, side))
         for i, s in enumerate(data.sources + data.validation)
         for side in ("height", "width")
         if getattr(s, side) is not None
     ]:
-        if value <= 0 or value % 16:
-            raise DVDError(f"{name} is {value}: it must be a positive multiple of 16")
+        if value <= 0:
+            raise DVDError(f"{name} is {value}: it must be positive")
     positive = {
+        "data.clip_frames": data.clip_frames,
         "data.image_batch": data.image_batch,
         "data.video_batch": data.video_batch,
         "optim.grad_accum": optim.grad_accum,

@@ -5,7 +5,7 @@
 - ``official``: the official DVD layout: `model.safetensors` with the whole DiT under `pipe.dit.` in original Wan
   names, LoRA tensors kept beside the frozen `base_layer` weights (as the official trainer saves them),
   `model_config.yaml` (`lora_rank`, `lora_alpha`, `denoise_step` = τ) and `Wan2.1_VAE.pth`. The official DVD
-  scripts can read it too.
+  scripts can read it too. It holds Wan2.1 models only; every family exports ``merged``.
 
 A learned timestep vector is folded into the time embedder's bias first (exact), so both formats are plain DVD.
 """
@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from diffusers import WanTransformer3DModel
 from safetensors.torch import save_file
 
+from dvd.errors import DVDError
 from dvd.io.atomic import atomic_directory, foreign_entries
+from dvd.model.backbones.wan import Wan21Backbone
 from dvd.model.dvd_model import DVDModel
 from dvd.pipeline.dvd_pipeline import DVDPipeline, pipeline_folder_problem
 from dvd.training.trainable import fold_learned_timestep
@@ -42,9 +43,9 @@ def merged_model(model: DVDModel, lora_alpha: float | None) -> DVDModel:
     state = clone.transformer.state_dict()
     if lora_rank(state) is None:
         return clone
-    transformer = WanTransformer3DModel.from_config(clone.transformer.config)
+    transformer = clone.backbone.transformer_class.from_config(clone.transformer.config)
     transformer.load_state_dict(merge_lora(state, lora_alpha), strict=True)
-    return DVDModel(transformer, clone.vae, tau=clone.tau)
+    return DVDModel(transformer, clone.vae, tau=clone.tau, condition=clone.backbone.condition)
 
 
 def export_merged(model: DVDModel, directory: Path, lora_alpha: float | None) -> Path:
@@ -72,7 +73,17 @@ def _official_folder_problem(folder: Path) -> str | None:
     return foreign_entries(folder, ["model.safetensors", "model_config.yaml", "Wan2.1_VAE.pth"])
 
 
+def check_export(formats: list[str], family: str) -> None:
+    """Refuse, before any training step, an export format that cannot hold a model of `family`."""
+    if "official" in formats and family != Wan21Backbone.family:
+        raise DVDError(
+            f"train.export {'/'.join(formats)}: the official DVD layout holds Wan2.1 models only, and this is a "
+            f"{family} model: set train.export to merged (dvd's diffusers layout, which `dvd predict` loads)"
+        )
+
+
 def export_model(model: DVDModel, directory: Path, formats: list[str], lora_alpha: float | None) -> list[Path]:
     """Write each of `formats` ("merged", "official") under `directory/<format>`; returns the written folders."""
+    check_export(formats, model.family)
     writers = {"merged": export_merged, "official": export_official}
     return [writers[name](model, Path(directory) / name, lora_alpha) for name in formats]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from torch import Tensor, nn
 
-from dvd.model.dvd_model import DVDModel, regress_depth_latent
+from dvd.model.dvd_model import DVDModel
 
 
 class DepthRegression(nn.Module):
@@ -15,15 +13,16 @@ class DepthRegression(nn.Module):
     The frozen VAE stays outside, so no strategy shards or gathers it: each process encodes alone (ZeRO-3 would
     otherwise gather VAE weights per call, and clips and images call it a different number of times)."""
 
-    # FSDP's default wrap policy reads this: each DiT block becomes one sharding unit.
-    _no_split_modules: ClassVar[list[str]] = ["WanTransformerBlock"]
-
     def __init__(self, model: DVDModel) -> None:
         super().__init__()
         self.transformer = model.transformer  # the same module object: the DVDModel sees what training changes
+        self.backbone = model.backbone  # not a module: its `denoise` is handed the (wrapped) DiT
         self.timestep = model.timestep
+        # FSDP's default wrap policy reads this: each DiT block (diffusers names them per class) becomes one
+        # sharding unit.
+        self._no_split_modules: list[str] = list(type(model.transformer)._no_split_modules or [])
 
     def forward(self, rgb_latents: Tensor) -> Tensor:
         # The DiT returns a view (of its unpatchify reshape); FSDP2 warns that an in-place op on a view would skip its
         # backward hook. A copy of the small latent costs nothing and leaves no such trap.
-        return regress_depth_latent(self.transformer, rgb_latents, self.timestep).clone()
+        return self.backbone.denoise(self.transformer, rgb_latents, self.timestep).clone()

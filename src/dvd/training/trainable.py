@@ -1,9 +1,11 @@
 """What training changes in a DVDModel: LoRA (or every DiT weight) and, for the τ ablation, a learned timestep vector.
 
-The VAE and the base DiT weights stay frozen, and so does what the all-zero text context makes inert: the query and
-key side of every cross-attention (`dvd.model.folding.inert_cross_attention_parameters`; their LoRA layers stay in
-the model with lora_B = 0, so the official checkpoint layout keeps all ten per block). `architecture_signature` describes the trainable part, so a resume
-from a checkpoint of another architecture fails before any step.
+LoRA goes where the backbone places it (`Backbone.lora_targets`). The VAE and the base DiT weights stay frozen, and
+so does what the empty condition makes inert (`Backbone.inert_parameters`; Wan: the query and key side of every
+cross-attention, `dvd.model.folding`, whose LoRA layers stay in the model with lora_B = 0, so the official checkpoint
+layout keeps all ten per block). The learned timestep vector knows Wan's condition embedder only
+(`Backbone.supports_learned_tau`). `architecture_signature` describes the trainable part, so a resume from a
+checkpoint of another architecture fails before any step.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import hashlib
 import torch
 from torch import Tensor, nn
 
+from dvd.errors import DVDError
 from dvd.model.dvd_model import DVDModel
-from dvd.model.folding import inert_cross_attention_parameters
 from dvd.model.lora import add_lora
 from dvd.model.timestep import install_float64_timestep_embedding
 from dvd.training.config import FinetuneSection
@@ -44,21 +46,26 @@ def sinusoid_at(model: DVDModel, timestep: float) -> Tensor:
 
 def make_trainable(model: DVDModel, finetune: FinetuneSection, learned_tau: bool, gradient_checkpointing: bool) -> None:
     """Freeze the model, then open exactly the parameters the recipe trains (in place)."""
+    if learned_tau and not model.backbone.supports_learned_tau:
+        raise DVDError(
+            f"model.learned_tau replaces a Wan DiT's timestep embedding, which the {model.family} backbone does not "
+            "have: set model.learned_tau to false, or train a Wan2.1 or Wan2.2 base"
+        )
     model.requires_grad_(False)
     transformer = model.transformer
     if learned_tau:
         transformer.condition_embedder.timesteps_proj = LearnedTimestepEmbedding(sinusoid_at(model, model.timestep))
     if finetune.mode == "lora":
-        add_lora(transformer, finetune.lora_rank, finetune.lora_alpha)
+        add_lora(transformer, model.backbone.lora_targets, finetune.lora_rank, finetune.lora_alpha)
         for name, param in transformer.named_parameters():
             param.requires_grad_(".lora_A." in name or ".lora_B." in name)
     else:
         transformer.requires_grad_(True)
     if learned_tau:
         transformer.condition_embedder.timesteps_proj.requires_grad_(True)
-    # The zero text context makes the query and key side of the cross-attention inert (no effect, zero gradient):
-    # training them changes nothing, and a folded DiT does not even call them, which DDP would wait for.
-    for _, param in inert_cross_attention_parameters(transformer):
+    # Wan: the zero text context makes the query and key side of the cross-attention inert (no effect, zero
+    # gradient): training them changes nothing, and a folded DiT does not even call them, which DDP would wait for.
+    for _, param in model.backbone.inert_parameters(transformer):
         param.requires_grad_(False)
     if gradient_checkpointing:
         transformer.enable_gradient_checkpointing()

@@ -3,8 +3,8 @@
 `Trainer` is one run. Setting it up checks everything that can be wrong with the input — config, data layout,
 logger backends, precision, a resume checkpoint of another architecture — before the first step. `step` is one
 optimiser step of the DVD objective: RGB pixels and the normalised-disparity target (3 equal channels) go through
-the frozen VAE under no_grad, the DiT regresses the depth latent from the clean RGB latent at t = 1000·τ with a zero
-text context (x-prediction), and the loss (`dvd.training.losses`) compares the two latents; gradients are
+the frozen VAE under no_grad, the DiT regresses the depth latent from the clean RGB latent at t = 1000·τ with the
+empty condition (x-prediction), and the loss (`dvd.training.losses`) compares the two latents; gradients are
 accumulated over `grad_accum` micro-steps, clipped, and AdamW steps the trainable parameters
 (`dvd.training.trainable`). What the parallel strategies do differently (sharded weights and optimizer state) is
 kept in `dvd.training.distributed`.
@@ -23,14 +23,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator, init_empty_weights
 from accelerate.utils import set_seed
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DVDModel
-from dvd.model.folding import fold_cross_attention
-from dvd.training.batches import SlotBatches, SlotSampler, build_dataset
+from dvd.training.batches import SlotBatches, SlotSampler, build_dataset, check_fits_backbone, frame_size
 from dvd.training.checkpoint import (
     check_compatible,
     check_same_base,
@@ -52,7 +50,7 @@ from dvd.training.distributed import (
     restore_optimizer,
     save_deepspeed_state,
 )
-from dvd.training.export import export_model
+from dvd.training.export import check_export, export_model
 from dvd.training.losses import LossTerms, make_loss
 from dvd.training.metrics_log import MetricsLog, check_backends
 from dvd.training.regression import DepthRegression
@@ -74,8 +72,9 @@ class TrainResult:
 
 
 def load_base_model(section: ModelSection) -> DVDModel:
-    """The model training starts from (float32, CPU): "tiny" (random tiny test model) or any `--weights` source,
-    "proof" (the tiny model shipped for `dvd demo`) and single-file models included."""
+    """The model training starts from (float32, CPU): "tiny" (random tiny Wan2.1 test model) or any `--weights`
+    source, a base model of any supported family (`dvd train --base`), "proof" (the tiny model shipped for
+    `dvd demo`) and single-file models included; the backbone follows from the weights."""
     model = build_tiny_model(section.tiny_seed) if section.weights == "tiny" else load_weights(section.weights).model
     model.tau = section.tau
     return model
@@ -148,12 +147,17 @@ class Trainer:
         self.resumed_from = find_resume_checkpoint(self.output_dir, resume)
         datasets = [build_dataset(source, data, flip=data.flip) for source in data.sources]
         self.validation_sets = [build_dataset(source, data, flip=False) for source in data.validation]
+        sizes = [frame_size(dataset) for dataset in datasets + self.validation_sets]
         self._validation_samples: list[Batch] | None = None
 
         set_seed(train.seed)
         self.model = load_base_model(config.model)
-        if config.model.fold_cross_attention:
-            fold_cross_attention(self.model.transformer)
+        check_fits_backbone(data.sources + data.validation, sizes, data, self.model)
+        check_export(self.export_formats, self.model.family)
+        if config.model.fold_cross_attention:  # the exact fast path, where the backbone has one (Wan)
+            self.model.backbone.fold_constants(
+                cross_attention=True, time_conditions=False, timestep=self.model.timestep
+            )
         make_trainable(self.model, config.finetune, config.model.learned_tau, train.gradient_checkpointing)
         self.model.vae.eval()
         self.signature = architecture_signature(self.model)
@@ -298,9 +302,11 @@ class Trainer:
         """The model as last saved, float32 on the CPU, from the tensors in memory (main process only): the frozen
         ones as loaded and the trained ones of the last save or restore."""
         with init_empty_weights():
-            transformer = WanTransformer3DModel.from_config(self.model.transformer.config)
-            vae = AutoencoderKLWan.from_config(self.model.vae.config)
-            model = DVDModel(transformer, vae, tau=self.model.tau)
+            # The backbone's classes: FSDP2 swaps the class of the module it wraps for a subclass of its own.
+            backbone = self.model.backbone
+            transformer = backbone.transformer_class.from_config(self.model.transformer.config)
+            vae = backbone.vae_class.from_config(self.model.vae.config)
+            model = DVDModel(transformer, vae, tau=self.model.tau, condition=self.model.backbone.condition)
             make_trainable(model, self.config.finetune, self.config.model.learned_tau, gradient_checkpointing=False)
         model.load_state_dict({**self.frozen, **self.trained}, strict=True, assign=True)
         return model.float().cpu()
@@ -309,9 +315,14 @@ class Trainer:
         """Write the model in `train.export`'s formats under `<output_dir>/export` (main process; others: [])."""
         if not self.accelerator.is_main_process:
             return []
+        return export_model(
+            self.trained_model(), self.output_dir / "export", self.export_formats, self.config.finetune.lora_alpha
+        )
+
+    @property
+    def export_formats(self) -> list[str]:
         kind = self.config.train.export
-        formats = ["merged", "official"] if kind == "both" else [kind]
-        return export_model(self.trained_model(), self.output_dir / "export", formats, self.config.finetune.lora_alpha)
+        return ["merged", "official"] if kind == "both" else [kind]
 
     def _log_window(self, window: _Window) -> None:
         names = sorted(window.sums)

@@ -8,14 +8,15 @@ reads them. Official checkpoints, Wan2.1 bases and Hub repositories carry none a
 official release's (`dvd.options`).
 
 Each setting of a run is, in this order: the value the user gave (a flag, a keyword argument, a form field), else
-the model's default, else dvd's (`ModelDefaults.resolve`).
+the model's default, else its backbone's (window and overlap: `Backbone.default_window`, `default_overlap`), else
+dvd's (`ModelDefaults.resolve`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 
 from dvd.errors import DVDError
 from dvd.options import DEFAULT_MIN_HEIGHT, DEFAULT_MIN_WIDTH, DEFAULT_OVERLAP, DEFAULT_WINDOW
@@ -39,6 +40,9 @@ class ModelDefaults:
     width: int | None = None
     window: int | None = None
     overlap: int | None = None
+    # The backbone's own (window, overlap) (`for_backbone`), for where the model sets none: not the model's, so
+    # never saved.
+    backbone: tuple[int, int] | None = field(default=None, compare=False)
 
     @classmethod
     def from_config(cls, value: object, where: str) -> ModelDefaults:
@@ -59,18 +63,23 @@ class ModelDefaults:
                 raise DVDError(f"the model default {name} in {where} is {setting!r}, not a positive whole number")
         return cls(**entries)
 
+    def for_backbone(self, window: int, overlap: int) -> ModelDefaults:
+        """These defaults over the backbone's own window and overlap."""
+        return replace(self, backbone=(window, overlap))
+
     def as_config(self) -> dict[str, int]:
         """The settings this model sets, as saved (JSON-ready)."""
-        return {name: value for name, value in asdict(self).items() if value is not None}
+        return {name: getattr(self, name) for name in SETTINGS if getattr(self, name) is not None}
 
     def resolve(self, given: Mapping[str, int | None]) -> dict[str, int]:
-        """Each of `SETTINGS`: the value in `given` unless it is None (absent: None), else the model's, else dvd's."""
-        own = self.as_config()
+        """Each of `SETTINGS`: the value in `given` unless it is None (absent: None), else the model's, else the
+        backbone's, else dvd's."""
+        backbone = dict(zip(("window", "overlap"), self.backbone or (), strict=False))
+        fallback = {**DVD_DEFAULTS, **backbone, **self.as_config()}
         chosen = {name: given.get(name) for name in SETTINGS}
-        return {name: own.get(name, DVD_DEFAULTS[name]) if value is None else value for name, value in chosen.items()}
+        return {name: fallback[name] if value is None else value for name, value in chosen.items()}
 
     def describe(self) -> str:
         """The resolved defaults in a few words, e.g. '64x64, window 5, overlap 2'."""
         values = self.resolve({})
         return f"{values['height']}x{values['width']}, window {values['window']}, overlap {values['overlap']}"
-

@@ -30,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from dvd.errors import DVDError
+from dvd.model.backbones.wan import Wan21Backbone
 from dvd.model.lora import add_lora
 
 DIT_PREFIXES = ("module.pipe.dit.", "pipe.dit.")
@@ -309,7 +310,7 @@ def transformer_with_lora(
     names = diffusers_names(list(state))
     with init_empty_weights():
         transformer = WanTransformer3DModel(**config)
-    add_lora(transformer, rank, alpha)
+    add_lora(transformer, Wan21Backbone.lora_targets, rank, alpha)
     load_strict(transformer, {names[k]: v.float() for k, v in state.items()}, "DiT checkpoint", original_dit_name)
     return transformer
 

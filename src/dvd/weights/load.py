@@ -6,10 +6,15 @@ What a `--weights` source may be:
 - the official DVD release: a folder or file with `dvd_1.1.safetensors` or `model.safetensors` (optional
   `model_config.yaml`), with the Wan2.1 VAE beside it (`Wan2.1_VAE.pth` or a diffusers `vae/` folder) or else taken
   from the Wan2.1 Hub repository;
-- the Wan2.1-T2V-1.3B base model, original layout (`diffusion_pytorch_model*.safetensors` + `Wan2.1_VAE.pth`) or
-  diffusers layout (`transformer/` + `vae/`): the starting point for training, not a depth model;
+- a base model, the starting point for training, not a depth model: Wan2.1's original layout
+  (`diffusion_pytorch_model*.safetensors` + `Wan2.1_VAE.pth`), or any supported family in diffusers' layout
+  (`model_index.json`, `transformer/`, `vae/`; `dvd.weights.families` tells which), loaded by its backbone's
+  `from_base`;
 - a single-file model (`dvd.weights.single_file`), or the name `proof`: the tiny one shipped for `dvd demo`;
-- a Hub repository id holding any of the official or Wan2.1 layouts.
+- a Hub repository id holding any of the official or base layouts.
+
+A trained model's family is recorded with it (`dvd.weights.families`); its empty condition, for a family whose
+condition is not zeros, lies beside its model_index.json (`CONDITION_FILE`, safetensors only).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, TypeVar
 
 import torch
 import yaml
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers import AutoencoderKLWan
 from huggingface_hub import (
     constants,
     get_hf_file_metadata,
@@ -34,9 +39,19 @@ from huggingface_hub import (
     try_to_load_from_cache,
 )
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
+from dvd.weights.families import (
+    PIPELINE_INDEX,
+    base_family,
+    check_component_classes,
+    check_recorded,
+    read_json,
+    recorded_family,
+)
 from dvd.weights.formats import (
     check_finite,
     check_tau,
@@ -48,9 +63,10 @@ from dvd.weights.formats import (
     strip_dit_prefix,
     transformer_from_original,
     transformer_with_lora,
+    unreadable_safetensors,
     vae_from_original,
 )
-from dvd.weights.single_file import PROOF_MODEL, is_single_file, load_single_file, proof_model_path
+from dvd.weights.single_file import CONDITION_KEY, PROOF_MODEL, is_single_file, load_single_file, proof_model_path
 
 DEFAULT_DVD_REPO = "FayeHongfeiZhang/DVD"
 DEFAULT_WAN_REPO = "Wan-AI/Wan2.1-T2V-1.3B"
@@ -58,12 +74,15 @@ DVD_CHECKPOINT_NAMES = ("dvd_1.1.safetensors", "model.safetensors")
 VAE_FILE = "Wan2.1_VAE.pth"
 MODEL_CONFIG = "model_config.yaml"
 BASE_SHARDS = "diffusion_pytorch_model*.safetensors"
-# What to fetch of a Wan2.1 base repository: DiT shards (+ index), its config and the VAE, not the 11 GB T5.
+# What to fetch of a Hub repository that holds no DVD checkpoint: a Wan2.1 base in the original layout (DiT shards
+# (+ index), its config and the VAE, not the 11 GB T5), or the configs that tell a diffusers-layout base's family.
 WAN_BASE_PATTERNS = [BASE_SHARDS, "diffusion_pytorch_model*.safetensors.index.json", "config.json", VAE_FILE]
+BASE_CONFIG_PATTERNS = ["model_index.json", "transformer/config.json", "vae/config.json"]
 EMBEDDED_VAE_PREFIX = "pipe.vae."
 PROOF = "proof"  # the name of the proof model shipped in the package
-PIPELINE_INDEX = "model_index.json"  # diffusers' pipeline layout, what DVDPipeline.save_pretrained writes
+PIPELINE_CLASS = "DVDPipeline"  # the `_class_name` of the model_index.json that DVDPipeline.save_pretrained writes
 LEGACY_CONFIG = "dvd_config.json"  # the same folders as written before dvd's pipeline became a diffusers one
+CONDITION_FILE = "condition.safetensors"  # the empty condition beside model_index.json, for families that have one
 # A Hub repository id: owner/name, letters, digits, '-', '_' and '.' (huggingface_hub's own rule, minus length).
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
@@ -74,7 +93,7 @@ LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt", ".yaml", ".jso
 class LoadedWeights:
     model: DVDModel
     weights_id: str  # what was loaded, for meta.json and logs
-    kind: str  # "dvd" | "official-dvd" | "wan-base" | "single-file"
+    kind: str  # "dvd" | "official-dvd" | "base" | "single-file"
 
 
 def hub_help() -> str:
@@ -143,14 +162,19 @@ def finite(module: ModuleT, folder: Path) -> ModuleT:
 
 
 def diffusers_module(cls: type[ModuleT], folder: Path, **kwargs: Any) -> ModuleT:
-    """`cls.from_pretrained(folder)` from its safetensors only, once its tensors are known to be finite. Without
-    safetensors diffusers would fall back to a pickled .bin, logging on the way; dvd loads no pickle of weights."""
+    """`cls.from_pretrained(folder)` from its safetensors only, once its tensors are known to be finite."""
+    require_safetensors(folder)
+    return finite(cls.from_pretrained(folder, use_safetensors=True, **kwargs), folder)
+
+
+def require_safetensors(folder: Path) -> None:
+    """Without safetensors diffusers would fall back to a pickled .bin, logging on the way; dvd loads no pickle of
+    weights."""
     if not any(folder.glob("*.safetensors")):
         raise DVDError(
             f"{folder} holds no .safetensors weights: dvd does not load pickled weights (.bin), which can run code; "
             "save the model with save_pretrained (safetensors is its default) or dvd convert"
         )
-    return finite(cls.from_pretrained(folder, use_safetensors=True, **kwargs), folder)
 
 
 def find_dvd_checkpoint(directory: Path) -> Path | None:
@@ -177,8 +201,8 @@ class WeightFiles:
     """Where a weights source's files are on this machine, once the Hub's (if any) are in its cache."""
 
     kind: str  # as LoadedWeights.kind
-    path: Path  # the checkpoint file (official-dvd, single-file) or the folder (dvd, wan-base)
-    vae_dir: Path | None = None  # where a Wan2.1 VAE beside the weights is looked for (official-dvd, wan-base)
+    path: Path  # the checkpoint file (official-dvd, single-file) or the folder (dvd, base)
+    vae_dir: Path | None = None  # where a Wan2.1 VAE beside the weights is looked for (official-dvd, Wan2.1 base)
     hub_vae: Path | None = None  # the Hub's Wan2.1 VAE, when there is none beside the weights or inside them
     label: str | None = None  # what meta.json calls the weights, when not the path
 
@@ -212,29 +236,58 @@ def locate_local(path: Path) -> WeightFiles:
         if is_single_file(path):
             return WeightFiles("single-file", path)
         return with_vae(WeightFiles("official-dvd", path, vae_dir=path.parent))
-    if any((path / name).is_file() for name in (PIPELINE_INDEX, LEGACY_CONFIG)):
+    if (path / LEGACY_CONFIG).is_file() or is_trained_index(path / PIPELINE_INDEX):
         return WeightFiles("dvd", path)
     checkpoint = find_dvd_checkpoint(path)
     if checkpoint is not None:
         return with_vae(WeightFiles("official-dvd", checkpoint, vae_dir=path))
-    if any(path.glob(BASE_SHARDS)) or (path / "transformer" / "config.json").is_file():
-        return with_vae(WeightFiles("wan-base", path, vae_dir=path))
+    if any(path.glob(BASE_SHARDS)):
+        return with_vae(WeightFiles("base", path, vae_dir=path))
+    if is_diffusers_base(path):
+        return WeightFiles("base", path)
     raise DVDError(
         f"no weights found in {path}: expected {' or '.join(DVD_CHECKPOINT_NAMES)} (official DVD), "
-        f"{PIPELINE_INDEX} (DVDPipeline.save_pretrained or dvd convert output) or {BASE_SHARDS} (Wan2.1 base); "
-        + hub_help()
+        f"{PIPELINE_INDEX} (DVDPipeline.save_pretrained or dvd convert output, or a base model in diffusers' "
+        f"layout) or {BASE_SHARDS} (Wan2.1 base); " + hub_help()
     )
 
 
+def is_diffusers_base(folder: Path) -> bool:
+    """Whether `folder` (not a trained DVD model's) looks like a base model in diffusers' layout; which family, and
+    whether dvd supports it, `dvd.weights.families.base_family` tells."""
+    return (folder / PIPELINE_INDEX).is_file() or (folder / "transformer" / "config.json").is_file()
+
+
+def is_trained_index(path: Path) -> bool:
+    """Whether `path` is the model_index.json of a trained DVD model (a base model's names its own pipeline). An
+    unreadable one counts, so that loading it says what is wrong with it."""
+    if not path.is_file():
+        return False
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return not isinstance(index, dict) or index.get("_class_name") == PIPELINE_CLASS
+
+
 def locate_on_hub(repo_id: str) -> WeightFiles:
-    """A Hub repository holding the official DVD checkpoint, or else the Wan2.1 base model (original layout)."""
+    """A Hub repository holding the official DVD checkpoint, or else a base model: Wan2.1's original layout, or a
+    supported family in diffusers' layout (its safetensors only, and the text encoder where the family embeds its
+    empty prompt with it)."""
     try:
         checkpoint = hub_file(repo_id, DVD_CHECKPOINT_NAMES)
     except NotInRepository as missing:
-        base = hub_snapshot(repo_id, WAN_BASE_PATTERNS)
-        if not any(base.glob(BASE_SHARDS)):
+        base = hub_snapshot(repo_id, WAN_BASE_PATTERNS + BASE_CONFIG_PATTERNS)
+        if any(base.glob(BASE_SHARDS)):
+            return with_vae(WeightFiles("base", base, vae_dir=base))
+        if not (base / "transformer" / "config.json").is_file():
             raise missing from None
-        return with_vae(WeightFiles("wan-base", base, vae_dir=base))
+        components = ["transformer", "vae"]
+        if base_family(base).condition_from_text_encoder():
+            components += ["text_encoder", "tokenizer"]
+        patterns = [f"{name}/*{suffix}" for name in components for suffix in (".json", ".safetensors")]
+        base = hub_snapshot(repo_id, [*BASE_CONFIG_PATTERNS, *patterns, "tokenizer/*"])
+        return WeightFiles("base", base)
     with contextlib.suppress(DVDError):  # optional; it lands beside the checkpoint in the cache snapshot
         hub_file(repo_id, (MODEL_CONFIG,))
     return with_vae(WeightFiles("official-dvd", checkpoint, vae_dir=checkpoint.parent))
@@ -288,28 +341,51 @@ def load_official_dvd(files: WeightFiles, merge: bool = True) -> LoadedWeights:
     return LoadedWeights(DVDModel(transformer, vae, tau=tau), f"{checkpoint} + {vae_id}", "official-dvd")
 
 
-def load_wan_base(files: WeightFiles) -> LoadedWeights:
+def load_base(files: WeightFiles) -> LoadedWeights:
+    """A base model: Wan2.1's original layout as read here, any family's diffusers layout by its `from_base`."""
     directory = files.path
     shards = sorted(directory.glob(BASE_SHARDS))
     if shards:
         transformer = transformer_from_original(read_sharded_safetensors(shards), directory / "config.json")
-    else:
-        transformer = diffusers_module(WanTransformer3DModel, directory / "transformer")
-    vae, vae_id = load_vae(files)
-    return LoadedWeights(DVDModel(transformer, vae), f"{directory} (Wan2.1 base) + {vae_id}", "wan-base")
+        vae, vae_id = load_vae(files)
+        return LoadedWeights(DVDModel(transformer, vae), f"{directory} (Wan2.1 base) + {vae_id}", "base")
+    family = base_family(directory)
+    for component in ("transformer", "vae"):
+        require_safetensors(directory / component)
+    backbone = family.from_base(directory)
+    for module, component in ((backbone.transformer, "transformer"), (backbone.vae, "vae")):
+        finite(module, directory / component)
+    model = DVDModel(backbone.transformer, backbone.vae, condition=backbone.condition)
+    return LoadedWeights(model, f"{directory} ({family.family} base)", "base")
 
 
 def load_pipeline_folder(directory: Path) -> DVDModel:
-    """A `save_pretrained` folder: diffusers `transformer/` and `vae/`, tau from its config file (float32)."""
+    """A `save_pretrained` folder: diffusers `transformer/` and `vae/` of the family its config records, the empty
+    condition beside them where the family has one, tau from its config file (float32)."""
     config_file = next(directory / name for name in (PIPELINE_INDEX, LEGACY_CONFIG) if (directory / name).is_file())
+    config = read_json(config_file)
+    tau = check_tau(config.get("tau", DEFAULT_TAU), f"tau in {config_file}")
+    family = recorded_family(config, str(config_file))
+    check_component_classes(directory, family)
+    transformer = diffusers_module(family.transformer_class, directory / "transformer", torch_dtype=torch.float32)
+    vae = diffusers_module(family.vae_class, directory / "vae", torch_dtype=torch.float32)
+    model = DVDModel(transformer, vae, tau=tau, condition=read_condition(directory / CONDITION_FILE))
+    check_recorded(family, model.family, str(config_file))
+    return model
+
+
+def read_condition(path: Path) -> torch.Tensor | None:
+    """The empty condition saved at `path` (safetensors, tensor `CONDITION_KEY`); None when there is none."""
+    if not path.is_file():
+        return None
     try:
-        tau = json.loads(config_file.read_text(encoding="utf-8")).get("tau", DEFAULT_TAU)
-    except (ValueError, AttributeError) as error:
-        raise DVDError(f"{config_file} is not a valid pipeline config ({error}): re-save the model") from None
-    tau = check_tau(tau, f"tau in {config_file}")
-    transformer = diffusers_module(WanTransformer3DModel, directory / "transformer", torch_dtype=torch.float32)
-    vae = diffusers_module(AutoencoderKLWan, directory / "vae", torch_dtype=torch.float32)
-    return DVDModel(transformer, vae, tau=tau)
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as error:
+        raise unreadable_safetensors(path, error) from None
+    if CONDITION_KEY not in tensors:
+        raise DVDError(f"{path} holds no '{CONDITION_KEY}' tensor: re-save the model")
+    check_finite(tensors, path)
+    return tensors[CONDITION_KEY].float()
 
 
 def load_weights(source: str | Path | WeightFiles | None = None, merge: bool = True) -> LoadedWeights:
@@ -325,7 +401,7 @@ def load_weights(source: str | Path | WeightFiles | None = None, merge: bool = T
         return LoadedWeights(load_pipeline_folder(files.path), str(files.path), "dvd")
     if files.kind == "official-dvd":
         return load_official_dvd(files, merge)
-    return load_wan_base(files)
+    return load_base(files)
 
 
 def looks_like_hub_id(source: str | Path) -> bool:

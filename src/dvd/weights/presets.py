@@ -1,6 +1,7 @@
 """Model sizes by name, built with random weights (no download): `dvd bench --preset` and the benchmark scripts.
 
-Random weights compute exactly what trained ones do, so speed and memory measured on them hold for the real model.
+The sizes are the Wan2.1 backbone's (`Wan21Backbone.sizes`), the model DVD was released on. Random weights compute
+exactly what trained ones do, so speed and memory measured on them hold for the real model.
 """
 
 from __future__ import annotations
@@ -12,13 +13,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-from dvd.weights.tiny import TINY_DIT, TINY_VAE_BASE_DIM
-
-# Wan2.1-T2V-1.3B, the DiT DVD fine-tunes: 30 blocks of width 1536 (12 heads of 128), 1.42e9 parameters.
-WAN_1_3B_DIT = dict(
-    TINY_DIT, num_attention_heads=12, attention_head_dim=128, text_dim=4096, ffn_dim=8960, num_layers=30
-)
-WAN_VAE_BASE_DIM = 96  # the Wan2.1 VAE (AutoencoderKLWan's default)
+from dvd.model.backbones.wan import Wan21Backbone
 
 
 @dataclass(frozen=True)
@@ -29,8 +24,7 @@ class Preset:
 
 # The names are dvd.options.MODEL_PRESETS (the CLI offers them without importing torch).
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(TINY_DIT, TINY_VAE_BASE_DIM),
-    "1.3b": Preset(WAN_1_3B_DIT, WAN_VAE_BASE_DIM),
+    name: Preset(dit, vae["base_dim"]) for name, (dit, vae) in Wan21Backbone.sizes.items() if name in ("tiny", "1.3b")
 }
 
 

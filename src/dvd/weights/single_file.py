@@ -1,8 +1,10 @@
-"""A whole DVD model in one .safetensors file: `transformer.*` and `vae.*` tensors, configs in the header.
+"""A whole DVD model in one .safetensors file: `transformer.*` and `vae.*` tensors (and the empty condition, for a
+family that has one), configs and the backbone family in the header.
 
 Used for the small proof model shipped inside the package (`dvd/assets/`), where one flat file is simpler to
 package than our `save_pretrained` folder. Tensors may be stored in fp16; loading gives float32. The header may
-also hold the model's inference defaults (`dvd.weights.defaults`, as JSON).
+also hold the model's inference defaults (`dvd.weights.defaults`, as JSON). A header without a family (files
+written before dvd knew more than one) is Wan2.1.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -20,10 +21,12 @@ from dvd.errors import DVDError
 from dvd.io.atomic import atomic_file
 from dvd.model.dvd_model import DVDModel
 from dvd.weights.defaults import CONFIG_KEY, ModelDefaults
+from dvd.weights.families import BACKBONE_KEY, check_recorded, recorded_family
 from dvd.weights.formats import check_finite, check_tau
 from dvd.weights.saving import write_errors
 
 FORMAT = "dvd-single-file"
+CONDITION_KEY = "condition"  # the empty condition's tensor, for a family that has one (here and condition.safetensors)
 PROOF_MODEL = "proof_model.safetensors"
 
 
@@ -65,9 +68,12 @@ def save_single_file(
     saved = defaults.as_config()
     tensors = {f"transformer.{k}": v for k, v in model.transformer.state_dict().items()}
     tensors.update({f"vae.{k}": v for k, v in model.vae.state_dict().items()})
+    if model.backbone.condition is not None:
+        tensors[CONDITION_KEY] = model.backbone.condition
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
     metadata = {
         "format": FORMAT,
+        BACKBONE_KEY: model.family,
         "tau": str(model.tau),
         "transformer": _config(model.transformer),
         "vae": _config(model.vae),
@@ -86,12 +92,16 @@ def load_single_file(path: Path) -> DVDModel:
     metadata = single_file_header(path)
     if metadata.get("format") != FORMAT:
         raise DVDError(f"{path} is not a single-file DVD model (no '{FORMAT}' header)")
+    family = recorded_family(metadata, f"the header of {path}")
     tensors = {key: tensor.float() for key, tensor in load_file(path).items()}
     check_finite(tensors, path)
-    transformer = WanTransformer3DModel(**json.loads(metadata["transformer"]))
-    vae = AutoencoderKLWan(**json.loads(metadata["vae"]))
+    transformer = family.transformer_class(**json.loads(metadata["transformer"]))
+    vae = family.vae_class(**json.loads(metadata["vae"]))
     transformer.load_state_dict(
         {k[len("transformer.") :]: v for k, v in tensors.items() if k.startswith("transformer.")}
     )
     vae.load_state_dict({k[len("vae.") :]: v for k, v in tensors.items() if k.startswith("vae.")})
-    return DVDModel(transformer, vae, tau=check_tau(metadata.get("tau"), f"the 'tau' header of {path}"))
+    tau = check_tau(metadata.get("tau"), f"the 'tau' header of {path}")
+    model = DVDModel(transformer, vae, tau=tau, condition=tensors.get(CONDITION_KEY))
+    check_recorded(family, model.family, f"the header of {path}")
+    return model

@@ -1,75 +1,86 @@
-"""Tiny random Wan DiT/VAE pairs, and writers for them in the official file formats.
+"""Tiny random DiT/VAE pairs, and writers for them in the official file formats and in diffusers' base layout.
 
 No weights can be downloaded in tests or CI, so the loading code is exercised on models built here: the same
-architecture at a small size (DiT width 256 = 2 heads of 128, 2 layers; VAE base width 8), written with the
-official key names (`pipe.dit.` + peft LoRA tensors, `Wan2.1_VAE.pth`). The original names are produced by
+architecture at a small size (each backbone's "tiny" size; Wan2.1: DiT width 256 = 2 heads of 128, 2 layers, VAE
+base width 8), written with the official key names (`pipe.dit.` + peft LoRA tensors, `Wan2.1_VAE.pth`) or as a
+base model on the Hub is laid out (`model_index.json`, `transformer/`, `vae/`). The original names are produced by
 inverting diffusers' converters, and every written name is checked to convert back to the diffusers name.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import TypeVar
 
+import diffusers
 import torch
 import yaml
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from safetensors.torch import save_file
 
+from dvd.model.backbones import BACKBONES
+from dvd.model.backbones.wan import TINY_DIT, TINY_WAN21_VAE
 from dvd.model.dvd_model import DVDModel
 from dvd.weights.formats import LORA_A, LORA_B, original_dit_state, original_vae_state
 
-TINY_DIT = {
-    "patch_size": (1, 2, 2),
-    "num_attention_heads": 2,
-    "attention_head_dim": 128,
-    "in_channels": 16,
-    "out_channels": 16,
-    "text_dim": 64,
-    "freq_dim": 256,
-    "ffn_dim": 512,
-    "num_layers": 2,
-    "cross_attn_norm": True,
-    "qk_norm": "rms_norm_across_heads",
-    "eps": 1e-6,
-}
-TINY_VAE_BASE_DIM = 8
+TINY_VAE_BASE_DIM = TINY_WAN21_VAE["base_dim"]
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 # Original-layout Linear layers that DVD's LoRA wraps.
 LORA_LAYER = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02])$")
 
 
-def _randomise(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Draw every tensor from `generator` alone (so a seed fixes the model), norms and tables off their trivial init."""
+def _randomised(module: ModuleT, seed: int) -> ModuleT:
+    """`module` with every tensor drawn from `seed` alone (so a seed fixes the model), norms and tables off their
+    trivial init."""
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in module.named_parameters():
             noise = torch.randn(param.shape, generator=generator)
             if name.endswith("bias"):
                 param.copy_(0.02 * noise)
-            elif param.ndim == 1 or name.endswith("gamma"):
+            elif param.ndim <= 1 or name.endswith("gamma"):
                 param.copy_(1 + 0.1 * noise)
             elif "scale_shift_table" in name:
                 param.copy_(0.1 * noise)
             else:
                 param.copy_(noise / param[0].numel() ** 0.5)
+    return module
 
 
 def tiny_transformer(seed: int = 0) -> WanTransformer3DModel:
-    generator = torch.Generator().manual_seed(seed)
-    transformer = WanTransformer3DModel(**TINY_DIT)
-    _randomise(transformer, generator)
-    return transformer
+    return _randomised(WanTransformer3DModel(**TINY_DIT), seed)
 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
-    generator = torch.Generator().manual_seed(seed + 1)
-    vae = AutoencoderKLWan(base_dim=TINY_VAE_BASE_DIM)
-    _randomise(vae, generator)
-    return vae
+    return _randomised(AutoencoderKLWan(**TINY_WAN21_VAE), seed + 1)
 
 
 def build_tiny_model(seed: int = 0) -> DVDModel:
     """A tiny random DVD model, float32 on CPU (a 9-frame 64x64 window runs in well under a second)."""
     return DVDModel(tiny_transformer(seed), tiny_vae(seed))
+
+
+def tiny_modules(family: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The DiT and VAE of a backbone family's "tiny" size, drawn from `seed` like `tiny_transformer`/`tiny_vae`."""
+    backbone = BACKBONES[family]
+    dit, vae = backbone.sizes["tiny"]
+    return _randomised(backbone.transformer_class(**dit), seed), _randomised(backbone.vae_class(**vae), seed + 1)
+
+
+def write_tiny_base(directory: str | Path, family: str, pipeline_class: str, seed: int = 0) -> Path:
+    """Write a tiny random base model of `family` in diffusers' layout, as its Hub repository holds it:
+    `transformer/` and `vae/` (save_pretrained) and a `model_index.json` naming `pipeline_class` and the component
+    classes. A family whose empty condition comes from its text encoder needs `text_encoder/` too (not written)."""
+    directory = Path(directory)
+    transformer, vae = tiny_modules(family, seed)
+    transformer.save_pretrained(directory / "transformer")
+    vae.save_pretrained(directory / "vae")
+    index = {"_class_name": pipeline_class, "_diffusers_version": diffusers.__version__}
+    index |= {"transformer": ["diffusers", type(transformer).__name__], "vae": ["diffusers", type(vae).__name__]}
+    (directory / "model_index.json").write_text(json.dumps(index, indent=2))
+    return directory
 
 
 def add_random_lora(state: dict[str, torch.Tensor], rank: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -9,7 +9,8 @@ A reader lists its items at construction (so a wrong layout fails before any tra
 - ``depth``        float32 [F,H,W], metres as read (only meaningful where ``valid``), for validation metrics
 - ``valid``        bool    [F,H,W]
 
-F is 1 for image readers and the clip length (4n+1, 45 in the recipe) for video readers.
+F is 1 for image readers and the clip length (45 in the recipe) for video readers; the trainer checks that it fits
+the backbone's frame rule (4n+1 for Wan), which is the model's concern, not the data's.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import torch
 from dvd.data.raster import resize_frames, resize_nearest
 from dvd.data.train.target import truncated_disparity, usable_pixels
 from dvd.errors import DVDError
-from dvd.model.frames import is_vae_frame_count
 
 logger = logging.getLogger("dvd.data.train")
 
@@ -44,9 +44,10 @@ class Frames:
 
 
 def check_num_frames(num_frames: int) -> int:
-    """Clip lengths must be 4n+1 (1, 5, 9, ..., 45) because the VAE compresses time by 4 after the first frame."""
-    if not is_vae_frame_count(num_frames):
-        raise DVDError(f"num_frames must be 4n+1 (1, 5, 9, ..., 45), got {num_frames}")
+    """A clip length a reader can give: at least one frame (`dvd.training.batches.check_fits_backbone` checks it
+    against the backbone's frame rule)."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise DVDError(f"num_frames must be a whole number of at least 1, got {num_frames!r}")
     return num_frames
 
 
