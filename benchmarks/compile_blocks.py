@@ -27,7 +27,7 @@ from dvd.model.fixed_time import precompute_time_conditions
 from dvd.model.folding import fold_cross_attention
 from dvd.model.timestep import install_float64_timestep_embedding
 from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
-from dvd.weights.presets import PRESETS
+from dvd.weights.presets import PRESETS, UNQUALIFIED
 
 TIMESTEP = 1000 * DEFAULT_TAU
 
@@ -44,7 +44,7 @@ def timed(transformer: torch.nn.Module, latents: torch.Tensor) -> tuple[float, t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    parser.add_argument("--preset", default="tiny", choices=list(UNQUALIFIED))  # Wan2.1: the fast path is Wan's
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--frames", type=int, default=17, help="window length in video frames (1+4n)")

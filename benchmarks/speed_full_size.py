@@ -20,14 +20,14 @@ import torch
 
 from dvd.model import DVDModel
 from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
-from dvd.weights.presets import random_modules
+from dvd.weights.presets import random_model
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def build(size: str, device: torch.device, dtype: torch.dtype) -> DVDModel:
     # Initialised in place, on the device and in the dtype: a 1.3B model costs ~20 s to initialise on a CPU.
-    model = DVDModel(*random_modules("1.3b" if size == "full" else "tiny", device, dtype))
+    model = random_model("1.3b" if size == "full" else "tiny", device, dtype)
     return model.to_precision(dtype).eval()
 
 

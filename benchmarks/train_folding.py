@@ -20,13 +20,12 @@ import time
 import torch
 from speed_full_size import RESULTS
 
-from dvd.model.dvd_model import DVDModel
 from dvd.model.folding import fold_cross_attention, unfold_cross_attention
 from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
 from dvd.training.config import FinetuneSection
 from dvd.training.regression import DepthRegression
 from dvd.training.trainable import make_trainable
-from dvd.weights.presets import random_modules
+from dvd.weights.presets import random_model
 
 
 def step(regression: DepthRegression, latents: torch.Tensor, target: torch.Tensor) -> tuple[float, float, list]:
@@ -60,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    model = DVDModel(*random_modules(args.preset, device, dtype)).to_precision(dtype)
+    model = random_model(args.preset, device, dtype).to_precision(dtype)
     make_trainable(model, FinetuneSection(lora_rank=args.lora_rank), learned_tau=False, gradient_checkpointing=False)
     with torch.no_grad():  # lora_B starts at zero; a non-zero one makes every LoRA gradient non-trivial
         for name, param in model.transformer.named_parameters():

@@ -40,19 +40,19 @@ def measure(args: argparse.Namespace) -> None:
 
     from dvd.model.dvd_model import DVDModel
     from dvd.pipeline.dvd_pipeline import resolve_device, resolve_dtype
-    from dvd.weights.presets import PRESETS, random_modules
+    from dvd.weights.presets import PRESETS, random_model
 
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     torch.manual_seed(0)
     with torch.device(device):
-        vae = AutoencoderKLWan(base_dim=PRESETS[args.preset].vae_base_dim).to(dtype).eval()
+        vae = AutoencoderKLWan(**PRESETS[args.preset].vae).to(dtype).eval()
     if args.mode == "tiled":
         vae.enable_tiling()
     if args.mode == "channels-last":
         # The switch lives on DVDModel; a tiny DiT stands in for the one it needs beside the VAE.
-        DVDModel(random_modules("tiny")[0], vae).set_vae_channels_last(True)
+        DVDModel(random_model("tiny").transformer, vae).set_vae_channels_last(True)
     pixels = torch.rand(1, 3, args.frames, args.height, args.width, generator=torch.Generator().manual_seed(1))
     pixels = (pixels * 2 - 1).to(device, dtype)
     if device.type == "cuda":

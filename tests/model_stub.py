@@ -16,7 +16,8 @@ from dvd.weights import load as weights_load
 class StandInPipe:
     """What `dvd predict` reads of a DVDPipeline besides `predict_windows`, which a stand-in defines: the weights'
     names, and the device, dtype, backbone family, frame rule and spatial stride of a Wan2.1 model. Its settings are
-    fitted to that model by the pipeline's own `fit_settings`."""
+    fitted to that model by the pipeline's own `fit_settings`; like a regression model it has no sampling (the
+    pipeline's own `set_sampling` and `sampling_meta` say so)."""
 
     weights_id = "fake"
     weights_kind = None  # a stand-in, not the proof model (whose runs print a note)
@@ -29,6 +30,9 @@ class StandInPipe:
         spatial_stride=16,
     )
     fit_settings = DVDPipeline.fit_settings
+    sampling = None
+    set_sampling = DVDPipeline.set_sampling
+    sampling_meta = DVDPipeline.sampling_meta
 
 
 def stub_model(monkeypatch: pytest.MonkeyPatch, from_pretrained: Callable[..., object]) -> None:

@@ -1,11 +1,13 @@
 """The backbone seam and the Wan families on it: Wan2.1 and Wan2.2 TI2V at their tiny sizes, in their own diffusers
-layouts, through the code paths the Hub models take (`dvd train --base`, save, `dvd predict`). The other families'
-tests are in test_backbones_others.py."""
+layouts, through the code paths the Hub models take; and every family (Wan2.1, Wan2.2, CogVideoX, LTX-Video) end to
+end through the CLI: `dvd train --base`, the saved model, `dvd predict`, `dvd bench --weights`, and the errors of
+`dvd train --base`. The other families' unit tests are in test_backbones_others.py."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,9 @@ import pytest
 import torch
 import yaml
 from accelerate import init_empty_weights
+from accelerate.utils.dataclasses import get_module_class_from_name
 from diffusers import AutoencoderKLWan, DiffusionPipeline, WanTransformer3DModel
+from safetensors.torch import load_file
 
 from dvd.cli import main
 from dvd.errors import DVDError
@@ -24,6 +28,7 @@ from dvd.model.dvd_model import DVDModel
 from dvd.pipeline.dvd_pipeline import DVDPipeline
 from dvd.training.config import FinetuneSection
 from dvd.training.losses import dvd_loss
+from dvd.training.regression import DepthRegression
 from dvd.training.trainable import make_trainable
 from dvd.weights import load_weights
 from dvd.weights.defaults import ModelDefaults
@@ -208,7 +213,7 @@ def test_saved_folders_whose_records_disagree_are_refused(tmp_path):
 
 @pytest.mark.parametrize("family", WAN)
 def test_a_tiny_base_loads_as_its_family(family, tmp_path):
-    write_tiny_base(tmp_path, family, "WanPipeline", seed=3)
+    write_tiny_base(tmp_path, family, seed=3)
     loaded = load_weights(tmp_path)
     transformer, _ = tiny_modules(family, seed=3)
     assert (loaded.kind, loaded.model.family, loaded.weights_id) == ("base", family, f"{tmp_path} ({family} base)")
@@ -223,7 +228,7 @@ def test_a_hub_base_in_diffusers_layout_is_found_by_its_family(tmp_path, monkeyp
 
     repo = tmp_path / "hub" / "models--someone--wan22-base"
     snapshot = repo / "snapshots" / ("0" * 40)
-    write_tiny_base(snapshot, "wan2.2", "WanPipeline", seed=4)
+    write_tiny_base(snapshot, "wan2.2", seed=4)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -232,47 +237,20 @@ def test_a_hub_base_in_diffusers_layout_is_found_by_its_family(tmp_path, monkeyp
     assert (loaded.kind, loaded.model.family) == ("base", "wan2.2")
 
 
-def test_bases_of_other_families_and_foreign_vaes_are_refused(tmp_path):
-    write_tiny_base(tmp_path, "wan2.1", "WanPipeline")
-    index = json.loads((tmp_path / "model_index.json").read_text())
-    (tmp_path / "model_index.json").write_text(
-        json.dumps(
-            {
-                **index,
-                "_class_name": "HunyuanVideoPipeline",
-                "transformer": ["diffusers", "HunyuanVideoTransformer3DModel"],
-            }
-        )
-    )
-    with pytest.raises(DVDError, match=r"holds a HunyuanVideoTransformer3DModel, not a backbone dvd supports"):
-        load_weights(tmp_path)
-    (tmp_path / "model_index.json").write_text(json.dumps({**index, "vae": ["diffusers", "AutoencoderKLCogVideoX"]}))
-    with pytest.raises(DVDError, match=r"the VAE is a AutoencoderKLCogVideoX, which does not belong to its Wan"):
-        load_weights(tmp_path)
-    # A Wan2.2 VAE under a Wan2.1 DiT: refused from the configs, before any weights are read.
-    (tmp_path / "model_index.json").write_text(json.dumps(index))
-    _, vae22 = tiny_modules("wan2.2")
-    vae22.save_pretrained(tmp_path / "vae")
-    for weights in (tmp_path / "vae").glob("*.safetensors"):
-        weights.unlink()
-    with pytest.raises(DVDError, match="the VAE has 48 latent channels but the DiT expects 16"):
-        load_weights(tmp_path)
-
-
-# --- dvd train --base, save, dvd predict -------------------------------------------------------------------------
+# --- dvd train --base, save, dvd predict, dvd bench: every family ----------------------------------------------
 
 
 def train_config(path: Path, output: Path, size: int, **data) -> Path:
     source = {"kind": "synthetic", "samples": 4, "height": size, "width": size}
     config = {
         "finetune": {"lora_rank": 4},
-        "data": {"clip_frames": 5, "sources": [{**source, "clips": True}], **data},
+        "data": {"clip_frames": 9, "sources": [{**source, "clips": True}], **data},  # 9 = 4n+1 and 8n+1
         "optim": {"lr": 1e-3, "grad_accum": 1},
         "train": {
             "output_dir": str(output),
             "max_steps": 1,
             "mixed_precision": "no",
-            "gradient_checkpointing": False,
+            "gradient_checkpointing": True,
             "checkpoint_every": 1,
             "validate_at_start": False,
             "loggers": ["csv"],
@@ -282,60 +260,157 @@ def train_config(path: Path, output: Path, size: int, **data) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("family", "model_size"), [("wan2.1", [48, 96]), ("wan2.2", [64, 96])])
-def test_train_from_a_tiny_base_then_predict(family, model_size, clip, tmp_path):
-    base = write_tiny_base(tmp_path / "base", family, "WanPipeline")
+@pytest.mark.parametrize(
+    ("family", "condition", "model_size"),
+    [
+        # 160x90 covering 48x48 is 48x85.3: sides rounded up to the backbone's stride (16, or 32 for Wan2.2 and LTX).
+        ("wan2.1", None, [48, 96]),
+        ("wan2.2", None, [64, 96]),
+        ("cogvideox", (8, 16), [48, 96]),  # T5 of "" padded to the tiny DiT's max_text_seq_length 8
+        ("ltx-video", (1, 16), [64, 96]),  # the end-of-sequence token of "" alone
+    ],
+)
+def test_train_from_a_tiny_base_then_predict_and_bench(family, condition, model_size, clip, tmp_path, capsys):
+    """The recipe (LoRA, LMR loss, synthetic clips, gradient checkpointing) for one step from a base in the family's
+    Hub layout; the saved model records its family and runs in `dvd predict` and `dvd bench`."""
+    base = write_tiny_base(tmp_path / "base", family)
     config = train_config(tmp_path / "train.yaml", tmp_path / "run", 32)
     assert main(["train", "--config", str(config), "--base", str(base)]) == 0
     exported = tmp_path / "run" / "export" / "merged"
-    assert json.loads((exported / "model_index.json").read_text())["backbone"] == family
+    index = json.loads((exported / "model_index.json").read_text())
+    backbone = BACKBONES[family]
+    assert (index["backbone"], index["transformer"][1], index["vae"][1]) == (
+        family,
+        backbone.transformer_class.__name__,
+        backbone.vae_class.__name__,
+    )
+    saved = exported / "condition.safetensors"
+    if condition is None:
+        assert not saved.exists()
+    else:
+        # The base's T5 embedding of "", computed once by `dvd train --base` and saved: predicting loads no T5.
+        tensor = load_file(saved)["condition"]
+        assert tuple(tensor.shape) == condition
+        torch.testing.assert_close(tensor, backbone.from_base(base).condition, rtol=0, atol=0)
+    shutil.rmtree(base)  # the trained model stands alone
+
     out = tmp_path / "out"
-    argv = ["predict", str(clip), "-o", str(out), "--weights", str(exported), "--max-frames", "6", "--quiet"]
-    assert main([*argv, "--height", "48", "--width", "48", "--window", "5", "--overlap", "1"]) == 0
+    argv = ["predict", str(clip), "-o", str(out), "--weights", str(exported), "--max-frames", "12", "--quiet"]
+    assert main([*argv, "--height", "48", "--width", "48", "--window", "9", "--overlap", "2"]) == 0  # 2 windows
     meta = json.loads((out / "clip" / "meta.json").read_text())
-    # 160x90 covering 48x48 is 48x85.3: sides rounded up to the backbone's stride (16, or 32 for Wan2.2).
-    assert (meta["backbone"], meta["model_size"], meta["num_frames"]) == (family, model_size, 6)
-    assert np.load(out / "clip" / "disparity.npy").shape == (6, 90, 160)
+    assert (meta["backbone"], meta["model_size"], meta["num_frames"]) == (family, model_size, 12)
+    disparity = np.load(out / "clip" / "disparity.npy")
+    assert disparity.shape == (12, 90, 160) and np.isfinite(disparity).all()
+
+    capsys.readouterr()
+    sizes = ["--source-height", "32", "--source-width", "64", "--height", "32", "--width", "64"]
+    argv = ["bench", "--weights", str(exported), "--frames", "9", *sizes, "--window", "9", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["model"], report["frames"], report["windows"]) == (str(exported), 9, 1)
+    assert all(report["flops"][stage] > 0 for stage in ("vae_encode", "dit", "vae_decode"))
+
+
+def _rewrite_index(base: Path, **entries: object) -> None:
+    index = json.loads((base / "model_index.json").read_text())
+    (base / "model_index.json").write_text(json.dumps({**index, **entries}))
+
+
+def _vae_of(family: str):
+    """Put `family`'s tiny VAE config (no weights: the refusal must come before any is read) in place of the base's."""
+
+    def edit(base: Path) -> None:
+        shutil.rmtree(base / "vae")
+        tiny_modules(family)[1].save_config(base / "vae")
+        _rewrite_index(base, vae=["diffusers", BACKBONES[family].vae_class.__name__])
+
+    return edit
+
+
+def _hunyuan_dit(base: Path) -> None:
+    _rewrite_index(
+        base, _class_name="HunyuanVideoPipeline", transformer=["diffusers", "HunyuanVideoTransformer3DModel"]
+    )
+
+
+def _no_text_encoder(base: Path) -> None:
+    shutil.rmtree(base / "text_encoder")
 
 
 @pytest.mark.parametrize(
-    ("family", "data", "export", "message"),
+    ("family", "edit", "settings", "message"),
     [
         (
             "wan2.1",
-            {"clip_frames": 6},
-            "merged",
+            None,
+            ["data.clip_frames=6"],
             r"clip_frames is 6, but the wan2\.1 backbone's VAE encodes clips of 4n\+1 frames: set data\.clip_frames to 5",
         ),
         (
+            "ltx-video",
+            None,
+            ["data.clip_frames=5"],
+            r"clip_frames is 5, but the ltx-video backbone's VAE encodes clips of 8n\+1 frames: set data\.clip_frames to",
+        ),
+        (
             "wan2.2",
-            {},
-            "official",
+            None,
+            ["train.export=official"],
             r"the official DVD layout holds Wan2\.1 models only, and this is a wan2\.2 model: set train\.export to",
         ),
+        (
+            "cogvideox",
+            None,
+            ["model.learned_tau=true"],
+            r"model\.learned_tau replaces a Wan DiT's timestep embedding, which the cogvideox backbone does not have",
+        ),
+        (
+            "ltx-video",
+            _hunyuan_dit,
+            [],
+            r"holds a HunyuanVideoTransformer3DModel, not a backbone dvd supports \(wan2\.1, .*ltx-video\): start",
+        ),
+        (
+            "cogvideox",
+            _vae_of("ltx-video"),
+            [],
+            r"the VAE is a AutoencoderKLLTXVideo, which does not belong to its CogVideoXTransformer3DModel .* put the",
+        ),
+        ("wan2.1", _vae_of("wan2.2"), [], r"the VAE has 48 latent channels but the .*DiT expects 16 in"),
+        ("ltx-video", _no_text_encoder, [], r"has no text_encoder/: a ltx-video DiT runs on the T5 embedding"),
     ],
 )
-def test_training_refuses_what_the_base_cannot_do_before_any_step(family, data, export, message, tmp_path, capsys):
-    base = write_tiny_base(tmp_path / "base", family, "WanPipeline")
-    config = train_config(tmp_path / "train.yaml", tmp_path / "run", 32, **data)
-    assert main(["train", "--config", str(config), "--base", str(base), "--set", f"train.export={export}"]) == 2
+def test_training_refuses_what_the_base_cannot_do_before_any_step(family, edit, settings, message, tmp_path, capsys):
+    base = write_tiny_base(tmp_path / "base", family)
+    if edit is not None:
+        edit(base)
+    config = train_config(tmp_path / "train.yaml", tmp_path / "run", 32)
+    sets = [arg for setting in settings for arg in ("--set", setting)]
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--base", str(base), *sets]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and re.search(message, err)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert len(err.splitlines()) == 1 and re.search(message, err), err
+    assert not (tmp_path / "run").exists()
 
 
 def test_training_needs_frames_in_the_backbones_stride(tmp_path, capsys):
-    base = write_tiny_base(tmp_path / "base", "wan2.2", "WanPipeline")
+    base = write_tiny_base(tmp_path / "base", "wan2.2")
     config = train_config(tmp_path / "train.yaml", tmp_path / "run", 48)
     assert main(["train", "--config", str(config), "--base", str(base)]) == 2
     assert "gives 48x48 frames; the wan2.2 backbone needs multiples of 32" in capsys.readouterr().err
 
 
-def test_learned_tau_needs_a_backbone_that_supports_it():
-    model = build_tiny_model(0)
-    model.backbone.supports_learned_tau = False  # as a family without Wan's timestep embedder has it
-    with pytest.raises(DVDError, match=r"model\.learned_tau replaces a Wan DiT's timestep embedding.*set model"):
-        make_trainable(model, FinetuneSection(lora_rank=4), learned_tau=True, gradient_checkpointing=False)
+@pytest.mark.parametrize("family", list(BACKBONES))
+def test_fsdp_shards_each_dit_block_of_every_family(family):
+    """accelerate's FSDP2 wrap policy (the launch config names no class) takes the blocks `_no_split_modules` names:
+    the backbone's block class, one unit per layer, for families whose DiT class names none (LTX-Video) too."""
+    model = DVDModel(*tiny_modules(family))
+    regression = DepthRegression(model)
+    (name,) = regression._no_split_modules
+    block = get_module_class_from_name(regression, name)
+    assert block is BACKBONES[family].block_class
+    units = [module for module in regression.modules() if isinstance(module, block)]
+    assert len(units) == model.transformer.config.num_layers == 2
 
 
 def test_lora_goes_where_the_backbone_places_it():

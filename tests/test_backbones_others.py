@@ -5,7 +5,6 @@ DVD loss's gradient through LoRA, and the DiT call checked against each family's
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 
 import pytest
@@ -17,60 +16,34 @@ from diffusers import (
     LTXPipeline,
 )
 from peft import LoraConfig, inject_adapter_in_model
-from transformers import T5Config, T5EncoderModel, T5Tokenizer
+from transformers import T5EncoderModel, T5Tokenizer
 
 from dvd.errors import DVDError
 from dvd.model.backbone import Backbone, FrameRule
 from dvd.model.backbones.cogvideox import CogVideoXBackbone
 from dvd.model.backbones.ltx import LTXVideoBackbone
 from dvd.training.losses import dvd_loss
+from dvd.weights.tiny import TINY_T5, write_tiny_base
 
 FAMILIES = [CogVideoXBackbone, LTXVideoBackbone]
-# A T5 encoder whose width is the tiny DiTs' context width (text_embed_dim / caption_channels 16).
-TINY_T5 = {"vocab_size": 32, "d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 1, "num_heads": 2}
-# model_index.json as the Hub's THUDM/CogVideoX-5b and Lightricks/LTX-Video folders name their classes.
-PIPELINE_CLASSES = {
-    "cogvideox": ("CogVideoXPipeline", "CogVideoXDDIMScheduler", "T5Tokenizer"),
-    "ltx-video": ("LTXPipeline", "FlowMatchEulerDiscreteScheduler", "T5TokenizerFast"),
-}
 # What each family's pipeline pads the prompt to (their __call__ defaults; CogVideoX: its DiT's max_text_seq_length).
 PROMPT_TOKENS = {"cogvideox": CogVideoXBackbone.sizes["tiny"][0]["max_text_seq_length"], "ltx-video": 128}
 
 
-def tiny_modules(
+def default_modules(
     family: type[Backbone], seed: int = 0, **vae_changes: object
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The tiny size with diffusers' own initialisation, unlike `dvd.weights.tiny.tiny_modules`: the LTX decoder's
+    noise injection is then off (its scales start at 0), so its output can be compared with the pipeline's."""
     dit, vae = family.sizes["tiny"]
     torch.manual_seed(seed)
     return family.transformer_class(**dit).eval(), family.vae_class(**{**vae, **vae_changes}).eval()
 
 
 def tiny_backbone(family: type[Backbone], seed: int = 0) -> Backbone:
-    transformer, vae = tiny_modules(family, seed)
+    transformer, vae = default_modules(family, seed)
     tokens = PROMPT_TOKENS[family.family] if family is CogVideoXBackbone else 1
     return family(transformer, vae, torch.randn(tokens, TINY_T5["d_model"], generator=torch.Generator().manual_seed(9)))
-
-
-def write_base(folder: Path, family: type[Backbone], tokenizer: T5Tokenizer | None = None) -> Path:
-    """A tiny base model as the Hub lays it out: model_index.json, transformer/, vae/, text_encoder/ (+ tokenizer/)."""
-    transformer, vae = tiny_modules(family)
-    transformer.save_pretrained(folder / "transformer")
-    vae.save_pretrained(folder / "vae")
-    torch.manual_seed(1)
-    T5EncoderModel(T5Config(**TINY_T5)).save_pretrained(folder / "text_encoder")
-    pipeline, scheduler, tokenizer_class = PIPELINE_CLASSES[family.family]
-    index = {
-        "_class_name": pipeline,
-        "scheduler": ["diffusers", scheduler],
-        "text_encoder": ["transformers", "T5EncoderModel"],
-        "tokenizer": ["transformers", tokenizer_class],
-        "transformer": ["diffusers", family.transformer_class.__name__],
-        "vae": ["diffusers", family.vae_class.__name__],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder / "tokenizer")
-    return folder
 
 
 def t5_embedding(folder: Path, ids: list[int]) -> torch.Tensor:
@@ -87,7 +60,7 @@ def pixels(backbone: Backbone, frames: int = 9, batch: int = 1, seed: int = 3) -
 
 @pytest.fixture(scope="module")
 def ltx_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_base(tmp_path_factory.mktemp("ltx"), LTXVideoBackbone)
+    return write_tiny_base(tmp_path_factory.mktemp("ltx"), LTXVideoBackbone.family)
 
 
 @pytest.mark.parametrize(("family", "stride"), [(CogVideoXBackbone, 16), (LTXVideoBackbone, 32)])
@@ -171,7 +144,7 @@ def test_from_base_embeds_the_empty_prompt(family: type[Backbone], with_tokenize
     else:
         tokenizer = None
         ids = [1] + [0] * (tokens - 1)  # T5Config's eos_token_id, then pad_token_id
-    folder = write_base(tmp_path, family, tokenizer)
+    folder = write_tiny_base(tmp_path, family.family, tokenizer=tokenizer)
     backbone = family.from_base(folder)
     assert type(backbone) is family
     expected = t5_embedding(folder, ids)
@@ -184,7 +157,7 @@ def test_from_base_embeds_the_empty_prompt(family: type[Backbone], with_tokenize
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_from_base_without_text_encoder(family: type[Backbone], tmp_path: Path) -> None:
-    transformer, vae = tiny_modules(family)
+    transformer, vae = default_modules(family)
     transformer.save_pretrained(tmp_path / "transformer")
     vae.save_pretrained(tmp_path / "vae")
     with pytest.raises(DVDError, match="no text_encoder/.*download the base model's text_encoder/"):
@@ -192,24 +165,24 @@ def test_from_base_without_text_encoder(family: type[Backbone], tmp_path: Path) 
 
 
 def test_from_base_loads_no_pickle(tmp_path: Path) -> None:
-    write_base(tmp_path, CogVideoXBackbone)
+    write_tiny_base(tmp_path, CogVideoXBackbone.family)
     for weights in (tmp_path / "transformer").glob("*.safetensors"):
         weights.unlink()
-    tiny_modules(CogVideoXBackbone)[0].save_pretrained(tmp_path / "transformer", safe_serialization=False)
+    default_modules(CogVideoXBackbone)[0].save_pretrained(tmp_path / "transformer", safe_serialization=False)
     with pytest.raises(DVDError, match="transformer could not be loaded from safetensors.*download its .safetensors"):
         CogVideoXBackbone.from_base(tmp_path)
 
 
 def test_from_base_with_another_familys_vae(tmp_path: Path) -> None:
-    tiny_modules(CogVideoXBackbone)[0].save_pretrained(tmp_path / "transformer")
-    tiny_modules(LTXVideoBackbone)[1].save_pretrained(tmp_path / "vae")
+    default_modules(CogVideoXBackbone)[0].save_pretrained(tmp_path / "transformer")
+    default_modules(LTXVideoBackbone)[1].save_pretrained(tmp_path / "vae")
     with pytest.raises(DVDError, match="holds a AutoencoderKLLTXVideo, not the AutoencoderKLCogVideoX"):
         CogVideoXBackbone.from_base(tmp_path)
 
 
 def test_check_pair_names_the_fix() -> None:
-    cog_dit, cog_vae = tiny_modules(CogVideoXBackbone)
-    ltx_dit, ltx_vae = tiny_modules(LTXVideoBackbone)
+    cog_dit, cog_vae = default_modules(CogVideoXBackbone)
+    ltx_dit, ltx_vae = default_modules(LTXVideoBackbone)
     assert CogVideoXBackbone.matches(cog_dit, ltx_vae) and not CogVideoXBackbone.matches(ltx_dit, cog_vae)
     assert LTXVideoBackbone.matches(ltx_dit, cog_vae) and not LTXVideoBackbone.matches(cog_dit, ltx_vae)
     with pytest.raises(DVDError, match="needs an AutoencoderKLCogVideoX.*use the vae/ of the same CogVideoX"):
@@ -217,9 +190,9 @@ def test_check_pair_names_the_fix() -> None:
     with pytest.raises(DVDError, match="needs an AutoencoderKLLTXVideo.*use the vae/ of the same LTX-Video"):
         LTXVideoBackbone(ltx_dit, cog_vae)
     with pytest.raises(DVDError, match="VAE has 8 latent channels but the CogVideoX DiT takes 4 in / 4 out"):
-        CogVideoXBackbone(cog_dit, tiny_modules(CogVideoXBackbone, latent_channels=8)[1])
+        CogVideoXBackbone(cog_dit, default_modules(CogVideoXBackbone, latent_channels=8)[1])
     with pytest.raises(DVDError, match="4 latent channels in 1x1 patches make 4 per token but .* takes 8 in"):
-        LTXVideoBackbone(ltx_dit, tiny_modules(LTXVideoBackbone, latent_channels=4)[1])
+        LTXVideoBackbone(ltx_dit, default_modules(LTXVideoBackbone, latent_channels=4)[1])
     dit, _ = LTXVideoBackbone.sizes["tiny"]
     with pytest.raises(DVDError, match="patches 2 latent frames together.*patch_size_t 1"):
         LTXVideoBackbone(LTXVideoBackbone.transformer_class(**{**dit, "patch_size_t": 2}), ltx_vae)
@@ -346,7 +319,7 @@ def test_cogvideox_latents_are_the_pipelines() -> None:
 
 
 def test_ltx_latents_are_the_pipelines() -> None:
-    transformer, vae = tiny_modules(LTXVideoBackbone, scaling_factor=0.8)
+    transformer, vae = default_modules(LTXVideoBackbone, scaling_factor=0.8)
     generator = torch.Generator().manual_seed(7)
     vae.latents_mean.copy_(torch.randn(8, generator=generator))
     vae.latents_std.copy_(torch.rand(8, generator=generator) + 0.5)

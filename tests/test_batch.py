@@ -182,6 +182,8 @@ def test_manifest_lines_are_whole_json_lines(tmp_path):
     lines = (tmp_path / MANIFEST_FILE).read_text().splitlines()
     assert [json.loads(line)["status"] for line in lines] == ["failed", "ok"]
     assert json.loads(lines[0])["error"] == "bad thing" and json.loads(lines[0])["seconds"] == 1.235
+    # the corpus-run contract (design.md) names the same field `reason`
+    assert json.loads(lines[0])["reason"] == "bad thing" and json.loads(lines[1])["reason"] is None
     with pytest.raises(ValueError, match="unknown manifest status"):
         manifest.record("x", tmp_path / "x", "done")
 

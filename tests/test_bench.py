@@ -22,9 +22,10 @@ from dvd.bench.benchmark import STAGES
 from dvd.engine.shots import ShotDetector
 from dvd.io.readers import open_source
 from dvd.io.writers import write_rgb_video
+from dvd.model.backbones import BACKBONES
 from dvd.model.dvd_model import MODEL_STAGES, DVDModel
 from dvd.options import DEFAULT_CUT_THRESHOLD, MODEL_PRESETS
-from dvd.weights.presets import PRESETS, random_modules
+from dvd.weights.presets import PRESETS, random_model
 
 SMALL = ["--frames", "12", "--height", "32", "--width", "48", "--window", "9", "--overlap", "2", "--threads", "1"]
 
@@ -107,7 +108,7 @@ def test_json_contract(capsys):
     assert result["stages"]["dit"] > 0
     assert sum(result["shares"].values()) == pytest.approx(1.0, abs=1e-6)
     # FLOPs of one window (9 frames of 32x48), each stage against an independent count on the real tiny model.
-    model = DVDModel(*random_modules("tiny"))
+    model = random_model("tiny")
     pixels = torch.rand(1, 3, 9, 32, 48)
     latents = model.encode(pixels)
     expected = {
@@ -317,6 +318,22 @@ def test_help_does_not_import_torch():
 
 def test_presets_have_one_home():
     assert tuple(PRESETS) == MODEL_PRESETS
+    sizes = {(family, size) for family, backbone in BACKBONES.items() for size in backbone.sizes}
+    assert {(preset.backbone.family, preset.size) for preset in PRESETS.values()} == sizes
+    assert (PRESETS["tiny"], PRESETS["1.3b"]) == (PRESETS["wan2.1:tiny"], PRESETS["wan2.1:1.3b"])
+
+
+@pytest.mark.parametrize(
+    ("preset", "stride", "model_size"),
+    [("wan2.2:tiny", 32, [32, 64]), ("cogvideox:tiny", 16, [32, 48]), ("ltx-video:tiny", 32, [32, 64])],
+)
+def test_every_familys_sizes_are_presets(capsys, preset, stride, model_size):
+    """A family whose DiT takes a text embedding runs on zeros of its shape (no text encoder is built)."""
+    code, out, _ = bench(capsys, "--preset", preset, "--json", *SMALL)
+    result = json.loads(out)
+    assert code == 0 and result["model"] == f"preset {preset}, random weights"
+    assert (result["spatial_stride"], result["model_size"], result["windows"]) == (stride, model_size, 2)
+    assert result["flops"]["dit"] > 0
 
 
 @pytest.mark.slow

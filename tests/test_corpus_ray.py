@@ -26,8 +26,8 @@ from dvd.engine.video import VideoSettings
 from dvd.errors import DVDError
 from dvd.io.atomic import STAGING_MARKER
 from dvd.jobs.batch import PredictSettings, check_inputs
-from dvd.jobs.cluster import RAY_LOG, ActorPlan
-from dvd.jobs.corpus import MAX_ATTEMPTS, InputWorker, pickled_error, longest_first, new_attempts, raised_again
+from dvd.jobs.cluster import RAY_LOG, ActorPlan, ray_failure
+from dvd.jobs.corpus import MAX_ATTEMPTS, InputWorker, longest_first, new_attempts, pickled_error, raised_again
 from dvd.jobs.manifest import INDEX_FILE, read_manifest
 from dvd.jobs.outputs import OutputSettings
 from dvd.jobs.progress import CorpusProgress
@@ -206,6 +206,26 @@ def test_an_input_whose_worker_keeps_dying_fails_its_row(local_ray, tmp_path, mo
     result = worker(row)
     assert result["status"] == "failed" and f"died {MAX_ATTEMPTS} times" in result["error"]
     assert result["frames"] is None and not (tmp_path / "out").exists()
+
+
+def test_an_actor_that_cannot_start_ends_the_run_in_one_line(local_ray, capsys):
+    """What Ray raises when an actor's constructor fails (e.g. a node without the shared folder): its report, many
+    lines with the actor's traceback, becomes one line with the actor's own error."""
+
+    class Homeless:
+        def __init__(self) -> None:
+            raise DVDError("this node has no folder /shared/run: the inputs and OUT must be at the same paths")
+
+        def ping(self) -> None:
+            pass
+
+    with pytest.raises(ray.exceptions.RayError) as died:
+        ray.get(ray.remote(num_cpus=0)(Homeless).remote().ping.remote())
+    assert str(died.value).count("\n") > 3
+    line = str(ray_failure(died.value))
+    assert line.startswith("Ray stopped the run (ActorDiedError): this node has no folder /shared/run: the inputs")
+    assert "\n" not in line and "\x1b" not in line
+    assert "ray::Homeless.__init__()" in capsys.readouterr().err  # the whole report, for Ray's log
 
 
 def test_without_keep_going_the_driver_raises_the_actors_error_as_it_was():

@@ -67,7 +67,20 @@ DEFAULT_COLORMAP = "Spectral_r"
 
 # dvd bench: random-weight model sizes (dvd.weights.presets.PRESETS). Its defaults run the tiny model in seconds
 # on a CPU (a synthetic clip of two short windows); the full-size settings are flags (benchmarks/gpu.sh).
-MODEL_PRESETS: tuple[str, ...] = ("tiny", "1.3b")
+# `family:size` for every size of every backbone (Backbone.sizes); "tiny" and "1.3b" are Wan2.1's.
+MODEL_PRESETS: tuple[str, ...] = (
+    "tiny",
+    "1.3b",
+    "wan2.1:tiny",
+    "wan2.1:1.3b",
+    "wan2.1:14b",
+    "wan2.2:tiny",
+    "wan2.2:5b",
+    "cogvideox:tiny",
+    "cogvideox:5b",
+    "ltx-video:tiny",
+    "ltx-video:2b",
+)
 DEFAULT_BENCH_PRESET = "tiny"
 DEFAULT_BENCH_HEIGHT = 96
 DEFAULT_BENCH_WIDTH = 128

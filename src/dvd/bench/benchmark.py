@@ -46,7 +46,7 @@ from dvd.model.backbone import FrameRule
 from dvd.model.dvd_model import MODEL_STAGES
 from dvd.options import DEFAULT_BENCH_PRESET, DEFAULT_FORMATS, DEFAULT_IMAGE_FPS
 from dvd.pipeline.dvd_pipeline import DVDPipeline, resolve_device, resolve_dtype
-from dvd.weights.presets import random_modules
+from dvd.weights.presets import random_model
 
 STAGES = (READ, RESIZE, TRANSFER, *MODEL_STAGES, STITCH, RESIZE_BACK, WRITE)
 SYNTHETIC_NAME = "synthetic"
@@ -143,7 +143,7 @@ def build_pipeline(settings: BenchSettings, device: torch.device, dtype: torch.d
     else:
         # The host-only stand-in replaces the model; the tiny modules only give the pipeline its components.
         name = DEFAULT_BENCH_PRESET if settings.host_only else settings.preset or DEFAULT_BENCH_PRESET
-        pipe = DVDPipeline(*random_modules(name, device, dtype))
+        pipe = DVDPipeline.from_model(random_model(name, device, dtype))
         pipe.model.to_precision(dtype)
         pipe.weights_id = settings.model_name
     pipe.fold_constants(cross_attention=settings.fold, time_conditions=settings.precompute_time)

@@ -80,8 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preset",
         default=None,
         choices=list(MODEL_PRESETS),
-        help=f"random weights of this size: tiny (the test model) or 1.3b (Wan2.1-T2V-1.3B, as DVD) (default "
-        f"{DEFAULT_BENCH_PRESET} unless --weights is given)",
+        metavar="PRESET",
+        help="random weights of this size: FAMILY:SIZE for every backbone's sizes (wan2.1:1.3b, wan2.1:14b, "
+        "wan2.2:5b, cogvideox:5b, ltx-video:2b, and each family's :tiny test model); tiny and 1.3b are Wan2.1's "
+        f"(default {DEFAULT_BENCH_PRESET} unless --weights is given)",
     )
     model.add_argument("--weights", default=None, metavar="SOURCE", help="real weights, as `dvd predict --weights`")
     add_device_arguments(model)

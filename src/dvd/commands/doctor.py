@@ -35,6 +35,7 @@ LIBRARIES: tuple[tuple[str, ...], ...] = (
     ("av",),
     ("gradio",),
     ("gradio_client",),
+    ("ray",),
     ("scenedetect-headless", "scenedetect"),
     ("numpy",),
 )
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "doctor",
         help="check the installation: versions, device, lock, and video in and out; attach its output to bug reports",
         description="Print the versions of dvd, Python, torch (CUDA, MPS), diffusers, transformers, peft, "
-        "accelerate, av (and its FFmpeg libraries), gradio, gradio_client, scenedetect and numpy, the device dvd "
+        "accelerate, av (and its FFmpeg libraries), gradio, gradio_client, ray, scenedetect and numpy, the device dvd "
         "would use, and the installed versions that differ from the lock of the tested set; then write a "
         f"{CLIP_FRAMES}-frame synthetic mp4, read it back, and write and read back every output format, in a "
         "temporary folder removed afterwards. Exit 0 when all of it works (versions that differ from the lock are "

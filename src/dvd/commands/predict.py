@@ -111,6 +111,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "official release from the Hugging Face Hub)",
     )
     add_device_arguments(model)
+    model.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        metavar="T",
+        help="a generative DVD model (train.objective generative): Euler steps from noise to depth per window "
+        "(default 10); refused for DVD's regression models",
+    )
+    model.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        metavar="S",
+        help="a generative DVD model: the seed of its noise (default 0); the same seed gives the same output",
+    )
 
     size = parser.add_argument_group("resolution")
     size.add_argument(
@@ -336,6 +351,8 @@ def settings_from_args(args: argparse.Namespace) -> PredictSettings:
         skip_existing=args.skip_existing,
         keep_going=args.keep_going,
         metric=metric_settings_from_args(args, parse_formats(args.save)),
+        steps=args.steps,
+        seed=args.seed,
     )
 
 

@@ -65,6 +65,7 @@ class ModelPredictions:
         self.pipeline = pipeline
         self.window, self.overlap, self.stitch, self.batch_windows = window, overlap, stitch, batch_windows
         self.settings = {"weights": pipeline.weights_id, "window": window, "overlap": overlap, "stitch": stitch}
+        self.settings.update(pipeline.sampling_meta())  # a generative model's objective, steps and seed
 
     def __call__(self, sequence: Sequence) -> tuple[np.ndarray, dict]:
         if sequence.rgb is None:

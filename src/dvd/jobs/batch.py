@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the heavy stack (torch, diffusers, av) is imported in `pred
     from dvd.io.readers import Source
     from dvd.jobs.outputs import OutputSettings
     from dvd.pipeline.dvd_pipeline import DVDPipeline
+    from dvd.weights.load import WeightFiles
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class PredictSettings:
     skip_existing: bool = False
     keep_going: bool = False
     metric: MetricSettings = field(default_factory=MetricSettings)  # --metric, intrinsics, --save ply (dvd.metric)
+    steps: int | None = None  # --steps, --seed: how a generative model samples (None: the pipeline's default)
+    seed: int | None = None
 
 
 def predict(settings: PredictSettings) -> int:
@@ -55,7 +58,6 @@ def predict(settings: PredictSettings) -> int:
     from dvd.io.atomic import check_output_path, prepare_output_folder
     from dvd.jobs.manifest import MANIFEST_FILE, Manifest
     from dvd.metric.post_pass import load_metric
-    from dvd.pipeline.dvd_pipeline import DVDPipeline
     from dvd.weights.load import locate_weights
 
     entries = check_run(settings)
@@ -84,10 +86,9 @@ def predict(settings: PredictSettings) -> int:
     quiet = settings.quiet or not share.writes  # one bar and one warning per run, from the process that writes
     batch_windows = None
     if needs_model:
-        pipe = DVDPipeline.from_pretrained(weights, device=share.device, dtype=settings.dtype)
+        pipe = load_pipeline(weights, share.device, settings)
         for line in model_notes(pipe, quiet) if share.writes else []:
             say(line)
-        pipe.fit_settings(settings.video)  # a window that does not fit the backbone fails before any input
         batch_windows = share_windows(pipe, settings.video, share) if share.world > 1 else None
     total = 0
     shots = Shots()
@@ -144,6 +145,17 @@ def check_run(settings: PredictSettings) -> list[BatchEntry]:
     entries = check_inputs(settings)
     check_metric(settings.metric, [(entry.source, entry.settings.outputs) for entry in entries if entry.source])
     return entries
+
+
+def load_pipeline(weights: WeightFiles | str | None, device: str | None, settings: PredictSettings) -> DVDPipeline:
+    """The model as every way of running `dvd predict` loads it (one process, a launch's processes, each Ray actor):
+    sampling as --steps/--seed say, and the window checked against its backbone before any input."""
+    from dvd.pipeline.dvd_pipeline import DVDPipeline
+
+    pipe = DVDPipeline.from_pretrained(weights, device=device, dtype=settings.dtype)
+    pipe.set_sampling(settings.steps, settings.seed)
+    pipe.fit_settings(settings.video)  # a window that does not fit the backbone fails before any input
+    return pipe
 
 
 def predict_entry(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -186,6 +187,16 @@ def _ray_stream_handlers() -> list[logging.StreamHandler]:
         logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict) if name.split(".")[0] == "ray"
     ]
     return [handler for logger in loggers for handler in logger.handlers if isinstance(handler, logging.StreamHandler)]
+
+
+def ray_failure(error: Exception) -> DVDError:
+    """One line for a Ray error that ended a run (an actor that could not start, a cluster lost): the error the actor
+    raised, which Ray puts last in its report (the whole report is printed to Ray's log, where stderr goes)."""
+    report = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    print(report, file=sys.stderr)
+    lines = [line.strip() for line in report.splitlines() if line.strip()]
+    last = (lines[-1] if lines else type(error).__name__).removeprefix(f"{DVDError.__module__}.{DVDError.__name__}: ")
+    return DVDError(f"Ray stopped the run ({type(error).__name__}): {last}")
 
 
 def plan_actors(ray: ModuleType, settings: RaySettings, device: str | None) -> ActorPlan:

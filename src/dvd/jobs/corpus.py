@@ -46,8 +46,8 @@ if TYPE_CHECKING:
 
 MAX_ATTEMPTS = 3  # calls of one input whose worker died before the input fails instead of being tried again
 IN_FLIGHT_NOTE = (
-    "inputs still being predicted on other actors were stopped and keep their partial outputs: run the same "
-    "command with --resume to go on with them"
+    "the inputs not finished were stopped (those being predicted keep their partial outputs): run the same command "
+    "with --skip-existing --resume to go on with them"
 )
 
 
@@ -93,7 +93,7 @@ def predict_on_ray(settings: PredictSettings, cluster: RaySettings) -> int:
         progress = CorpusProgress(len(tasks), sum(map(planned_frames, tasks)), session.console, settings.quiet)
         done = 0
         try:
-            for result in run_inputs(session, tasks, settings, plan, needs_model):
+            for result in ray_results(session, tasks, settings, plan, needs_model):
                 done += 1
                 line = manifest.record(
                     result["input"], Path(result["output"]), result["status"], result["seconds"],
@@ -112,7 +112,7 @@ def predict_on_ray(settings: PredictSettings, cluster: RaySettings) -> int:
                 total += result["frames"]
                 shots.count(Path(result["output"]))
         except BaseException as error:
-            if done < len(tasks):
+            if done < len(tasks):  # the run started its actors: those working on an input stop with it
                 error.add_note(IN_FLIGHT_NOTE)
             raise
         finally:
@@ -134,10 +134,22 @@ def planned_frames(entry: BatchEntry) -> int:
     return entry.source.frame_count(entry.settings.outputs.max_frames, entry.settings.outputs.stride)
 
 
-def run_inputs(
+def ray_results(
     session: RaySession, tasks: list[BatchEntry], settings: PredictSettings, plan: ActorPlan, needs_model: bool
 ) -> Iterator[dict]:
-    """The result of each task (`InputWorker.__call__`), in the order they finish."""
+    """The result of each task (`InputWorker.__call__`), in the order they finish; a Ray error that ends the run
+    (an actor that cannot start, the cluster lost) as one DVDError line."""
+    from dvd.jobs.cluster import ray_failure
+
+    try:
+        yield from _results(session, tasks, settings, plan, needs_model)
+    except session.ray.exceptions.RayError as error:
+        raise ray_failure(error) from None
+
+
+def _results(
+    session: RaySession, tasks: list[BatchEntry], settings: PredictSettings, plan: ActorPlan, needs_model: bool
+) -> Iterator[dict]:
     if not tasks:
         return
     ray = session.ray
@@ -199,9 +211,8 @@ class InputWorker:
         import torch
 
         from dvd.engine.allocator import keep_heap_flat
-        from dvd.jobs.batch import model_notes
+        from dvd.jobs.batch import load_pipeline, model_notes
         from dvd.metric.post_pass import load_metric
-        from dvd.pipeline.dvd_pipeline import DVDPipeline
         from dvd.weights.load import locate_weights
 
         try:
@@ -217,9 +228,7 @@ class InputWorker:
         self.pipe = None
         self.notes: list[str] = []  # said once, with this actor's first result (the driver prints each line once)
         if model:
-            self.pipe = DVDPipeline.from_pretrained(
-                locate_weights(settings.weights), device=plan.device, dtype=settings.dtype
-            )
+            self.pipe = load_pipeline(locate_weights(settings.weights), plan.device, settings)
             self.notes = model_notes(self.pipe, settings.quiet)
         self.metric = load_metric(settings.metric)
 
@@ -256,6 +265,7 @@ class InputWorker:
 
 
 def pickled_error(error: BaseException) -> bytes | None:
+    """`error` as bytes for the driver to raise again (`raised_again`), or None if it does not pickle."""
     try:
         return pickle.dumps(error)
     except Exception:  # noqa: BLE001 - an exception that does not pickle: the driver raises its line instead

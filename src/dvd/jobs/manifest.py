@@ -3,7 +3,8 @@ re-run for what is missing.
 
 Each line: `input` (the path given), `output` (OUT/<name>), `status` ("ok", "skipped" or "failed"), `frames`
 (written; null unless ok), `seconds` (wall time for that input), `error` (one line; null unless failed; for a
-skipped input, why it was skipped), `time` (UTC, ISO 8601, when the line was written) and `process` (the rank
+skipped input, why it was skipped), `reason` (the same text: the corpus-run contract's name for it, kept beside
+`error` so readers of either name work), `time` (UTC, ISO 8601, when the line was written) and `process` (the rank
 under `accelerate launch`, 0 otherwise). Every run appends its lines, so the last line of an input is its current
 state.
 
@@ -44,6 +45,7 @@ COLUMNS = {
     "frames": "int64",
     "seconds": "float64",
     "error": "string",
+    "reason": "string",
     "time": "string",
     "process": "int64",
 }
@@ -78,13 +80,15 @@ class Manifest:
         """Append one line; returns it as a dict."""
         if status not in STATUSES:
             raise ValueError(f"unknown manifest status {status!r}: one of {STATUSES}")
+        error = None if error is None else " ".join(error.split())
         line = {  # the keys of COLUMNS, in their order
             "input": str(input_path),
             "output": str(output),
             "status": status,
             "frames": frames,
             "seconds": round(seconds, 3),
-            "error": None if error is None else " ".join(error.split()),
+            "error": error,
+            "reason": error,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "process": self.process,
         }

@@ -415,6 +415,7 @@ def _describe(
         **video.as_meta(),
         "weights": pipe.weights_id,
         "backbone": pipe.model.family,
+        **pipe.sampling_meta(),
         "device": str(pipe.model.device),
         "dtype": str(pipe.model.dtype).removeprefix("torch."),
         "input": source.describe(),

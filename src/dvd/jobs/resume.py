@@ -173,6 +173,7 @@ def run_fingerprint(pipe: DVDPipeline, source: Source, video: VideoSettings, out
         "weights": pipe.weights_id,
         "device": pipe.model.device.type,
         "dtype": str(pipe.model.dtype).removeprefix("torch."),
+        **pipe.sampling_meta(),
         "fps": str(source.output_rate(output.stride)),
         **json.loads(json.dumps({**video.as_meta(), **asdict(output)})),
     }

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from dvd.errors import DVDError
+from dvd.model.flow_matching import GENERATIVE, REGRESSION, Objective
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class Backbone(ABC):
     transformer_class: ClassVar[type[nn.Module]]
     vae_class: ClassVar[type[nn.Module]]
     lora_targets: ClassVar[tuple[str, ...]]  # peft target module names in the DiT
+    block_class: ClassVar[type[nn.Module]]  # the DiT's repeated block: FSDP's sharding unit (`DepthRegression`)
+    # The DiT's input projection (a Conv or a Linear over channel-major patches), which the generative objective
+    # widens to [x_sigma, rgb latent] (`dvd.model.input_widening`)
+    input_layer: ClassVar[str]
     default_window: ClassVar[int]  # frames per window when neither the user nor the model says otherwise
     default_overlap: ClassVar[int]
     # Named sizes as data: name -> (DiT config, VAE config) for `transformer_class(**dit)` / `vae_class(**vae)`.
@@ -69,13 +74,31 @@ class Backbone(ABC):
     # knows Wan's condition embedder only.
     supports_learned_tau: ClassVar[bool] = False
 
-    def __init__(self, transformer: nn.Module, vae: nn.Module, condition: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        transformer: nn.Module,
+        vae: nn.Module,
+        condition: torch.Tensor | None = None,
+        objective: Objective = REGRESSION,
+    ) -> None:
         """`condition`: the family's empty-prompt embedding [tokens, dim] where it is not all zeros (read once from
-        the base model's text encoder by `from_base`, then saved with the model); None where it is zeros (Wan)."""
+        the base model's text encoder by `from_base`, then saved with the model); None where it is zeros (Wan).
+        `objective`: how the DiT was trained (`dvd.model.flow_matching`); a generative DiT takes twice the VAE's
+        latent channels."""
         self.transformer = transformer
         self.vae = vae
         self.condition = condition
+        self.objective = objective
         self.check_pair()
+
+    def dit_input_channels(self, channels: int) -> int:
+        """What the DiT's input width must be for `channels` per token from the VAE: as many for regression, twice as
+        many for the generative objective ([x_sigma, rgb latent])."""
+        return 2 * channels if self.objective == GENERATIVE else channels
+
+    def objective_note(self) -> str:
+        """For errors on the DiT's width: what a generative model's widened input adds to the expectation."""
+        return " (a generative model's DiT takes twice the VAE's channels in)" if self.objective == GENERATIVE else ""
 
     @classmethod
     @abstractmethod
@@ -111,8 +134,9 @@ class Backbone(ABC):
         """Normalised latents [B,C,t,h,w] -> [B,3,T,H,W] in [-1,1]."""
 
     @abstractmethod
-    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float) -> torch.Tensor:
-        """One DiT call at `timestep` (0..1000) with the empty condition: [B,C,t,h,w] -> [B,C_out,t,h,w].
+    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
+        """One DiT call at `timestep` (0..1000; one for the batch, or a [B] tensor of one per sample) with the empty
+        condition: [B,C_in,t,h,w] -> [B,C_out,t,h,w].
 
         `transformer` is passed, not read from self, so training can pass the DiT wrapped for DDP/FSDP."""
 
@@ -124,6 +148,13 @@ class Backbone(ABC):
                 "model_index.json): load the folder with DVDPipeline.from_pretrained or dvd.weights.load_weights"
             )
         return self.condition.to(device=device, dtype=dtype).unsqueeze(0).expand(batch, -1, -1)
+
+    @classmethod
+    def placeholder_condition(cls, transformer: nn.Module) -> torch.Tensor | None:
+        """Zeros in the shape of the family's saved empty-prompt embedding for `transformer` (on its device; None
+        where the family has none), so that modules built from a size with random weights (`dvd bench --preset`,
+        benchmarks/backbone_cost.py) run without a text encoder: the DiT's cost depends on the shape alone."""
+        return None
 
     @classmethod
     def condition_from_text_encoder(cls) -> bool:
@@ -143,13 +174,24 @@ class Backbone(ABC):
         return iter(())
 
 
-def backbone_for(transformer: nn.Module, vae: nn.Module, condition: torch.Tensor | None = None) -> Backbone:
+def batch_timesteps(timestep: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """[batch] float32 timesteps on `device`: `timestep` for every sample, or the [batch] tensor given."""
+    if isinstance(timestep, torch.Tensor):
+        if timestep.shape != (batch,):
+            raise ValueError(f"per-sample timesteps must have shape ({batch},), got {tuple(timestep.shape)}")
+        return timestep.to(device=device, dtype=torch.float32)
+    return torch.full((batch,), float(timestep), device=device)
+
+
+def backbone_for(
+    transformer: nn.Module, vae: nn.Module, condition: torch.Tensor | None = None, objective: Objective = REGRESSION
+) -> Backbone:
     """The family that owns a DiT/VAE pair; DVDError when none does."""
     from dvd.model.backbones import BACKBONES
 
     for family in BACKBONES.values():
         if family.matches(transformer, vae):
-            return family(transformer, vae, condition)
+            return family(transformer, vae, condition, objective)
     supported = ", ".join(BACKBONES)
     raise DVDError(
         f"{type(transformer).__name__} with {type(vae).__name__} is not a backbone dvd supports "

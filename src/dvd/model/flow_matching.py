@@ -1,8 +1,9 @@
 """The generative baseline: conditional flow matching of the depth latent given the RGB latent, as pure functions.
 
 DVD regresses the depth latent in one DiT pass; the paper's baseline (its Fig. 11) trains the same backbone as a
-generative model instead, with the objective the backbone was pretrained with (rectified flow; Wan, CogVideoX-1.5,
-LTX-Video and SD3 share it) and samples it in T steps. The conventions are those of Wan and of diffusers'
+generative model instead, with the objective the backbone was pretrained with (rectified flow: Wan, LTX-Video and
+SD3 share it; CogVideoX was pretrained as a v-prediction DDPM, so on it the baseline changes the noise process too)
+and samples it in T steps. The conventions are those of Wan and of diffusers'
 `FlowMatchEulerDiscreteScheduler`, with sigma in [0, 1] the noise level:
 
     x_sigma  = (1 - sigma)·x0 + sigma·eps,      x0 the clean depth latent, eps ~ N(0, I)
@@ -13,8 +14,8 @@ LTX-Video and SD3 share it) and samples it in T steps. The conventions are those
 Training draws sigma per sample from the logit-normal distribution sigma = sigmoid(n), n ~ N(0, 1): the sampler
 that ranked best among the rectified-flow variants of Esser et al. 2024 (SD3, §3.1, "rf/lognorm(0.00, 1.00)"), and
 diffusers' `compute_density_for_timestep_sampling("logit_normal")` for its flow-matching fine-tuning scripts. It
-spends the training on middle noise levels, where the velocity is hardest to predict, and stays close to the
-distribution rectified-flow DiTs are pretrained on, so their timestep embedding is used where it was trained. The
+spends the training on middle noise levels, where the velocity is hardest to predict, and is how SD3-style
+rectified-flow DiTs are pretrained, so their timestep embedding is fine-tuned where it was trained. The
 loss on v is the training config's (`dvd.training.losses` applies to whatever the objective predicts); the paper's
 baseline, the standard objective, is the plain MSE on v (`loss.kind: l2`).
 
@@ -25,6 +26,9 @@ call and lands on eps - v(eps, 1000), the model's one-shot estimate of x0.
 Everything here is written over a `Velocity` callable, so it does not depend on the backbone; noise and sigmas are
 drawn on the generator's device (the CPU unless given another) and then moved, so a seed means the same numbers on
 any device.
+
+A DVD model records which objective trained it (`Objective`): "regression" (DVD: one DiT pass from the RGB latent,
+the DiT's input as pretrained) or "generative" (this baseline: the DiT's input widened to [x_sigma, rgb latent]).
 """
 
 from __future__ import annotations
@@ -32,14 +36,24 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from dvd.errors import DVDError
+
 Velocity = Callable[[Tensor, Tensor], Tensor]
 """(DiT input [B, 2C, ...] = [x_sigma, rgb latent] on channels, timesteps [B] = 1000·sigma) -> velocity [B, C, ...]."""
 
+Objective = Literal["regression", "generative"]
+REGRESSION: Objective = "regression"
+GENERATIVE: Objective = "generative"
+OBJECTIVES: tuple[Objective, ...] = (REGRESSION, GENERATIVE)
+
 TIMESTEP_SCALE = 1000.0
+# Euler steps when the caller does not say: the multi-step setting of the paper's comparison (its Fig. 11, T = 10).
+DEFAULT_STEPS = 10
 # The logit-normal sigma sampler of SD3 (§3.1): sigma = sigmoid(LOGIT_MEAN + LOGIT_STD · n), n ~ N(0, 1).
 LOGIT_MEAN, LOGIT_STD = 0.0, 1.0
 
@@ -121,17 +135,26 @@ def sigma_schedule(steps: int) -> list[float]:
     return [1.0 - i / steps for i in range(steps)] + [0.0]
 
 
-def euler_sample(
-    velocity: Velocity, rgb_latent: Tensor, steps: int, generator: torch.Generator | None = None
-) -> Tensor:
-    """A depth latent for `rgb_latent` [B, C, ...]: T Euler steps from seeded noise at sigma = 1 down to 0 (float32).
-
-    The noise has the RGB latent's shape (the depth latent lives in the same VAE's space); `velocity` is called
-    exactly `steps` times, in order of decreasing sigma."""
+def euler_sample(velocity: Velocity, rgb_latent: Tensor, steps: int, noise: Tensor) -> Tensor:
+    """A depth latent for `rgb_latent` [B, C, ...]: T Euler steps from `noise` (x at sigma = 1, the RGB latent's
+    shape: the depth latent lives in the same VAE's space) down to sigma = 0, float32. `velocity` is called exactly
+    `steps` times, in order of decreasing sigma."""
+    if noise.shape != rgb_latent.shape:
+        raise ValueError(f"noise {tuple(noise.shape)} must have the RGB latent's shape {tuple(rgb_latent.shape)}")
     sigmas = sigma_schedule(steps)
-    x = draw_noise(rgb_latent, generator)
+    x = noise.float()
     batch = rgb_latent.shape[0]
     for sigma, following in itertools.pairwise(sigmas):
         level = torch.full((batch,), sigma, dtype=torch.float32, device=rgb_latent.device)
         x = x + (following - sigma) * velocity(dit_input(x, rgb_latent), timesteps(level)).float()
     return x
+
+
+def check_objective(value: object, where: str) -> Objective:
+    """`value` as an objective; DVDError naming `where` (the file or setting it came from) otherwise."""
+    if value not in OBJECTIVES:
+        raise DVDError(
+            f"{where} is {value!r}, not an objective dvd knows ({', '.join(OBJECTIVES)}): update dvd, or re-save "
+            "the model with this version"
+        )
+    return value  # type: ignore[return-value]

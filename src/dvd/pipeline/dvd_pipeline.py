@@ -12,6 +12,8 @@ once it is imported also `DiffusionPipeline.from_pretrained(folder, dtype=torch.
 (`dvd.weights.defaults`), which `pipe(video)` uses for the sizes and windows it is not given. A family whose empty
 condition is not zeros has it saved beside them (`condition.safetensors`), which `DVDPipeline.from_pretrained` reads
 (diffusers' own loader does not know the file).
+A model trained with the generative objective (`"objective": "generative"` in `model_index.json`) samples each window
+with Euler steps from seeded noise: `pipe(video, num_inference_steps=T, generator=g)` (`dvd.pipeline.sampling`).
 `.to(device)`, `enable_model_cpu_offload()` and `pipe.vae.enable_tiling()` work as for any diffusers pipeline.
 """
 
@@ -21,6 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import diffusers
@@ -36,8 +39,10 @@ from dvd.engine.video import VideoEngine, VideoSettings
 from dvd.errors import DVDError
 from dvd.io.atomic import foreign_entries
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
+from dvd.model.flow_matching import REGRESSION, check_objective
 from dvd.options import DEFAULT_CUT_THRESHOLD, DEFAULT_STITCH
 from dvd.pipeline.inputs import Frames, VideoInput, check_inputs, unit_tensor, window_as_model_pixels
+from dvd.pipeline.sampling import Sampling, seed_from, window_generator
 from dvd.weights import load_weights
 from dvd.weights.about import read_defaults, weights_kind
 from dvd.weights.defaults import CONFIG_KEY, ModelDefaults
@@ -122,7 +127,8 @@ class DVDPipelineOutput(BaseOutput):
 
 
 class DVDPipeline(DiffusionPipeline):
-    """Video depth with DVD: one deterministic DiT pass per window at t = 1000·tau, stitched over the video."""
+    """Video depth with DVD: one deterministic DiT pass per window at t = 1000·tau (or, for a generative model, Euler
+    steps from seeded noise), stitched over the video."""
 
     model_cpu_offload_seq = "transformer->vae"
 
@@ -134,13 +140,16 @@ class DVDPipeline(DiffusionPipeline):
         defaults: dict[str, int] | None = None,
         backbone: str | None = None,
         condition: torch.Tensor | None = None,
+        objective: str = REGRESSION,
     ) -> None:
         """`defaults`: the model's own height, width, window and overlap (`dvd.weights.defaults`), any of them.
         `backbone`: the family the saved config records (checked against the modules'; None: not checked).
-        `condition`: the family's empty condition where it is saved with the model (see `dvd.model.backbone`)."""
+        `condition`: the family's empty condition where it is saved with the model (see `dvd.model.backbone`).
+        `objective`: how the DiT was trained ("regression", DVD's; "generative", the flow-matching baseline)."""
         super().__init__()
         tau = check_tau(tau, "the pipeline's tau")
-        self.model = DVDModel(transformer, vae, tau=tau, condition=condition).eval()
+        objective = check_objective(objective, "the pipeline's objective")
+        self.model = DVDModel(transformer, vae, tau=tau, condition=condition, objective=objective).eval()
         if backbone is not None and backbone != self.model.family:
             raise DVDError(
                 f"the pipeline's config records backbone {backbone!r}, but its DiT and VAE are a "
@@ -157,7 +166,11 @@ class DVDPipeline(DiffusionPipeline):
             backbone_class.default_window, backbone_class.default_overlap
         )
         self.register_modules(transformer=transformer, vae=vae)
-        self.register_to_config(tau=tau, backbone=self.model.family, **{CONFIG_KEY: self.model_defaults.as_config()})
+        self.register_to_config(
+            tau=tau, backbone=self.model.family, objective=objective, **{CONFIG_KEY: self.model_defaults.as_config()}
+        )
+        # How windows are sampled when a call does not say (generative models only; `set_sampling`).
+        self.sampling: Sampling | None = Sampling() if self.model.generative else None
         self.weights_id = "in-memory model"
         self.weights_kind: str | None = None  # official, proof, trained or base (`dvd.weights.about`) once loaded
         self.stage_timer = NoTimer()  # a profiler sets a `dvd.bench.profiling.StageTimer` (`dvd bench`)
@@ -172,8 +185,10 @@ class DVDPipeline(DiffusionPipeline):
         computation); Wan's: `cross_attention`, the DiT's cross-attention over the all-zero text context as a
         constant per block, computed from one context token (`dvd.model.folding`); `time_conditions`, the time
         embedding and every block's modulation input at the fixed timestep, computed once now
-        (`dvd.model.fixed_time`). A backbone without such paths runs the reference computation either way."""
-        self.model.backbone.fold_constants(cross_attention, time_conditions, self.model.timestep)
+        (`dvd.model.fixed_time`). A backbone without such paths runs the reference computation either way. A
+        generative model's timestep changes with every step: its time conditions are never fixed."""
+        fixed_time = time_conditions and not self.model.generative
+        self.model.backbone.fold_constants(cross_attention, fixed_time, self.model.timestep)
 
     def unfold_constants(self) -> None:
         """Back to the reference computation (Wan: 512 zero text tokens through diffusers' own cross-attention, and
@@ -206,6 +221,7 @@ class DVDPipeline(DiffusionPipeline):
             tau=loaded.model.tau if tau is None else tau,
             defaults=defaults,
             condition=model.backbone.condition,
+            objective=model.objective,
         )
         pipe.weights_id = loaded.weights_id
         pipe.weights_kind = weights_kind(pretrained_model_name_or_path, loaded.kind)
@@ -221,6 +237,7 @@ class DVDPipeline(DiffusionPipeline):
             tau=model.tau,
             defaults=defaults.as_config(),
             condition=model.backbone.condition,
+            objective=model.objective,
         )
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
@@ -248,11 +265,31 @@ class DVDPipeline(DiffusionPipeline):
             )
         return replace(settings, spatial_stride=self.model.spatial_stride)
 
+    def set_sampling(self, steps: int | None = None, seed: int | None = None) -> None:
+        """How a generative model samples from now on (`dvd predict --steps --seed`); None keeps the current value.
+        DVDError for a regression model given either, and for steps below 1 or a negative seed."""
+        if steps is None and seed is None:
+            return
+        if self.sampling is None:
+            raise DVDError(
+                f"--steps and --seed sample a generative DVD model, but {self.weights_id} is a regression model "
+                "(one deterministic pass per window): drop --steps and --seed"
+            )
+        self.sampling = Sampling(
+            self.sampling.steps if steps is None else steps, self.sampling.seed if seed is None else seed
+        )
+
+    def sampling_meta(self) -> dict[str, object]:
+        """What meta.json records about sampling: objective, steps and seed of a generative model; nothing else."""
+        return {} if self.sampling is None else self.sampling.as_meta()
+
     @torch.inference_mode()
-    def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Several windows of equal shape in one batch; each [T, H, W, 3] -> disparity [T, H, W] float32."""
+    def predict_windows(self, windows: list[np.ndarray], sampling: Sampling | None = None) -> list[np.ndarray]:
+        """Several windows of equal shape in one batch; each [T, H, W, 3] -> disparity [T, H, W] float32.
+        A generative model samples with `sampling` (default: the pipeline's, `set_sampling`)."""
         if not windows:
             return []
+        sampling = sampling or self.sampling
         timer = self.stage_timer
         timer.count_windows(len(windows))
         with timer.stage(TRANSFER):
@@ -263,9 +300,14 @@ class DVDPipeline(DiffusionPipeline):
             stacked = torch.from_numpy(
                 self._host_inputs.empty((len(pixels), *pixels[0].shape), pixels[0].numpy().dtype)
             )
-            batch = self.model.frame_rule.pad(torch.stack(pixels, out=stacked)).to(self._execution_device)
+            torch.stack(pixels, out=stacked)
+            sampled = {}
+            if sampling is not None:
+                generators = [window_generator(sampling.seed, window.numpy()) for window in stacked]
+                sampled = {"steps": sampling.steps, "generators": generators}
+            batch = self.model.frame_rule.pad(stacked).to(self._execution_device)
             # 8-bit windows travel as uint8, a quarter of the bytes, and become [0, 1] floats where the model runs.
-            disparity = self.model(unit_tensor(batch), stage=timer.stage)[:, :length]
+            disparity = self.model(unit_tensor(batch), stage=timer.stage, **sampled)[:, :length]
             check_finite_output(disparity, self.model.dtype)
             if disparity.device.type == "cpu":
                 return list(disparity.float().numpy())  # the model's own output: no copy to make
@@ -294,6 +336,8 @@ class DVDPipeline(DiffusionPipeline):
         max_frames: int | None = None,
         stride: int = 1,
         keep_model_size: bool = False,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
         output_type: str = "np",
         return_dict: bool = True,
     ) -> DVDPipelineOutput | tuple:
@@ -312,6 +356,9 @@ class DVDPipeline(DiffusionPipeline):
             cuts=None is "auto" for a video file path and "off" for anything else.
         max_frames, stride: take every `stride`-th frame, at most `max_frames` of them.
         keep_model_size: return the prediction at the model size instead of the source size.
+        num_inference_steps, generator: a generative model's Euler steps and the generator its seed is drawn from
+            (once per call; each window's noise follows from that seed and the window, `dvd.pipeline.sampling`);
+            None: the pipeline's own (`set_sampling`; 10 steps, seed 0 unless set). A regression model takes neither.
         output_type: "np" (numpy) or "pt" (torch tensor on the CPU).
         """
         if output_type not in ("np", "pt"):
@@ -330,6 +377,8 @@ class DVDPipeline(DiffusionPipeline):
             max_frames=max_frames,
             stride=stride,
             keep_model_size=keep_model_size,
+            num_inference_steps=num_inference_steps,
+            generator=generator,
         )
         frames = list(engine.run(video_frames.frames, video_frames.size, out_hw))
         prediction = np.stack(frames) if frames else np.empty((0, *out_hw), np.float32)
@@ -354,6 +403,8 @@ class DVDPipeline(DiffusionPipeline):
         max_frames: int | None = None,
         stride: int = 1,
         keep_model_size: bool = False,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
         **video_settings,
     ) -> tuple[VideoEngine, Frames, tuple[int, int]]:
         """The engine for these settings, the checked input, and the output size."""
@@ -361,12 +412,27 @@ class DVDPipeline(DiffusionPipeline):
         try:
             settings.validate()
             settings = self.fit_settings(settings)
+            sampling = self._call_sampling(num_inference_steps, generator)
         except DVDError as error:
             raise ValueError(str(error)) from None
         video_frames = check_inputs(video, max_frames, stride)
         settings = settings.for_input(video_frames.kind)
         out_hw = settings.model_size(video_frames.size) if keep_model_size else video_frames.size
-        return VideoEngine(self.predict_windows, settings), video_frames, out_hw
+        predict = self.predict_windows if sampling is None else partial(self.predict_windows, sampling=sampling)
+        return VideoEngine(predict, settings), video_frames, out_hw
+
+    def _call_sampling(self, steps: int | None, generator: torch.Generator | None) -> Sampling | None:
+        """The sampling of one call: `num_inference_steps` and a seed drawn from `generator`, each defaulting to the
+        pipeline's; None for a regression model, which takes neither."""
+        if self.sampling is None:
+            if steps is not None or generator is not None:
+                raise DVDError(
+                    "num_inference_steps and generator sample a generative DVD model; this one is a regression model "
+                    "(one deterministic pass per window): leave them out"
+                )
+            return None
+        seed = self.sampling.seed if generator is None else seed_from(generator)
+        return Sampling(self.sampling.steps if steps is None else steps, seed)
 
 
 def _window_tensor(frames: np.ndarray | torch.Tensor, stride: int) -> torch.Tensor:

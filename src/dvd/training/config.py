@@ -22,6 +22,7 @@ import yaml
 from dvd.data.procedural import Split
 from dvd.errors import DVDError
 from dvd.io.atomic import atomic_write_text
+from dvd.model.flow_matching import GENERATIVE, Objective
 from dvd.training.losses import LossKind
 
 SourceKind = Literal["synthetic", "hypersim", "vkitti", "tartanair", "folder"]
@@ -43,7 +44,8 @@ class ModelSection:
     learned_tau: bool = False  # replace the sinusoidal timestep embedding by a trainable vector (Wan backbones)
     # Wan backbones: the cross-attention over the zero text context as one constant per block, computed each step
     # from one context token (`dvd.model.folding`): the same loss and gradients, faster; false runs diffusers'
-    # attention over 512 tokens. Other backbones have no such fast path and ignore it.
+    # attention over 512 tokens. Other backbones have no such fast path and run the reference computation either
+    # way: the switch changes speed, never a number, so on them it has nothing to do and is not an error.
     fold_cross_attention: bool = True
 
 
@@ -123,6 +125,12 @@ class TrainSection:
     # beside the base weights under pipe.dit., model_config.yaml, Wan2.1_VAE.pth); both load with
     # `dvd predict --weights`
     export: Literal["merged", "official", "both"] = "merged"
+    # "regression": DVD (one DiT pass from the RGB latent to the depth latent at t = 1000·tau). "generative": the
+    # paper's baseline, the same backbone as a conditional flow-matching model (`dvd.model.flow_matching`): the DiT's
+    # input widened to [noisy depth latent, RGB latent], trained to predict the velocity at logit-normal noise
+    # levels (model.tau unused; the loss applies to the velocity: loss.kind l2 is the standard objective), sampled
+    # with Euler steps (`dvd predict --steps --seed`)
+    objective: Objective = "regression"
 
 
 @dataclass
@@ -242,6 +250,16 @@ def _check(config: TrainConfig) -> None:
         raise DVDError("optim.lr and optim.grad_clip must be positive")
     if len(optim.betas) != 2 or not all(0 <= b < 1 for b in optim.betas):
         raise DVDError(f"optim.betas is {optim.betas}: expected two numbers in [0, 1)")
+    if train.objective == GENERATIVE and config.model.learned_tau:
+        raise DVDError(
+            "model.learned_tau learns one fixed timestep, but train.objective generative trains every noise level: "
+            "set model.learned_tau to false"
+        )
+    if train.objective == GENERATIVE and train.export != "merged":
+        raise DVDError(
+            f"train.export {train.export}: the official DVD layout holds regression models only, not the widened "
+            "DiT of train.objective generative: set train.export to merged"
+        )
     if not 0 < config.model.tau <= 1:
         raise DVDError(f"model.tau is {config.model.tau}: it must be in (0, 1] (the timestep is 1000·tau)")
     if not data.sources:

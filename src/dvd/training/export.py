@@ -45,7 +45,9 @@ def merged_model(model: DVDModel, lora_alpha: float | None) -> DVDModel:
         return clone
     transformer = clone.backbone.transformer_class.from_config(clone.transformer.config)
     transformer.load_state_dict(merge_lora(state, lora_alpha), strict=True)
-    return DVDModel(transformer, clone.vae, tau=clone.tau, condition=clone.backbone.condition)
+    return DVDModel(
+        transformer, clone.vae, tau=clone.tau, condition=clone.backbone.condition, objective=clone.objective
+    )
 
 
 def export_merged(model: DVDModel, directory: Path, lora_alpha: float | None) -> Path:
@@ -73,17 +75,24 @@ def _official_folder_problem(folder: Path) -> str | None:
     return foreign_entries(folder, ["model.safetensors", "model_config.yaml", "Wan2.1_VAE.pth"])
 
 
-def check_export(formats: list[str], family: str) -> None:
-    """Refuse, before any training step, an export format that cannot hold a model of `family`."""
-    if "official" in formats and family != Wan21Backbone.family:
+def check_export(formats: list[str], model: DVDModel) -> None:
+    """Refuse, before any training step, an export format that cannot hold `model` (its family or objective)."""
+    if "official" not in formats:
+        return
+    if model.family != Wan21Backbone.family:
         raise DVDError(
             f"train.export {'/'.join(formats)}: the official DVD layout holds Wan2.1 models only, and this is a "
-            f"{family} model: set train.export to merged (dvd's diffusers layout, which `dvd predict` loads)"
+            f"{model.family} model: set train.export to merged (dvd's diffusers layout, which `dvd predict` loads)"
+        )
+    if model.generative:
+        raise DVDError(
+            f"train.export {'/'.join(formats)}: the official DVD layout holds regression models only, not the "
+            "widened DiT of a generative one: set train.export to merged"
         )
 
 
 def export_model(model: DVDModel, directory: Path, formats: list[str], lora_alpha: float | None) -> list[Path]:
     """Write each of `formats` ("merged", "official") under `directory/<format>`; returns the written folders."""
-    check_export(formats, model.family)
+    check_export(formats, model)
     writers = {"merged": export_merged, "official": export_official}
     return [writers[name](model, Path(directory) / name, lora_alpha) for name in formats]

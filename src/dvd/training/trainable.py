@@ -4,7 +4,8 @@ LoRA goes where the backbone places it (`Backbone.lora_targets`). The VAE and th
 so does what the empty condition makes inert (`Backbone.inert_parameters`; Wan: the query and key side of every
 cross-attention, `dvd.model.folding`, whose LoRA layers stay in the model with lora_B = 0, so the official checkpoint
 layout keeps all ten per block). The learned timestep vector knows Wan's condition embedder only
-(`Backbone.supports_learned_tau`). `architecture_signature` describes the trainable part, so a resume from a
+(`Backbone.supports_learned_tau`). A generative model also trains its widened input projection in full.
+`architecture_signature` describes the trainable part, so a resume from a
 checkpoint of another architecture fails before any step.
 """
 
@@ -16,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from dvd.errors import DVDError
-from dvd.model.dvd_model import DVDModel
+from dvd.model.dvd_model import DVDModel, generative_model
+from dvd.model.flow_matching import GENERATIVE, Objective
 from dvd.model.lora import add_lora
 from dvd.model.timestep import install_float64_timestep_embedding
 from dvd.training.config import FinetuneSection
@@ -44,6 +46,20 @@ def sinusoid_at(model: DVDModel, timestep: float) -> Tensor:
     return proj(torch.tensor([timestep], dtype=torch.float32, device=model.device))[0].float()
 
 
+def for_objective(model: DVDModel, objective: Objective) -> DVDModel:
+    """The model `train.objective` trains from `model` (a base, or a trained DVD model): the generative objective
+    widens a regression model's DiT input (`dvd.model.dvd_model.generative_model`) and goes on with a generative
+    one; a generative model cannot go back to regression."""
+    if objective == GENERATIVE:
+        return model if model.generative else generative_model(model)
+    if model.generative:
+        raise DVDError(
+            "model.weights is a generative DVD model (its DiT takes [noisy depth, RGB] latents): set train.objective "
+            "to generative to train it further, or start regression from a base or a regression DVD model"
+        )
+    return model
+
+
 def make_trainable(model: DVDModel, finetune: FinetuneSection, learned_tau: bool, gradient_checkpointing: bool) -> None:
     """Freeze the model, then open exactly the parameters the recipe trains (in place)."""
     if learned_tau and not model.backbone.supports_learned_tau:
@@ -63,6 +79,11 @@ def make_trainable(model: DVDModel, finetune: FinetuneSection, learned_tau: bool
         transformer.requires_grad_(True)
     if learned_tau:
         transformer.condition_embedder.timesteps_proj.requires_grad_(True)
+    if model.generative:
+        # The widened input's RGB half starts at zero and is learnt from nothing, so the whole input projection
+        # trains: it is smaller than any LoRA of it (Wan2.1-1.3B: 1536 x 2·16·4 weights; a rank-r LoRA has
+        # r·(1536 + 128)), and no LoRA target covers it.
+        transformer.get_submodule(model.backbone.input_layer).requires_grad_(True)
     # Wan: the zero text context makes the query and key side of the cross-attention inert (no effect, zero
     # gradient): training them changes nothing, and a folded DiT does not even call them, which DDP would wait for.
     for _, param in model.backbone.inert_parameters(transformer):
@@ -82,6 +103,8 @@ def fold_learned_timestep(model: DVDModel) -> None:
     The first time-embedder layer is affine, so W·e_learned + b = W·e_sin + (b + W·(e_learned − e_sin)): after this
     the model is a plain DVD model at the same τ, loadable by any DVD loader, with the same outputs.
     """
+    if not model.backbone.supports_learned_tau:  # no Wan condition embedder: nothing can have been learned there
+        return
     embedder = model.transformer.condition_embedder
     proj = embedder.timesteps_proj
     if not isinstance(proj, LearnedTimestepEmbedding):

@@ -6,7 +6,9 @@ optimiser step of the DVD objective: RGB pixels and the normalised-disparity tar
 the frozen VAE under no_grad, the DiT regresses the depth latent from the clean RGB latent at t = 1000·τ with the
 empty condition (x-prediction), and the loss (`dvd.training.losses`) compares the two latents; gradients are
 accumulated over `grad_accum` micro-steps, clipped, and AdamW steps the trainable parameters
-(`dvd.training.trainable`). What the parallel strategies do differently (sharded weights and optimizer state) is
+(`dvd.training.trainable`). With `train.objective: generative` the step is the flow-matching baseline's instead
+(`dvd.model.flow_matching`): the widened DiT predicts the velocity from [x_sigma, RGB latent] at a noise level drawn
+per sample, and the loss compares it with eps - x0. What the parallel strategies do differently (sharded weights and optimizer state) is
 kept in `dvd.training.distributed`.
 """
 
@@ -28,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from dvd.errors import DVDError
 from dvd.model.dvd_model import DVDModel
+from dvd.model.flow_matching import DEFAULT_STEPS, draw_noise, training_example
 from dvd.training.batches import SlotBatches, SlotSampler, build_dataset, check_fits_backbone, frame_size
 from dvd.training.checkpoint import (
     check_compatible,
@@ -53,13 +56,14 @@ from dvd.training.distributed import (
 from dvd.training.export import check_export, export_model
 from dvd.training.losses import LossTerms, make_loss
 from dvd.training.metrics_log import MetricsLog, check_backends
-from dvd.training.regression import DepthRegression
-from dvd.training.trainable import architecture_signature, base_fingerprint, make_trainable
+from dvd.training.regression import DepthRegression, DepthVelocity
+from dvd.training.trainable import architecture_signature, base_fingerprint, for_objective, make_trainable
 from dvd.training.validation import evaluate
 from dvd.weights import load_weights
 from dvd.weights.tiny import build_tiny_model
 
 Batch = dict[str, Tensor]
+VALIDATION_SEED = 0  # the noise a generative model's validation samples from
 
 
 @dataclass
@@ -151,9 +155,9 @@ class Trainer:
         self._validation_samples: list[Batch] | None = None
 
         set_seed(train.seed)
-        self.model = load_base_model(config.model)
+        self.model = for_objective(load_base_model(config.model), train.objective)
         check_fits_backbone(data.sources + data.validation, sizes, data, self.model)
-        check_export(self.export_formats, self.model.family)
+        check_export(self.export_formats, self.model)
         if config.model.fold_cross_attention:  # the exact fast path, where the backbone has one (Wan)
             self.model.backbone.fold_constants(
                 cross_attention=True, time_conditions=False, timestep=self.model.timestep
@@ -175,9 +179,8 @@ class Trainer:
         restored = self._load_trained(self.resumed_from, scheduler) if self.resumed_from else None
 
         self.model.to(accelerator.device)
-        self.module, self.optimizer, self.scheduler = accelerator.prepare(
-            DepthRegression(self.model), optimizer, scheduler
-        )
+        dit = DepthVelocity(self.model) if self.model.generative else DepthRegression(self.model)
+        self.module, self.optimizer, self.scheduler = accelerator.prepare(dit, optimizer, scheduler)
         self.loss_fn = make_loss(
             config.loss.kind, config.loss.lambda_sp, config.loss.lambda_temp, config.loss.lambda_reg, config.loss.scales
         )
@@ -224,12 +227,17 @@ class Trainer:
         set_rng_states(restored["rng"])
 
     def loss(self, batch: Batch) -> LossTerms:
-        """The DVD objective on one micro-batch: loss(DiT(E(rgb), t = 1000·τ), E(depth)), E the frozen VAE encoder."""
+        """The objective on one micro-batch, E the frozen VAE encoder: DVD's loss(DiT(E(rgb), t = 1000·τ), E(depth)),
+        or the generative baseline's loss(DiT([x_sigma, E(rgb)], 1000·sigma), eps - E(depth)) with sigma and eps
+        drawn from torch's generator (seeded by train.seed, saved with each checkpoint)."""
         device = self.accelerator.device
         with torch.no_grad(), frozen_autocast(self.accelerator, self.config.train.mixed_precision):
             rgb_latent = self.model.encode(batch["rgb"].to(device))
             depth_latent = self.model.encode(batch["depth_target"].to(device))
-        return self.loss_fn(self.module(rgb_latent), depth_latent, rgb_latent)
+        if not self.model.generative:
+            return self.loss_fn(self.module(rgb_latent), depth_latent, rgb_latent)
+        example = training_example(depth_latent, rgb_latent)
+        return self.loss_fn(self.module(example.dit_input, example.timesteps), example.target, rgb_latent)
 
     def step(self, batches: Iterator[Batch]) -> dict[str, float]:
         """One optimiser step over `grad_accum` micro-batches; returns the mean loss terms and the gradient norm."""
@@ -263,10 +271,18 @@ class Trainer:
             count = self.config.data.validation_samples
             self._validation_samples = [ds[i] for ds in self.validation_sets for i in range(min(count, len(ds)))]
         with frozen_autocast(self.accelerator, self.config.train.mixed_precision):
-            metrics = evaluate(self.model, self._validation_samples, regress=self.module)
+            metrics = evaluate(self.model, self._validation_samples, regress=self._depth_latent)
         if self.log is not None:
             self.log.log(step, metrics, prefix="val")
         return metrics
+
+    def _depth_latent(self, rgb_latent: Tensor) -> Tensor:
+        """The depth latent validation scores, through the wrapped DiT: one pass, or (generative) DEFAULT_STEPS
+        Euler steps from noise of a fixed seed, so that validations along a run see the same noise."""
+        if not self.model.generative:
+            return self.module(rgb_latent)
+        noise = draw_noise(rgb_latent, torch.Generator().manual_seed(VALIDATION_SEED))
+        return self.model.sample(rgb_latent, DEFAULT_STEPS, noise, velocity=self.module)
 
     def save(self, step: int) -> Path:
         """Checkpoint `step` (collective: every process calls it)."""
@@ -306,7 +322,13 @@ class Trainer:
             backbone = self.model.backbone
             transformer = backbone.transformer_class.from_config(self.model.transformer.config)
             vae = backbone.vae_class.from_config(self.model.vae.config)
-            model = DVDModel(transformer, vae, tau=self.model.tau, condition=self.model.backbone.condition)
+            model = DVDModel(
+                transformer,
+                vae,
+                tau=self.model.tau,
+                condition=self.model.backbone.condition,
+                objective=self.model.objective,
+            )
             make_trainable(model, self.config.finetune, self.config.model.learned_tau, gradient_checkpointing=False)
         model.load_state_dict({**self.frozen, **self.trained}, strict=True, assign=True)
         return model.float().cpu()

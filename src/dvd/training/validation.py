@@ -32,8 +32,9 @@ def score_disparity(disparity: np.ndarray, depth: np.ndarray, valid: np.ndarray)
 def predict_disparity(model: DVDModel, rgb: torch.Tensor, regress: Regress | None = None) -> np.ndarray:
     """[B,3,F,H,W] pixels in [0,1] -> disparity [B,F,H,W] float32 numpy: encode, DiT pass, decode, channel mean.
 
-    `regress` is the DiT pass (default: the model's own). The trainer passes its DDP/FSDP/DeepSpeed-wrapped DiT,
-    whose forward gathers sharded weights (FSDP2, ZeRO-3) the way training does."""
+    `regress` is RGB latent -> depth latent (default: the model's own DiT pass). The trainer passes its call of the
+    DDP/FSDP/DeepSpeed-wrapped DiT, whose forward gathers sharded weights (FSDP2, ZeRO-3) the way training does
+    (for a generative model: Euler sampling with it)."""
     latents = model.encode(rgb.to(model.device))
     return model.decode((regress or model.regress)(latents)).mean(dim=1).float().cpu().numpy()
 

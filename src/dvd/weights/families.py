@@ -1,7 +1,7 @@
 """Which backbone family a weights folder or file holds, read from its configs before any tensor is.
 
 A trained model records its family: `"backbone"` in the `model_index.json` that `DVDPipeline.save_pretrained`
-writes, and in a single file's header; what was written before dvd knew more than one family is Wan2.1. A base model
+writes, and in a single file's header (beside `"objective"`, how its DiT was trained); what was written before dvd knew more than one family is Wan2.1. A base model
 in diffusers' layout names its component classes (in `model_index.json`, else in each component's `config.json`).
 Those names are only compared with the classes of the families dvd knows (`dvd.model.backbones.BACKBONES`), never
 imported. Where one pair of classes serves two families (Wan2.1 and Wan2.2), the family is decided on skeletons
@@ -20,8 +20,10 @@ from accelerate import init_empty_weights
 from dvd.errors import DVDError
 from dvd.model.backbone import Backbone, backbone_for
 from dvd.model.backbones import BACKBONES
+from dvd.model.flow_matching import REGRESSION, Objective, check_objective
 
 BACKBONE_KEY = "backbone"  # in model_index.json and in a single file's header
+OBJECTIVE_KEY = "objective"  # likewise: how the DiT was trained (`dvd.model.flow_matching`); regression if absent
 UNRECORDED_FAMILY = "wan2.1"  # models saved before the family was recorded
 PIPELINE_INDEX = "model_index.json"  # diffusers' pipeline layout
 COMPONENTS = ("transformer", "vae")
@@ -47,6 +49,11 @@ def recorded_family(config: dict[str, Any], where: str) -> type[Backbone]:
             "update dvd, or re-save the model with this version"
         )
     return BACKBONES[name]
+
+
+def recorded_objective(config: dict[str, Any], where: str) -> Objective:
+    """The objective a trained model's config records under `OBJECTIVE_KEY` (regression when it records none)."""
+    return check_objective(config.get(OBJECTIVE_KEY, REGRESSION), f"the {OBJECTIVE_KEY} {where} records")
 
 
 def check_recorded(family: type[Backbone], found: str, where: str) -> None:

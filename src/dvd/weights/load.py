@@ -51,6 +51,7 @@ from dvd.weights.families import (
     check_recorded,
     read_json,
     recorded_family,
+    recorded_objective,
 )
 from dvd.weights.formats import (
     check_finite,
@@ -366,10 +367,12 @@ def load_pipeline_folder(directory: Path) -> DVDModel:
     config = read_json(config_file)
     tau = check_tau(config.get("tau", DEFAULT_TAU), f"tau in {config_file}")
     family = recorded_family(config, str(config_file))
+    objective = recorded_objective(config, f"in {config_file}")
     check_component_classes(directory, family)
     transformer = diffusers_module(family.transformer_class, directory / "transformer", torch_dtype=torch.float32)
     vae = diffusers_module(family.vae_class, directory / "vae", torch_dtype=torch.float32)
-    model = DVDModel(transformer, vae, tau=tau, condition=read_condition(directory / CONDITION_FILE))
+    condition = read_condition(directory / CONDITION_FILE)
+    model = DVDModel(transformer, vae, tau=tau, condition=condition, objective=objective)
     check_recorded(family, model.family, str(config_file))
     return model
 

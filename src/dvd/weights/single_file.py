@@ -21,7 +21,7 @@ from dvd.errors import DVDError
 from dvd.io.atomic import atomic_file
 from dvd.model.dvd_model import DVDModel
 from dvd.weights.defaults import CONFIG_KEY, ModelDefaults
-from dvd.weights.families import BACKBONE_KEY, check_recorded, recorded_family
+from dvd.weights.families import BACKBONE_KEY, OBJECTIVE_KEY, check_recorded, recorded_family, recorded_objective
 from dvd.weights.formats import check_finite, check_tau
 from dvd.weights.saving import write_errors
 
@@ -74,6 +74,7 @@ def save_single_file(
     metadata = {
         "format": FORMAT,
         BACKBONE_KEY: model.family,
+        OBJECTIVE_KEY: model.objective,
         "tau": str(model.tau),
         "transformer": _config(model.transformer),
         "vae": _config(model.vae),
@@ -102,6 +103,7 @@ def load_single_file(path: Path) -> DVDModel:
     )
     vae.load_state_dict({k[len("vae.") :]: v for k, v in tensors.items() if k.startswith("vae.")})
     tau = check_tau(metadata.get("tau"), f"the 'tau' header of {path}")
-    model = DVDModel(transformer, vae, tau=tau, condition=tensors.get(CONDITION_KEY))
+    objective = recorded_objective(metadata, f"in the header of {path}")
+    model = DVDModel(transformer, vae, tau=tau, condition=tensors.get(CONDITION_KEY), objective=objective)
     check_recorded(family, model.family, f"the header of {path}")
     return model

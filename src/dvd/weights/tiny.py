@@ -3,8 +3,9 @@
 No weights can be downloaded in tests or CI, so the loading code is exercised on models built here: the same
 architecture at a small size (each backbone's "tiny" size; Wan2.1: DiT width 256 = 2 heads of 128, 2 layers, VAE
 base width 8), written with the official key names (`pipe.dit.` + peft LoRA tensors, `Wan2.1_VAE.pth`) or as a
-base model on the Hub is laid out (`model_index.json`, `transformer/`, `vae/`). The original names are produced by
-inverting diffusers' converters, and every written name is checked to convert back to the diffusers name.
+base model on the Hub is laid out (`model_index.json`, `transformer/`, `vae/`, and a tiny T5 in `text_encoder/` for
+the families that embed the empty prompt with it). The original names are produced by inverting diffusers'
+converters, and every written name is checked to convert back to the diffusers name.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import diffusers
 import torch
@@ -25,7 +26,21 @@ from dvd.model.backbones.wan import TINY_DIT, TINY_WAN21_VAE
 from dvd.model.dvd_model import DVDModel
 from dvd.weights.formats import LORA_A, LORA_B, original_dit_state, original_vae_state
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 TINY_VAE_BASE_DIM = TINY_WAN21_VAE["base_dim"]
+# A one-layer T5 encoder as wide as the tiny CogVideoX and LTX-Video DiTs' contexts (text_embed_dim and
+# caption_channels 16).
+TINY_T5 = {"vocab_size": 32, "d_model": 16, "d_kv": 8, "d_ff": 32, "num_layers": 1, "num_heads": 2}
+# The pipeline, scheduler, text encoder and tokenizer classes the Hub's base repositories name in model_index.json:
+# Wan-AI/Wan2.1-T2V-1.3B-Diffusers and Wan2.2-TI2V-5B-Diffusers, THUDM/CogVideoX-5b, Lightricks/LTX-Video.
+HUB_CLASSES = {
+    "wan2.1": ("WanPipeline", "UniPCMultistepScheduler", "UMT5EncoderModel", "T5TokenizerFast"),
+    "wan2.2": ("WanPipeline", "UniPCMultistepScheduler", "UMT5EncoderModel", "T5TokenizerFast"),
+    "cogvideox": ("CogVideoXPipeline", "CogVideoXDDIMScheduler", "T5EncoderModel", "T5Tokenizer"),
+    "ltx-video": ("LTXPipeline", "FlowMatchEulerDiscreteScheduler", "T5EncoderModel", "T5Tokenizer"),
+}
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 # Original-layout Linear layers that DVD's LoRA wraps.
 LORA_LAYER = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02])$")
@@ -69,15 +84,31 @@ def tiny_modules(family: str, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.
     return _randomised(backbone.transformer_class(**dit), seed), _randomised(backbone.vae_class(**vae), seed + 1)
 
 
-def write_tiny_base(directory: str | Path, family: str, pipeline_class: str, seed: int = 0) -> Path:
+def write_tiny_base(
+    directory: str | Path, family: str, seed: int = 0, tokenizer: PreTrainedTokenizerBase | None = None
+) -> Path:
     """Write a tiny random base model of `family` in diffusers' layout, as its Hub repository holds it:
-    `transformer/` and `vae/` (save_pretrained) and a `model_index.json` naming `pipeline_class` and the component
-    classes. A family whose empty condition comes from its text encoder needs `text_encoder/` too (not written)."""
+    `transformer/` and `vae/` (save_pretrained, from `tiny_modules(family, seed)`), a `model_index.json` naming the
+    classes as the Hub's does (`HUB_CLASSES`), and, for a family whose empty condition comes from its text encoder,
+    a tiny T5 in `text_encoder/` (needs transformers) and `tokenizer` in `tokenizer/` when one is given (without
+    one, dvd tokenises "" by T5's rule). Wan's text encoder is never run by DVD, so a Wan base has none, as dvd
+    downloads none."""
     directory = Path(directory)
+    backbone = BACKBONES[family]
     transformer, vae = tiny_modules(family, seed)
     transformer.save_pretrained(directory / "transformer")
     vae.save_pretrained(directory / "vae")
-    index = {"_class_name": pipeline_class, "_diffusers_version": diffusers.__version__}
+    if backbone.condition_from_text_encoder():
+        from transformers import T5Config, T5EncoderModel
+
+        encoder = _randomised(T5EncoderModel(T5Config(**TINY_T5)), seed + 2)
+        encoder.save_pretrained(directory / "text_encoder")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory / "tokenizer")
+    pipeline, scheduler, text_encoder, tokenizer_class = HUB_CLASSES[family]
+    index = {"_class_name": pipeline, "_diffusers_version": diffusers.__version__}
+    index |= {"scheduler": ["diffusers", scheduler], "text_encoder": ["transformers", text_encoder]}
+    index |= {"tokenizer": ["transformers", tokenizer_class]}
     index |= {"transformer": ["diffusers", type(transformer).__name__], "vae": ["diffusers", type(vae).__name__]}
     (directory / "model_index.json").write_text(json.dumps(index, indent=2))
     return directory

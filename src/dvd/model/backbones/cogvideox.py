@@ -26,10 +26,11 @@ from typing import ClassVar
 import torch
 from diffusers import AutoencoderKLCogVideoX, CogVideoXTransformer3DModel
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
+from diffusers.models.transformers.cogvideox_transformer_3d import CogVideoXBlock
 from torch import nn
 
 from dvd.errors import DVDError
-from dvd.model.backbone import Backbone, FrameRule
+from dvd.model.backbone import Backbone, FrameRule, batch_timesteps
 from dvd.model.backbones.pretrained import empty_prompt_embedding, load_component
 
 # CogVideoX-5B as diffusers' scripts/convert_cogvideox_to_diffusers.py builds it: num_layers 42, num_attention_heads
@@ -87,6 +88,9 @@ class CogVideoXBackbone(Backbone):
     # DVD also adapts both FFN layers (dvd.model.lora, the official q, k, v, o, ffn.0, ffn.2), kept here so the
     # recipe is the same on every backbone.
     lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+    block_class: ClassVar[type[nn.Module]] = CogVideoXBlock
+    # Conv2d(C, width) per latent frame; with patch_size_t (1.5) a Linear over channel-major patches
+    input_layer: ClassVar[str] = "patch_embed.proj"
     # CogVideoX's clip: 49 frames (6 s at 8 fps + 1); the overlap is about a quarter of it, as DVD's 21 of 81.
     default_window: ClassVar[int] = 49
     default_overlap: ClassVar[int] = 13
@@ -108,15 +112,20 @@ class CogVideoXBackbone(Backbone):
     def matches(cls, transformer: nn.Module, vae: nn.Module) -> bool:
         return isinstance(transformer, CogVideoXTransformer3DModel)
 
+    @classmethod
+    def placeholder_condition(cls, transformer: nn.Module) -> torch.Tensor:
+        config = transformer.config
+        return torch.zeros(config.max_text_seq_length, config.text_embed_dim, device=transformer.device)
+
     def check_pair(self) -> None:
         dit, fix = self.transformer.config, "use the vae/ of the same CogVideoX model as its transformer/"
         if not isinstance(self.vae, AutoencoderKLCogVideoX):
             raise DVDError(f"a CogVideoX DiT needs an AutoencoderKLCogVideoX, not a {type(self.vae).__name__}: {fix}")
         vae = self.vae.config
-        if vae.latent_channels != dit.in_channels or vae.latent_channels != dit.out_channels:
+        if self.dit_input_channels(vae.latent_channels) != dit.in_channels or vae.latent_channels != dit.out_channels:
             raise DVDError(
                 f"the VAE has {vae.latent_channels} latent channels but the CogVideoX DiT takes {dit.in_channels} in "
-                f"/ {dit.out_channels} out (an image-to-video DiT takes twice the VAE's): {fix}"
+                f"/ {dit.out_channels} out{self.objective_note()} (an image-to-video DiT takes twice the VAE's): {fix}"
             )
         if vae.temporal_compression_ratio != dit.temporal_compression_ratio:
             raise DVDError(
@@ -147,7 +156,7 @@ class CogVideoXBackbone(Backbone):
         z = 1 / self.vae.config.scaling_factor * latents.to(self.vae.dtype)  # decode_latents' order, to the bit
         return self.vae.decode(z).sample.clamp(-1, 1)
 
-    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float) -> torch.Tensor:
+    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         config = self.transformer.config
         dtype = self.transformer.patch_embed.text_proj.weight.dtype
         pad = (-latents.shape[2]) % config.patch_size_t if config.patch_size_t else 0
@@ -164,7 +173,7 @@ class CogVideoXBackbone(Backbone):
         out = transformer(
             hidden_states=hidden,
             encoder_hidden_states=self.empty_condition(batch, hidden.device, dtype),
-            timestep=torch.full((batch,), float(timestep), device=hidden.device),
+            timestep=batch_timesteps(timestep, batch, hidden.device),
             image_rotary_emb=rotary,
             return_dict=False,
         )[0]

@@ -32,10 +32,11 @@ from typing import ClassVar
 
 import torch
 from diffusers import AutoencoderKLLTXVideo, LTXVideoTransformer3DModel
+from diffusers.models.transformers.transformer_ltx import LTXVideoTransformerBlock
 from torch import nn
 
 from dvd.errors import DVDError
-from dvd.model.backbone import Backbone, FrameRule
+from dvd.model.backbone import Backbone, FrameRule, batch_timesteps
 from dvd.model.backbones.pretrained import empty_prompt_embedding, load_component
 
 FRAME_RATE = 25  # LTXPipeline's default frame_rate (see the module docstring)
@@ -104,6 +105,9 @@ class LTXVideoBackbone(Backbone):
     # blocks (self- and cross-attention); DVD also adapts both FFN layers (dvd.model.lora), kept here so the recipe
     # is the same on every backbone.
     lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2")
+    # diffusers gives the LTX DiT no `_no_split_modules`, so FSDP needs to be told its block
+    block_class: ClassVar[type[nn.Module]] = LTXVideoTransformerBlock
+    input_layer: ClassVar[str] = "proj_in"  # a Linear over channel-major packed patches (`_pack`)
     # 121 frames (4.8 s at 25 fps, 16 latent frames) see as much time as DVD's 81 frames of Wan at 16 fps; the
     # overlap is about a quarter of the window, as DVD's 21 of 81.
     default_window: ClassVar[int] = 121
@@ -121,6 +125,11 @@ class LTXVideoBackbone(Backbone):
     def matches(cls, transformer: nn.Module, vae: nn.Module) -> bool:
         return isinstance(transformer, LTXVideoTransformer3DModel)
 
+    @classmethod
+    def placeholder_condition(cls, transformer: nn.Module) -> torch.Tensor:
+        # The condition kept is the end-of-sequence token of "" alone (see the module docstring).
+        return torch.zeros(1, transformer.config.caption_channels, device=transformer.device)
+
     def check_pair(self) -> None:
         dit, fix = self.transformer.config, "use the vae/ of the same LTX-Video model as its transformer/"
         if not isinstance(self.vae, AutoencoderKLLTXVideo):
@@ -131,11 +140,11 @@ class LTXVideoBackbone(Backbone):
                 "as every released LTX-Video has: use one of those"
             )
         channels = self.vae.config.latent_channels * dit.patch_size**2
-        if dit.in_channels != channels or dit.out_channels != channels:
+        if dit.in_channels != self.dit_input_channels(channels) or dit.out_channels != channels:
             raise DVDError(
                 f"the VAE's {self.vae.config.latent_channels} latent channels in {dit.patch_size}x{dit.patch_size} "
                 f"patches make {channels} per token but the LTX-Video DiT takes {dit.in_channels} in / "
-                f"{dit.out_channels} out: {fix}"
+                f"{dit.out_channels} out{self.objective_note()}: {fix}"
             )
         condition = self.condition
         if condition is not None and (condition.ndim != 2 or condition.shape[1] != dit.caption_channels):
@@ -168,7 +177,7 @@ class LTXVideoBackbone(Backbone):
         with _seeded(z.device):
             return self.vae.decode(z, timestep).sample.clamp(-1, 1)
 
-    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float) -> torch.Tensor:
+    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         config = self.transformer.config
         dtype = self.transformer.proj_in.weight.dtype
         batch, _, frames, height, width = latents.shape
@@ -179,7 +188,7 @@ class LTXVideoBackbone(Backbone):
         out = transformer(
             hidden_states=tokens,
             encoder_hidden_states=context,
-            timestep=torch.full((batch,), float(timestep), device=latents.device),
+            timestep=batch_timesteps(timestep, batch, latents.device),
             encoder_attention_mask=torch.ones(context.shape[:2], dtype=torch.bool, device=latents.device),
             num_frames=frames,
             height=height // patch,
@@ -216,6 +225,9 @@ def _unpack(tokens: torch.Tensor, frames: int, height: int, width: int, patch: i
 def _seeded(device: torch.device) -> Iterator[None]:
     """Run with `device`'s default generator seeded to DECODE_NOISE_SEED; every generator it touches is restored
     afterwards (`torch.manual_seed` seeds all devices of the type, so all of them are forked)."""
+    if device.type == "meta":  # shapes only (FLOP counts on a meta copy): no numbers are drawn, no generator exists
+        yield
+        return
     if device.type == "cpu":
         with torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(DECODE_NOISE_SEED)

@@ -11,6 +11,8 @@ model: predicting never loads T5.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,7 +72,8 @@ def empty_prompt_embedding(folder: Path, max_length: int, family: str) -> tuple[
         ) from None
     ids, mask = _empty_prompt_ids(folder, max_length)
     # In the dtype its weights are stored in: T5-XXL has 4.7e9 parameters, which float32 could double in memory.
-    encoder = _from_safetensors(T5EncoderModel, encoder_dir, dtype="auto").eval()
+    with _quiet_transformers():
+        encoder = _from_safetensors(T5EncoderModel, encoder_dir, dtype="auto").eval()
     with torch.no_grad():
         embedding = encoder(ids.unsqueeze(0))[0][0].float()
     if not bool(torch.isfinite(embedding).all()):
@@ -110,6 +113,21 @@ def _empty_prompt_ids(folder: Path, max_length: int) -> tuple[torch.Tensor, torc
     mask = torch.zeros(max_length, dtype=torch.bool)
     mask[0] = True
     return ids, mask
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' progress bar off while it loads: it would draw on stderr between dvd's own lines (a load takes
+    seconds; dvd train reports its own progress), and put itself before a one-line error."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
 
 
 def _first_line(error: Exception) -> str:

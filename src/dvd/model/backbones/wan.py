@@ -20,15 +20,17 @@ from typing import ClassVar
 
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanTransformerBlock
 from torch import nn
 
 from dvd.errors import DVDError
-from dvd.model.backbone import Backbone, FrameRule
+from dvd.model.backbone import Backbone, FrameRule, batch_timesteps
 from dvd.model.fixed_time import (
     fixed_timestep,
     precompute_time_conditions,
     release_time_conditions,
 )
+from dvd.model.flow_matching import REGRESSION, Objective
 from dvd.model.folding import (
     fold_cross_attention,
     inert_cross_attention_parameters,
@@ -98,18 +100,24 @@ TINY_WAN22_DIT = dict(TINY_DIT, in_channels=48, out_channels=48)
 TINY_WAN22_VAE = dict(WAN22_VAE, base_dim=8, decoder_base_dim=16)
 
 
-def run_wan_dit(transformer: WanTransformer3DModel, latents: torch.Tensor, timestep: float) -> torch.Tensor:
-    """One Wan DiT pass at `timestep` with an all-zero text context: RGB latent -> depth latent.
+def run_wan_dit(
+    transformer: WanTransformer3DModel, latents: torch.Tensor, timestep: float | torch.Tensor
+) -> torch.Tensor:
+    """One Wan DiT pass at `timestep` (or one per sample, a [B] tensor) with an all-zero text context: RGB latent ->
+    depth latent.
 
     A DiT whose cross-attention is folded (`dvd.model.folding`) gets one context token: all 512 are the same. A DiT
-    whose time conditions are cached (`dvd.model.fixed_time`) for another timestep has them recomputed first.
+    whose time conditions are cached (`dvd.model.fixed_time`) for another timestep has them recomputed first; for
+    per-sample timesteps the cache, which holds one timestep, is dropped.
     """
     cached = fixed_timestep(transformer)
-    if cached is not None and cached != timestep:
+    if cached is not None and isinstance(timestep, torch.Tensor):
+        release_time_conditions(transformer)
+    elif cached is not None and cached != timestep:
         precompute_time_conditions(transformer, timestep)
     batch = latents.shape[0]
     dtype = transformer.patch_embedding.weight.dtype
-    times = torch.full((batch,), timestep, device=latents.device, dtype=dtype)
+    times = batch_timesteps(timestep, batch, latents.device).to(dtype)
     tokens = 1 if is_folded(transformer) else TEXT_TOKENS
     context = torch.zeros(batch, tokens, transformer.config.text_dim, device=latents.device, dtype=dtype)
     return transformer(latents.to(dtype), timestep=times, encoder_hidden_states=context, return_dict=False)[0]
@@ -124,13 +132,21 @@ class WanBackbone(Backbone):
     # DVD's LoRA: q, k, v, o of self- and cross-attention and both FFN layers (10 per block); diffusers' names of
     # the official targets ["q", "k", "v", "o", "ffn.0", "ffn.2"] (attn1 is self-, attn2 cross-attention).
     lora_targets: ClassVar[tuple[str, ...]] = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
+    block_class: ClassVar[type[nn.Module]] = WanTransformerBlock
+    input_layer: ClassVar[str] = "patch_embedding"  # Conv3d(C, width, kernel = stride = patch)
     default_window: ClassVar[int] = 81  # the official open-world script's
     default_overlap: ClassVar[int] = 21
     supports_learned_tau: ClassVar[bool] = True
     residual_vae: ClassVar[bool]  # which VAE design the family owns (`AutoencoderKLWan.config.is_residual`)
 
-    def __init__(self, transformer: nn.Module, vae: nn.Module, condition: torch.Tensor | None = None) -> None:
-        super().__init__(transformer, vae, condition)
+    def __init__(
+        self,
+        transformer: nn.Module,
+        vae: nn.Module,
+        condition: torch.Tensor | None = None,
+        objective: Objective = REGRESSION,
+    ) -> None:
+        super().__init__(transformer, vae, condition, objective)
         install_float64_timestep_embedding(transformer)
         # The reference keeps 1/std, not std, and divides by it when decoding; we follow it to the last bit. Plain
         # tensors, not buffers: they follow the latents' device at use, so a pipeline that moves or offloads only
@@ -152,10 +168,10 @@ class WanBackbone(Backbone):
     def check_pair(self) -> None:
         channels = self.vae.config.z_dim
         dit = self.transformer.config
-        if channels != dit.in_channels or channels != dit.out_channels:
+        if self.dit_input_channels(channels) != dit.in_channels or channels != dit.out_channels:
             raise DVDError(
                 f"the VAE has {channels} latent channels but the DiT expects {dit.in_channels} in / "
-                f"{dit.out_channels} out; use the VAE that belongs to this DiT (Wan2.1: the 16-channel Wan2.1 VAE, "
+                f"{dit.out_channels} out{self.objective_note()}; use the VAE that belongs to this DiT (Wan2.1: the 16-channel Wan2.1 VAE, "
                 "Wan2.2 TI2V-5B: the 48-channel Wan2.2 VAE)"
             )
 
@@ -176,7 +192,7 @@ class WanBackbone(Backbone):
         z = z / self.latents_inv_std.to(z) + self.latents_mean.to(z)
         return self.vae.decode(z).sample  # clamped to [-1, 1] by the VAE
 
-    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float) -> torch.Tensor:
+    def denoise(self, transformer: nn.Module, latents: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         return run_wan_dit(transformer, latents, timestep)
 
     def empty_condition(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
