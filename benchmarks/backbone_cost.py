@@ -8,15 +8,15 @@ a family whose DiT reads a T5 embedding gets zeros of its shape, `Backbone.place
   of the full-size configs (`dvd.bench.profiling.count_model_flops`: matrix products, convolutions and attention),
   for one window of the family's default length and for the short timing clip below;
 - CPU seconds per frame of the full-size modules, float32, on the timing clip: the shortest clip with more than one
-  latent frame (1 + the frame rule's stride). The full-size VAE encodes and decodes it once each, timed (each call
-  runs for minutes, where a warm-up call would only double the run); a VAE that two sizes share (Wan2.1 1.3B and
-  14B) is timed once. The DiT's blocks are identical, so it is timed with 2 and with 4 blocks (after an untimed
+  latent frame (1 + the frame rule's stride). The full-size VAE encodes and decodes it once each, timed (a call
+  takes from seconds to minutes, where a warm-up call would only double the run); a VAE that two sizes share
+  (Wan2.1 1.3B and 14B) is timed once. The DiT's blocks are identical, so it is timed with 2 and with 4 blocks (after an untimed
   call of each) and extrapolated linearly to its real depth: the 14B and 5B DiTs do not fit this machine's memory
   in float32, and one method for all keeps the rows comparable.
 
 Random weights compute exactly what trained ones do, so the costs hold for the real models. Prints a table and
-appends it to benchmarks/RESULTS.md. `--flops-only` skips the timing (a minute in all; the timing takes most of an
-hour on 2 CPU cores).
+appends it to benchmarks/RESULTS.md. `--flops-only` skips the timing (half a minute in all; with the timing, the
+run took 29 minutes on this project's 2-core CPU).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import datetime
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,7 +54,7 @@ def per_frame_flops(name: str, frames: int) -> dict[str, float]:
     return {stage: flops[stage] / frames for stage in STAGES}
 
 
-def seconds(call, *args: torch.Tensor) -> tuple[float, torch.Tensor]:
+def seconds(call: Callable[..., torch.Tensor], *args: torch.Tensor) -> tuple[float, torch.Tensor]:
     started = time.perf_counter()
     out = call(*args)
     return time.perf_counter() - started, out
