@@ -89,6 +89,7 @@ class IdealDVD:
         self.truth = {frame.tobytes(): index for index, frame in enumerate(rgb)}
         self.depth, self.model = depth, pipe.model
         self.fit_settings = pipe.fit_settings  # windows and sizes as for the proof model it stands beside
+        self.set_sampling, self.sampling_meta = pipe.set_sampling, pipe.sampling_meta  # a regression model's
 
     def predict_windows(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         indices = [[self.truth[eight_bit(frame)] for frame in window] for window in windows]

@@ -27,7 +27,7 @@ from dvd.errors import DVDError
 from dvd.io.atomic import STAGING_MARKER
 from dvd.jobs.batch import PredictSettings, check_inputs
 from dvd.jobs.cluster import RAY_LOG, ActorPlan, ray_failure
-from dvd.jobs.corpus import MAX_ATTEMPTS, InputWorker, longest_first, new_attempts, pickled_error, raised_again
+from dvd.jobs.corpus import MAX_ATTEMPTS, InputWorker, described_error, longest_first, new_attempts, raised_again
 from dvd.jobs.manifest import INDEX_FILE, read_manifest
 from dvd.jobs.outputs import OutputSettings
 from dvd.jobs.progress import CorpusProgress
@@ -230,13 +230,16 @@ def test_an_actor_that_cannot_start_ends_the_run_in_one_line(local_ray, capsys):
 
 def test_without_keep_going_the_driver_raises_the_actors_error_as_it_was():
     """A failed row ends a run without --keep-going with the error the input met (its exit code and line), as in a
-    single process; an error that does not pickle becomes its one line."""
+    single process, rebuilt from plain data (nothing is unpickled); a row without a description becomes its line."""
     error = DVDError("clip.mp4 is truncated")
     error.add_note("see meta.json")
-    again = raised_again({"exception": pickled_error(error), "error": "the line"})
+    again = raised_again({"exception": described_error(error), "error": "the line"})
     assert type(again) is DVDError and str(again) == "clip.mp4 is truncated" and again.__notes__ == ["see meta.json"]
-    unpicklable = ValueError(lambda: None)
-    assert pickled_error(unpicklable) is None
+    disk = raised_again({"exception": described_error(OSError(28, "No space left on device", "out/a")), "error": ""})
+    assert isinstance(disk, OSError) and (disk.errno, disk.filename) == (28, "out/a")
+    assert disk.strerror == "No space left on device"
+    bug = raised_again({"exception": described_error(ValueError(lambda: None)), "error": ""})
+    assert type(bug).__name__ == "ValueError" and not isinstance(bug, (DVDError, OSError))
     again = raised_again({"exception": None, "error": "internal error (ValueError: ...)"})
     assert type(again) is DVDError and str(again) == "internal error (ValueError: ...)"
 

@@ -286,3 +286,12 @@ def test_model_on_folder_frames_not_multiple_of_16_with_stitched_windows(tmp_pat
     )
     record = json.loads(out.read_text())["sequences"][0]
     assert record["model_size"] == [32, 32] and record["frames"] == 9
+
+
+def test_the_paper_window_follows_the_frame_rule():
+    """45 frames (the paper's eval) where the rule takes it; the next length that fits where it does not (8n+1)."""
+    from dvd.commands.eval import paper_window
+    from dvd.model.backbone import FrameRule
+
+    assert paper_window(FrameRule(4)) == 45
+    assert paper_window(FrameRule(8)) == 49

@@ -394,17 +394,35 @@ def test_train_is_quiet_and_refuses_to_resume_over_another_base(workspace: Works
 TRAIN_OPTIONS = [
     Fault(
         "--set of the wrong type is blamed on --set",
-        lambda ws: ["train", "--config", write_train_config(ws.root / "train.yaml", ws.out / "run"), "--set", "train.max_steps=ten"],
+        lambda ws: [
+            "train",
+            "--config",
+            write_train_config(ws.root / "train.yaml", ws.out / "run"),
+            "--set",
+            "train.max_steps=ten",
+        ],
         message="error: --set train.max_steps=ten: config key 'train.max_steps' must be int",
     ),
     Fault(
         "--set of invalid YAML",
-        lambda ws: ["train", "--config", write_train_config(ws.root / "train.yaml", ws.out / "run"), "--set", "train.max_steps=["],
+        lambda ws: [
+            "train",
+            "--config",
+            write_train_config(ws.root / "train.yaml", ws.out / "run"),
+            "--set",
+            "train.max_steps=[",
+        ],
         message="--set train.max_steps=[",
     ),
     Fault(
         "--set tau 5",
-        lambda ws: ["train", "--config", write_train_config(ws.root / "train.yaml", ws.out / "run"), "--set", "model.tau=5"],
+        lambda ws: [
+            "train",
+            "--config",
+            write_train_config(ws.root / "train.yaml", ws.out / "run"),
+            "--set",
+            "model.tau=5",
+        ],
         message="--set model.tau=5: model.tau is 5.0",
     ),
 ]

@@ -302,4 +302,3 @@ def check_read_back(path: Path, size: tuple[int, int]) -> None:
             f"{path.name} read back as {len(shapes)} frames ({source.num_frames} announced) of "
             f"{sorted(set(shapes))}, written {CLIP_FRAMES} of {expected}"
         )
-

@@ -13,6 +13,15 @@ from dvd.options import DATASET_NAMES, STITCH_PRESETS, TAE_INTRINSICS
 
 if TYPE_CHECKING:
     from dvd.io.atomic import Recogniser
+    from dvd.model.backbone import FrameRule
+
+
+PAPER_WINDOW = 45  # the paper's evaluation windows (45 frames overlapping by 9), for Wan's 4n+1 frame rule
+
+
+def paper_window(rule: FrameRule) -> int:
+    """The paper's window where the model's frame rule takes it, else the next length that fits (49 for 8n+1)."""
+    return PAPER_WINDOW if rule.fits(PAPER_WINDOW) else max(rule.nearest(PAPER_WINDOW))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     predictions.add_argument("--weights", help="run DVD: a local weights folder or a Hub id")
     parser.add_argument(
-        "--window", type=int, default=45, help="frames per window (default %(default)s, the paper's eval)"
+        "--window",
+        type=int,
+        default=None,
+        help=f"frames per window (default {PAPER_WINDOW}, the paper's eval; for a backbone whose frame rule 45 does "
+        "not fit, e.g. 8n+1, the next count that fits: 49)",
     )
     parser.add_argument(
         "--overlap", type=int, default=9, help="frames shared by consecutive windows (default %(default)s)"
@@ -157,9 +170,12 @@ def run(args: argparse.Namespace) -> int:
         from dvd.pipeline.dvd_pipeline import DVDPipeline  # loads torch models; only needed when running DVD
 
         # The window flags are checked before the model loads (16x16 stands in for each sequence's own size).
-        VideoSettings(16, 16, args.window, args.overlap, args.stitch, batch_windows=args.batch_windows).validate()
+        window = PAPER_WINDOW if args.window is None else args.window
+        VideoSettings(16, 16, window, args.overlap, args.stitch, batch_windows=args.batch_windows).validate()
         pipeline = DVDPipeline.from_pretrained(args.weights, device=args.device, dtype=args.dtype)
-        predictor = ModelPredictions(pipeline, args.window, args.overlap, args.stitch, args.batch_windows)
+        if args.window is None:
+            window = paper_window(pipeline.model.frame_rule)
+        predictor = ModelPredictions(pipeline, window, args.overlap, args.stitch, args.batch_windows)
         label = args.label or Path(str(args.weights)).name
     selection = FrameSelection(start, args.stride, frames)
     document = evaluate(

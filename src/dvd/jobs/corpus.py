@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -180,11 +178,21 @@ def _results(
 
 
 def raised_again(result: dict) -> BaseException:
-    """The error an actor met on an input, as the actor raised it (a single process raises that one)."""
-    with suppress(Exception):  # a class this process cannot rebuild: its line still says it all
-        if result["exception"] is not None:
-            return pickle.loads(result["exception"])
-    return DVDError(result["error"])
+    """The error an actor met on an input, rebuilt from its description (`described_error`) as the kind the CLI
+    tells apart: a DVDError or an OSError (exit 2, their own line) or, for any other, an exception of the same class
+    name (an internal error, exit 1). Plain data, never unpickled: nothing the driver reads can run code."""
+    described = result["exception"]
+    if described is None:
+        return DVDError(result["error"])
+    if described["kind"] == "DVDError":
+        error: BaseException = DVDError(described["message"])
+    elif described["kind"] == "OSError":
+        error = OSError(described["errno"], described["strerror"], described["filename"])
+    else:
+        error = type(described["kind"], (Exception,), {})(described["message"])
+    for note in described["notes"]:
+        error.add_note(note)
+    return error
 
 
 class Attempts:
@@ -259,14 +267,17 @@ class InputWorker:
             resume = self.settings.resume or resumable_outputs(entry.settings.outputs)
             result["frames"] = predict_entry(self.pipe, entry, self.metric, notes.append, True, resume)
         except Exception as error:  # noqa: BLE001 - the row says why; the driver decides whether the run goes on
-            result.update(status="failed", error=error_line(error), exception=pickled_error(error))
+            result.update(status="failed", error=error_line(error), exception=described_error(error))
         result["seconds"] = time.perf_counter() - began
         return result
 
 
-def pickled_error(error: BaseException) -> bytes | None:
-    """`error` as bytes for the driver to raise again (`raised_again`), or None if it does not pickle."""
-    try:
-        return pickle.dumps(error)
-    except Exception:  # noqa: BLE001 - an exception that does not pickle: the driver raises its line instead
-        return None
+def described_error(error: BaseException) -> dict:
+    """`error` as plain data for the driver to raise again (`raised_again`)."""
+    kind = (
+        "DVDError" if isinstance(error, DVDError) else "OSError" if isinstance(error, OSError) else type(error).__name__
+    )
+    described = {"kind": kind, "message": str(error), "notes": [str(note) for note in getattr(error, "__notes__", [])]}
+    if isinstance(error, OSError):
+        described |= {"errno": error.errno, "strerror": error.strerror, "filename": error.filename}
+    return described
