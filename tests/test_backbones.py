@@ -433,7 +433,10 @@ def test_a_window_outside_the_frame_rule_is_refused(clip, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "window 6 does not fit the wan2.1 backbone's frame rule 4n+1" in err and "--window 5 or 9" in err
-    assert not (tmp_path / "out" / "clip").exists()
+    assert not (tmp_path / "out").exists()  # the folder the run made is gone with it
+    (tmp_path / "mine").mkdir()  # a folder that was there before the run stays, even empty
+    assert main(["predict", str(clip), "-o", str(tmp_path / "mine"), "--weights", "proof", "--window", "6"]) == 2
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
 
 
 def test_default_windows_come_from_the_user_then_the_model_then_the_backbone():

@@ -339,7 +339,7 @@ def test_steps_on_a_regression_model_is_one_line_naming_the_fix(tiny_weights, tm
     assert predict(tiny_weights, video, tmp_path / "out", "--steps", "4") == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "regression model" in error and "drop --steps and --seed" in error
-    assert not (tmp_path / "out" / "frames").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_steps_below_one_is_refused(generative_export, tmp_path, capsys, one_torch_thread):

@@ -9,9 +9,11 @@ or, with fewer inputs than processes, the windows of each video (`share_work`); 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +69,7 @@ def predict(settings: PredictSettings) -> int:
     # a path that cannot be OUT fails before either.
     check_output_path(settings.output)
     weights = locate_weights(settings.weights) if needs_model else None
+    made_output = not os.path.lexists(settings.output)
     output = prepare_output_folder(settings.output)
     share = share_work(jobs, settings.device)
     manifest = Manifest(output, share.process)  # refuses a manifest it could not append to, before any model work
@@ -86,7 +89,13 @@ def predict(settings: PredictSettings) -> int:
     quiet = settings.quiet or not share.writes  # one bar and one warning per run, from the process that writes
     batch_windows = None
     if needs_model:
-        pipe = load_pipeline(weights, share.device, settings)
+        try:
+            pipe = load_pipeline(weights, share.device, settings)
+        except BaseException:
+            if made_output and share.world == 1:  # the folder this run made, still empty: a refused model leaves none
+                with suppress(OSError):
+                    output.rmdir()
+            raise
         for line in model_notes(pipe, quiet) if share.writes else []:
             say(line)
         batch_windows = share_windows(pipe, settings.video, share) if share.world > 1 else None
