@@ -283,3 +283,11 @@ def test_an_address_no_cluster_answers_at_is_one_line(tmp_path, clip, capsys, ad
     err = capsys.readouterr().err
     assert problem in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_planted_at_the_ray_log_is_one_line_not_a_hang(tmp_path):
+    from dvd.jobs.cluster import _output_to
+
+    os.mkfifo(tmp_path / RAY_LOG)
+    with pytest.raises(DVDError, match="cannot write Ray's log"), _output_to(tmp_path / RAY_LOG):
+        pass

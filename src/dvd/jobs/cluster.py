@@ -10,10 +10,12 @@ session folder, which the summary names too.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -142,8 +144,13 @@ def _output_to(log: Path) -> Iterator[TextIO]:
     C++ core worker writes there), `sys.stdout` and `sys.stderr` (Ray prints its workers' deaths there), and the
     streams of Ray's logging handlers that write to them (a handler holds the stream `sys.stderr` was when it was
     made, which for a Python caller may not be file descriptor 2). Yields a stream on the original stderr."""
+    # O_NONBLOCK: a FIFO planted at the name fails to open (no reader) instead of blocking the run.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        descriptor = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        descriptor = os.open(log, flags, 0o666)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise OSError(errno.EINVAL, "not a regular file")
     except OSError as error:
         raise DVDError(
             f"cannot write Ray's log {log} ({error.strerror}): move what is there away or choose another output folder"

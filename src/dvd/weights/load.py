@@ -43,6 +43,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from dvd.errors import DVDError
+from dvd.model.backbones.pretrained import from_safetensors
 from dvd.model.dvd_model import DEFAULT_TAU, DVDModel
 from dvd.weights.families import (
     PIPELINE_INDEX,
@@ -165,7 +166,7 @@ def finite(module: ModuleT, folder: Path) -> ModuleT:
 def diffusers_module(cls: type[ModuleT], folder: Path, **kwargs: Any) -> ModuleT:
     """`cls.from_pretrained(folder)` from its safetensors only, once its tensors are known to be finite."""
     require_safetensors(folder)
-    return finite(cls.from_pretrained(folder, use_safetensors=True, **kwargs), folder)
+    return finite(from_safetensors(cls, folder, **kwargs), folder)
 
 
 def require_safetensors(folder: Path) -> None:

@@ -40,10 +40,10 @@ def load_component(folder: Path, name: str, cls: type[ModuleT]) -> ModuleT:
             f"{folder / name} holds a {found}, not the {cls.__name__} this backbone needs: "
             "pass a base model whose transformer/ and vae/ belong together"
         )
-    return _from_safetensors(cls, folder / name, torch_dtype=torch.float32)
+    return from_safetensors(cls, folder / name, torch_dtype=torch.float32)
 
 
-def _from_safetensors(cls: type[ModuleT], directory: Path, **kwargs: Any) -> ModuleT:
+def from_safetensors(cls: type[ModuleT], directory: Path, **kwargs: Any) -> ModuleT:
     """`cls.from_pretrained(directory)` from safetensors only: a pickled .bin can run code, and dvd loads none."""
     try:
         return cls.from_pretrained(directory, use_safetensors=True, **kwargs)
@@ -73,7 +73,7 @@ def empty_prompt_embedding(folder: Path, max_length: int, family: str) -> tuple[
     ids, mask = _empty_prompt_ids(folder, max_length)
     # In the dtype its weights are stored in: T5-XXL has 4.7e9 parameters, which float32 could double in memory.
     with _quiet_transformers():
-        encoder = _from_safetensors(T5EncoderModel, encoder_dir, dtype="auto").eval()
+        encoder = from_safetensors(T5EncoderModel, encoder_dir, dtype="auto").eval()
     with torch.no_grad():
         embedding = encoder(ids.unsqueeze(0))[0][0].float()
     if not bool(torch.isfinite(embedding).all()):

@@ -25,6 +25,7 @@ from torch import nn
 
 from dvd.errors import DVDError
 from dvd.model.backbone import Backbone, FrameRule, batch_timesteps
+from dvd.model.backbones.pretrained import load_component
 from dvd.model.fixed_time import (
     fixed_timestep,
     precompute_time_conditions,
@@ -156,9 +157,8 @@ class WanBackbone(Backbone):
 
     @classmethod
     def from_base(cls, folder: Path) -> Backbone:
-        kwargs = {"torch_dtype": torch.float32, "use_safetensors": True}
-        transformer = WanTransformer3DModel.from_pretrained(folder / "transformer", **kwargs)
-        return cls(transformer, AutoencoderKLWan.from_pretrained(folder / "vae", **kwargs))
+        transformer = load_component(folder, "transformer", WanTransformer3DModel)
+        return cls(transformer, load_component(folder, "vae", AutoencoderKLWan))
 
     @classmethod
     def matches(cls, transformer: nn.Module, vae: nn.Module) -> bool:
